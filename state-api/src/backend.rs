@@ -1,0 +1,364 @@
+//! The keyed state backend contract.
+//!
+//! A [`StateBackend`] is a factory chosen from configuration (memory, fs,
+//! rocksdb); it creates one [`KeyedStateBackend`] per parallel operator
+//! instance. The keyed backend stores bytes: typed access lives in
+//! [`crate::state`], which serializes with postcard and calls the raw methods
+//! here.
+//!
+//! # Contract
+//!
+//! * **Scoped to the current key.** [`KeyedStateBackend::set_current_key`]
+//!   selects the key (serialized bytes); every cell and map call acts on that
+//!   key's state. A key whose key group is outside the backend's
+//!   [`KeyGroupRange`] is rejected with [`ErrorKind::InvalidArgument`].
+//! * **Per-record calls are synchronous** and never touch remote storage.
+//! * **Snapshots have two phases.** [`KeyedStateBackend::snapshot`] is the
+//!   synchronous phase: it runs on the processing thread and captures a
+//!   consistent view cheaply (copy-on-write tables, a RocksDB checkpoint). It
+//!   returns an [`AsyncSnapshot`] that writes the view to storage on another
+//!   thread while processing continues. Writes made after `snapshot` returns
+//!   are never part of that snapshot.
+//! * **Capabilities, not silent no-ops.** A backend declares what it can do in
+//!   [`Capabilities`]; asking for something else fails with
+//!   [`ErrorKind::Unsupported`].
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::descriptor::StateMeta;
+use crate::key_group::KeyGroupRange;
+use crate::storage::CheckpointStorage;
+use crate::ttl::Clock;
+use crate::{Error, ErrorKind, Result};
+
+/// Index of a registered state inside one keyed backend.
+pub type StateId = usize;
+
+/// What a backend supports. Tests and the runtime choose by capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Can write and restore the backend-neutral canonical format.
+    pub canonical_snapshots: bool,
+    /// Can write its own native files (e.g. RocksDB SSTs).
+    pub native_snapshots: bool,
+    /// Can upload only what changed since an earlier snapshot.
+    pub incremental_snapshots: bool,
+    /// Honors state TTL.
+    pub ttl: bool,
+    /// Can restore from handles whose key-group ranges differ from its own.
+    pub rescaling: bool,
+}
+
+/// Whether a snapshot is a periodic checkpoint or a user-triggered savepoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    /// Periodic, owned by the job, may reference shared files.
+    Checkpoint,
+    /// Triggered by the user, self-contained and relocatable.
+    Savepoint,
+}
+
+/// The layout of the files a snapshot writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotFormat {
+    /// Backend-neutral key/value records by key group
+    /// ([`crate::snapshot::canonical`]); any backend restores it.
+    Canonical,
+    /// The backend's own files; only the same backend restores it.
+    Native,
+}
+
+/// Where and how one keyed backend writes its snapshot.
+///
+/// Paths are relative to the storage root. `base` is the directory a
+/// manifest's file paths are relative to: the job directory for a checkpoint,
+/// the savepoint directory for a savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTarget {
+    /// Checkpoint id (savepoints have ids too).
+    pub checkpoint_id: u64,
+    /// Checkpoint or savepoint.
+    pub kind: SnapshotKind,
+    /// Requested format.
+    pub format: SnapshotFormat,
+    /// Upload only what changed since the last snapshot, when supported.
+    pub incremental: bool,
+    /// Base directory (ends with `/`).
+    pub base: String,
+    /// Directory exclusive to this snapshot, relative to `base` (`chk-7`).
+    pub exclusive_dir: String,
+    /// Directory for files shared between checkpoints, relative to `base`.
+    pub shared_dir: String,
+    /// File name stem unique to this operator instance (`count-0`).
+    pub file_stem: String,
+}
+
+impl SnapshotTarget {
+    /// The storage-root-relative path of a file in the exclusive directory.
+    pub fn exclusive_file(&self, name: &str) -> String {
+        format!("{}{}/{}", self.base, self.exclusive_dir, name)
+    }
+
+    /// The storage-root-relative path of a file in the shared directory.
+    pub fn shared_file(&self, name: &str) -> String {
+        format!("{}{}/{}", self.base, self.shared_dir, name)
+    }
+}
+
+/// A file a snapshot consists of, with what restore verifies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileRef {
+    /// In memory: relative to the storage root. In `_metadata`: relative to
+    /// the manifest's base directory, so savepoints can be moved.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC-32C (Castagnoli) of the whole file.
+    pub crc32c: u32,
+}
+
+/// What one keyed backend instance wrote for one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedStateHandle {
+    /// Name of the backend that wrote it (`memory`, `fs`, `rocksdb`).
+    pub backend: String,
+    /// Layout of `files`.
+    pub format: SnapshotFormat,
+    /// Key groups the snapshot covers.
+    pub key_group_range: KeyGroupRange,
+    /// The states, in the order the files index them.
+    pub states: Vec<StateMeta>,
+    /// All files the snapshot needs, including shared ones written earlier.
+    pub files: Vec<FileRef>,
+    /// Total bytes of `files`.
+    pub full_bytes: u64,
+    /// Bytes this snapshot uploaded (less than `full_bytes` when incremental).
+    pub uploaded_bytes: u64,
+}
+
+/// The asynchronous phase of a snapshot: owns a consistent view of the state
+/// and writes it to storage. Runs on any thread; processing goes on meanwhile.
+pub trait AsyncSnapshot: Send {
+    /// Writes the captured view to `storage` at `target`.
+    ///
+    /// # Errors
+    /// Storage failures ([`ErrorKind::Storage`]), or
+    /// [`ErrorKind::StateTooLarge`] when the backend has a size cap.
+    fn write(
+        self: Box<Self>,
+        storage: &CheckpointStorage,
+        target: &SnapshotTarget,
+    ) -> Result<KeyedStateHandle>;
+}
+
+/// The state of one parallel operator instance, stored as bytes.
+///
+/// See the [module docs](self) for the contract. Typed access goes through
+/// the handles in [`crate::state`].
+pub trait KeyedStateBackend: Send + fmt::Debug {
+    /// Backend name written into snapshots (`memory`, `fs`, `rocksdb`).
+    fn backend_name(&self) -> &'static str;
+
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The key groups this instance owns.
+    fn key_group_range(&self) -> KeyGroupRange;
+
+    /// The job's max parallelism (number of key groups).
+    fn max_parallelism(&self) -> u32;
+
+    /// The clock TTL reads.
+    fn clock(&self) -> &dyn Clock;
+
+    /// Registers a state, or returns the id of an already registered state of
+    /// the same name (as after a restore).
+    ///
+    /// # Errors
+    /// [`ErrorKind::IncompatibleState`] when the name is registered with
+    /// another kind; [`ErrorKind::InvalidArgument`] for an empty name.
+    fn register_state(&mut self, meta: &StateMeta) -> Result<StateId>;
+
+    /// The registered states, indexed by [`StateId`].
+    fn registered_states(&self) -> Vec<StateMeta>;
+
+    /// Selects the key (serialized with postcard) that later calls act on.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] when the key's group is outside
+    /// [`KeyedStateBackend::key_group_range`].
+    fn set_current_key(&mut self, serialized_key: &[u8]) -> Result<()>;
+
+    /// The current key's serialized bytes (empty before the first key).
+    fn current_key(&self) -> &[u8];
+
+    /// The current key's group.
+    fn current_key_group(&self) -> u32;
+
+    /// Reads the current key's cell of a value, list, reducing or aggregating
+    /// state.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an unknown state id or a map state.
+    fn get(&self, state: StateId) -> Result<Option<Cow<'_, [u8]>>>;
+
+    /// Replaces the current key's cell.
+    ///
+    /// # Errors
+    /// As [`KeyedStateBackend::get`].
+    fn put(&mut self, state: StateId, value: &[u8]) -> Result<()>;
+
+    /// Appends bytes to the current key's cell, creating it when absent (list
+    /// appends; RocksDB does this with a merge operator, without a read).
+    ///
+    /// # Errors
+    /// As [`KeyedStateBackend::get`].
+    fn append(&mut self, state: StateId, bytes: &[u8]) -> Result<()>;
+
+    /// Removes the current key's cell, or all its map entries.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an unknown state id.
+    fn clear(&mut self, state: StateId) -> Result<()>;
+
+    /// Reads one entry of the current key's map.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an unknown id or a non-map state.
+    fn map_get(&self, state: StateId, user_key: &[u8]) -> Result<Option<Cow<'_, [u8]>>>;
+
+    /// Inserts or replaces one entry of the current key's map.
+    ///
+    /// # Errors
+    /// As [`KeyedStateBackend::map_get`].
+    fn map_put(&mut self, state: StateId, user_key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// Removes one entry of the current key's map (absent entries are fine).
+    ///
+    /// # Errors
+    /// As [`KeyedStateBackend::map_get`].
+    fn map_remove(&mut self, state: StateId, user_key: &[u8]) -> Result<()>;
+
+    /// All entries of the current key's map, ordered by user-key bytes.
+    ///
+    /// # Errors
+    /// As [`KeyedStateBackend::map_get`].
+    fn map_entries(&self, state: StateId) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Every key that has a cell or at least one map entry in `state`,
+    /// ordered by serialized key bytes (Flink's `getKeys`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an unknown state id.
+    fn keys(&self, state: StateId) -> Result<Vec<Vec<u8>>>;
+
+    /// The synchronous phase of a snapshot: captures a consistent view and
+    /// returns the asynchronous phase that writes it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] for a format or mode the backend lacks.
+    fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>>;
+}
+
+/// Everything a keyed backend instance is created with.
+#[derive(Debug, Clone)]
+pub struct KeyedBackendOptions {
+    /// The job the state belongs to.
+    pub job_id: String,
+    /// The operator the state belongs to.
+    pub operator_id: String,
+    /// The key groups this instance owns.
+    pub key_group_range: KeyGroupRange,
+    /// The job's max parallelism.
+    pub max_parallelism: u32,
+    /// The clock TTL reads.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl KeyedBackendOptions {
+    /// Options for one instance owning `key_group_range`, with the system
+    /// clock.
+    pub fn new(
+        job_id: impl Into<String>,
+        operator_id: impl Into<String>,
+        key_group_range: KeyGroupRange,
+        max_parallelism: u32,
+    ) -> Self {
+        Self {
+            job_id: job_id.into(),
+            operator_id: operator_id.into(),
+            key_group_range,
+            max_parallelism,
+            clock: crate::ttl::system_clock(),
+        }
+    }
+
+    /// Replaces the clock (tests inject a [`crate::ttl::ManualClock`]).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// A state backend chosen by configuration: creates and restores keyed
+/// backends (Flink's `StateBackend`).
+pub trait StateBackend: Send + Sync + fmt::Debug {
+    /// `memory`, `fs` or `rocksdb`.
+    fn name(&self) -> &'static str;
+
+    /// What the keyed backends it creates support.
+    fn capabilities(&self) -> Capabilities;
+
+    /// A new, empty keyed backend.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for invalid options.
+    fn create_keyed_backend(&self, options: KeyedBackendOptions) -> Result<Box<dyn KeyedStateBackend>>;
+
+    /// A keyed backend holding the key groups of `options.key_group_range`
+    /// taken from `handles` (one per old subtask; key groups outside the
+    /// range are skipped).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`], [`ErrorKind::Corrupt`] or
+    /// [`ErrorKind::ChecksumMismatch`] naming the file; [`ErrorKind::Unsupported`]
+    /// for a format the backend cannot read.
+    fn restore_keyed_backend(
+        &self,
+        options: KeyedBackendOptions,
+        handles: &[KeyedStateHandle],
+        storage: &CheckpointStorage,
+    ) -> Result<Box<dyn KeyedStateBackend>>;
+}
+
+/// The error for a state id a backend does not know.
+pub fn unknown_state(state: StateId) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!("state id {state} is not registered with this backend"),
+    )
+}
+
+/// The error for calling a cell method on a map state or the reverse.
+pub fn wrong_state_kind(meta: &StateMeta, wanted: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!("state is a {:?} state, not {wanted}", meta.kind),
+    )
+    .with_context("state", meta.name.clone())
+}
+
+/// The error for a key whose group this backend does not own.
+pub fn key_outside_range(key_group: u32, range: KeyGroupRange) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!("key belongs to key group {key_group}, outside this backend's range {range}"),
+    )
+}
