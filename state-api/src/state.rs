@@ -246,19 +246,34 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
     pub fn get<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<T>> {
         let now = backend.clock().now_ms();
         let mut elements = Vec::new();
+        // Frames of live elements, kept as stored so their expiry survives a
+        // rewrite that only drops expired elements.
+        let mut live_frames = Vec::new();
         let mut saw_expired = false;
         if let Some(cell) = backend.get(self.id)? {
             let mut rest: &[u8] = &cell;
             while !rest.is_empty() {
                 let frame = get_length_prefixed(&mut rest)?;
                 match live_payload(frame, self.ttl, now)? {
-                    Some(payload) => elements.push(decode_value::<T>(payload)?),
+                    Some(payload) => {
+                        elements.push(decode_value::<T>(payload)?);
+                        if self.ttl.is_some() {
+                            put_varint(&mut live_frames, frame.len() as u64);
+                            live_frames.extend_from_slice(frame);
+                        }
+                    }
                     None => saw_expired = true,
                 }
             }
         }
-        if saw_expired || (refreshes_on_read(self.ttl) && !elements.is_empty()) {
+        if refreshes_on_read(self.ttl) && !elements.is_empty() {
             self.update(backend, &elements)?;
+        } else if saw_expired {
+            if live_frames.is_empty() {
+                backend.clear(self.id)?;
+            } else {
+                backend.put(self.id, &live_frames)?;
+            }
         }
         Ok(elements)
     }

@@ -1,0 +1,808 @@
+//! The conformance cases. Each takes a [`TestTarget`] and panics on failure;
+//! [`crate::conformance_tests!`] turns them into `#[test]`s.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{dump, StateDump, StorageFixture, TestTarget};
+use crate::backend::{KeyedStateBackend, SnapshotFormat, SnapshotKind, SnapshotTarget};
+use crate::descriptor::{
+    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
+    ValueStateDescriptor,
+};
+use crate::key_group::assign_to_key_group;
+use crate::operator_state::OperatorStateStore;
+use crate::snapshot::manifest::{OperatorSnapshot, SnapshotManifest};
+use crate::state::KeyedStateBackendExt;
+use crate::storage::CheckpointStorage;
+use crate::ttl::{ManualClock, TtlConfig, TtlUpdateType};
+use crate::{ErrorKind, KeyGroupRange, KeyedStateHandle};
+
+const MAX_PARALLELISM: u32 = 128;
+const JOB: &str = "conformance-job";
+
+fn backend(target: &TestTarget) -> Box<dyn KeyedStateBackend> {
+    target.create_full(MAX_PARALLELISM).unwrap()
+}
+
+fn backend_with_clock(target: &TestTarget, clock: Arc<ManualClock>) -> Box<dyn KeyedStateBackend> {
+    let options = target
+        .options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM)
+        .with_clock(clock);
+    target.backend.create_keyed_backend(options).unwrap()
+}
+
+fn key(b: &mut dyn KeyedStateBackend, k: &str) {
+    b.set_current_key_typed(k).unwrap();
+}
+
+fn target_for(id: u64, stem: &str) -> SnapshotTarget {
+    SnapshotTarget {
+        checkpoint_id: id,
+        kind: SnapshotKind::Checkpoint,
+        format: SnapshotFormat::Canonical,
+        incremental: false,
+        base: format!("{JOB}/"),
+        exclusive_dir: format!("chk-{id}"),
+        shared_dir: "shared".into(),
+        file_stem: stem.into(),
+    }
+}
+
+/// Snapshot one backend into checkpoint `id` (not committed).
+fn snapshot(b: &mut dyn KeyedStateBackend, storage: &CheckpointStorage, id: u64, stem: &str) -> KeyedStateHandle {
+    let t = target_for(id, stem);
+    b.snapshot(&t).unwrap().write(storage, &t).unwrap()
+}
+
+fn restore(target: &TestTarget, storage: &CheckpointStorage, handles: &[KeyedStateHandle], range: KeyGroupRange) -> Box<dyn KeyedStateBackend> {
+    target
+        .backend
+        .restore_keyed_backend(target.options(range, MAX_PARALLELISM), handles, storage)
+        .unwrap()
+}
+
+fn commit(storage: &CheckpointStorage, id: u64, handles: Vec<KeyedStateHandle>) {
+    let mut manifest = SnapshotManifest::new(JOB, id, SnapshotKind::Checkpoint, MAX_PARALLELISM);
+    manifest.operators.push(OperatorSnapshot {
+        operator_id: "op".into(),
+        parallelism: handles.len() as u32,
+        keyed_state: handles,
+        operator_state: vec![],
+    });
+    storage.commit(&manifest).unwrap();
+}
+
+struct Sum;
+impl AggregateFunction for Sum {
+    type In = u64;
+    type Acc = (u64, u64);
+    type Out = f64;
+    fn create_accumulator(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, value: &u64, acc: (u64, u64)) -> (u64, u64) {
+        (acc.0 + value, acc.1 + 1)
+    }
+    fn get_result(&self, acc: &(u64, u64)) -> f64 {
+        acc.0 as f64 / acc.1 as f64
+    }
+}
+
+/// Fills every kind of state for `n` keys and returns the dump.
+fn populate(b: &mut dyn KeyedStateBackend, n: u32) -> StateDump {
+    let v = b.value_state(&ValueStateDescriptor::<u64>::new("value")).unwrap();
+    let l = b.list_state(&ListStateDescriptor::<String>::new("list")).unwrap();
+    let m = b.map_state(&MapStateDescriptor::<u32, String>::new("map")).unwrap();
+    let r = b
+        .reducing_state(&ReducingStateDescriptor::new("reduce", |a: &u64, c: &u64| a + c))
+        .unwrap();
+    let a = b.aggregating_state(&AggregatingStateDescriptor::new("agg", Sum)).unwrap();
+    for i in 0..n {
+        b.set_current_key_typed(&format!("key-{i}")).unwrap();
+        v.update(b, &u64::from(i)).unwrap();
+        l.add(b, &format!("e{i}")).unwrap();
+        l.add(b, &format!("f{i}")).unwrap();
+        m.put(b, &i, &format!("m{i}")).unwrap();
+        m.put(b, &(i + 1000), &"x".to_owned()).unwrap();
+        r.add(b, u64::from(i)).unwrap();
+        r.add(b, 1).unwrap();
+        a.add(b, &u64::from(i)).unwrap();
+    }
+    dump(b).unwrap()
+}
+
+fn in_range(d: &StateDump, range: KeyGroupRange) -> StateDump {
+    d.iter()
+        .filter(|((_, k), _)| range.contains(assign_to_key_group(k, MAX_PARALLELISM)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+// ---- value state ----
+
+pub fn value_get_returns_none_before_update(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    key(b.as_mut(), "a");
+    assert_eq!(s.value(b.as_mut()).unwrap(), None);
+}
+
+pub fn value_update_then_get_returns_value(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.value_state(&ValueStateDescriptor::<String>::new("v")).unwrap();
+    key(b.as_mut(), "a");
+    s.update(b.as_mut(), &"hello".to_owned()).unwrap();
+    assert_eq!(s.value(b.as_mut()).unwrap().as_deref(), Some("hello"));
+}
+
+pub fn value_update_overwrites_previous_value(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    key(b.as_mut(), "a");
+    s.update(b.as_mut(), &1).unwrap();
+    s.update(b.as_mut(), &u64::MAX).unwrap();
+    assert_eq!(s.value(b.as_mut()).unwrap(), Some(u64::MAX));
+}
+
+pub fn value_is_scoped_to_current_key(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    for (k, v) in [("a", 1), ("b", 2), ("c", 3)] {
+        key(b.as_mut(), k);
+        s.update(b.as_mut(), &v).unwrap();
+    }
+    for (k, v) in [("a", 1), ("b", 2), ("c", 3)] {
+        key(b.as_mut(), k);
+        assert_eq!(s.value(b.as_mut()).unwrap(), Some(v), "key {k}");
+    }
+}
+
+pub fn value_clear_removes_only_current_key(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    key(b.as_mut(), "a");
+    s.update(b.as_mut(), &1).unwrap();
+    key(b.as_mut(), "b");
+    s.update(b.as_mut(), &2).unwrap();
+    s.clear(b.as_mut()).unwrap();
+    assert_eq!(s.value(b.as_mut()).unwrap(), None);
+    key(b.as_mut(), "a");
+    assert_eq!(s.value(b.as_mut()).unwrap(), Some(1));
+}
+
+// ---- list state ----
+
+pub fn list_get_is_empty_before_add(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.list_state(&ListStateDescriptor::<u32>::new("l")).unwrap();
+    key(b.as_mut(), "a");
+    assert!(s.get(b.as_mut()).unwrap().is_empty());
+}
+
+pub fn list_add_preserves_insertion_order(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.list_state(&ListStateDescriptor::<u32>::new("l")).unwrap();
+    key(b.as_mut(), "a");
+    for x in [3, 1, 2, 1] {
+        s.add(b.as_mut(), &x).unwrap();
+    }
+    assert_eq!(s.get(b.as_mut()).unwrap(), vec![3, 1, 2, 1]);
+}
+
+pub fn list_add_all_appends_after_existing_elements(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.list_state(&ListStateDescriptor::<String>::new("l")).unwrap();
+    key(b.as_mut(), "a");
+    s.add(b.as_mut(), &"x".to_owned()).unwrap();
+    s.add_all(b.as_mut(), &["y".to_owned(), "z".to_owned()]).unwrap();
+    s.add_all(b.as_mut(), &[]).unwrap();
+    assert_eq!(s.get(b.as_mut()).unwrap(), vec!["x", "y", "z"]);
+}
+
+pub fn list_update_replaces_elements(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.list_state(&ListStateDescriptor::<u32>::new("l")).unwrap();
+    key(b.as_mut(), "a");
+    s.add_all(b.as_mut(), &[1, 2, 3]).unwrap();
+    s.update(b.as_mut(), &[9]).unwrap();
+    assert_eq!(s.get(b.as_mut()).unwrap(), vec![9]);
+}
+
+pub fn list_update_with_nothing_clears(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.list_state(&ListStateDescriptor::<u32>::new("l")).unwrap();
+    key(b.as_mut(), "a");
+    s.add(b.as_mut(), &1).unwrap();
+    s.update(b.as_mut(), &[]).unwrap();
+    assert!(s.get(b.as_mut()).unwrap().is_empty());
+    assert!(b.keys(s.id()).unwrap().is_empty(), "an emptied list leaves no key behind");
+}
+
+pub fn list_clear_removes_list(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.list_state(&ListStateDescriptor::<u32>::new("l")).unwrap();
+    key(b.as_mut(), "a");
+    s.add(b.as_mut(), &1).unwrap();
+    key(b.as_mut(), "b");
+    s.add(b.as_mut(), &2).unwrap();
+    s.clear(b.as_mut()).unwrap();
+    assert!(s.get(b.as_mut()).unwrap().is_empty());
+    key(b.as_mut(), "a");
+    assert_eq!(s.get(b.as_mut()).unwrap(), vec![1]);
+}
+
+// ---- map state ----
+
+pub fn map_get_of_absent_user_key_returns_none(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.map_state(&MapStateDescriptor::<String, u64>::new("m")).unwrap();
+    key(b.as_mut(), "a");
+    assert_eq!(s.get(b.as_mut(), &"nope".to_owned()).unwrap(), None);
+}
+
+pub fn map_put_get_remove_round_trip(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.map_state(&MapStateDescriptor::<String, u64>::new("m")).unwrap();
+    key(b.as_mut(), "a");
+    s.put(b.as_mut(), &"x".to_owned(), &1).unwrap();
+    s.put(b.as_mut(), &"x".to_owned(), &2).unwrap();
+    assert_eq!(s.get(b.as_mut(), &"x".to_owned()).unwrap(), Some(2));
+    s.remove(b.as_mut(), &"x".to_owned()).unwrap();
+    assert_eq!(s.get(b.as_mut(), &"x".to_owned()).unwrap(), None);
+    s.remove(b.as_mut(), &"never-there".to_owned()).unwrap();
+}
+
+pub fn map_entries_are_ordered_by_serialized_user_key(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.map_state(&MapStateDescriptor::<u8, u8>::new("m")).unwrap();
+    key(b.as_mut(), "a");
+    for k in [5u8, 1, 200, 3] {
+        s.put(b.as_mut(), &k, &(k / 2)).unwrap();
+    }
+    // postcard encodes u8 as one byte, so byte order is numeric order here.
+    assert_eq!(s.entries(b.as_mut()).unwrap(), vec![(1, 0), (3, 1), (5, 2), (200, 100)]);
+    assert_eq!(s.keys(b.as_mut()).unwrap(), vec![1, 3, 5, 200]);
+}
+
+pub fn map_contains_and_is_empty_follow_puts_and_removes(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.map_state(&MapStateDescriptor::<u32, u32>::new("m")).unwrap();
+    key(b.as_mut(), "a");
+    assert!(s.is_empty(b.as_mut()).unwrap());
+    s.put(b.as_mut(), &7, &7).unwrap();
+    assert!(s.contains(b.as_mut(), &7).unwrap());
+    assert!(!s.contains(b.as_mut(), &8).unwrap());
+    assert!(!s.is_empty(b.as_mut()).unwrap());
+    s.remove(b.as_mut(), &7).unwrap();
+    assert!(s.is_empty(b.as_mut()).unwrap());
+    assert!(b.keys(s.id()).unwrap().is_empty(), "an emptied map leaves no key behind");
+}
+
+pub fn map_clear_removes_only_current_key_entries(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.map_state(&MapStateDescriptor::<u32, u32>::new("m")).unwrap();
+    key(b.as_mut(), "a");
+    s.put(b.as_mut(), &1, &1).unwrap();
+    key(b.as_mut(), "b");
+    s.put(b.as_mut(), &1, &2).unwrap();
+    s.put(b.as_mut(), &2, &2).unwrap();
+    s.clear(b.as_mut()).unwrap();
+    assert!(s.is_empty(b.as_mut()).unwrap());
+    key(b.as_mut(), "a");
+    assert_eq!(s.entries(b.as_mut()).unwrap(), vec![(1, 1)]);
+}
+
+// ---- reducing and aggregating ----
+
+pub fn reducing_state_folds_added_values(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b
+        .reducing_state(&ReducingStateDescriptor::new("max", |a: &i64, c: &i64| *a.max(c)))
+        .unwrap();
+    key(b.as_mut(), "a");
+    assert_eq!(s.get(b.as_mut()).unwrap(), None);
+    for x in [3, -1, 9, 4] {
+        s.add(b.as_mut(), x).unwrap();
+    }
+    assert_eq!(s.get(b.as_mut()).unwrap(), Some(9));
+}
+
+pub fn reducing_state_clear_starts_over(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b
+        .reducing_state(&ReducingStateDescriptor::new("sum", |a: &u64, c: &u64| a + c))
+        .unwrap();
+    key(b.as_mut(), "a");
+    s.add(b.as_mut(), 5).unwrap();
+    s.clear(b.as_mut()).unwrap();
+    s.add(b.as_mut(), 2).unwrap();
+    assert_eq!(s.get(b.as_mut()).unwrap(), Some(2));
+}
+
+pub fn aggregating_state_folds_and_reports_result(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.aggregating_state(&AggregatingStateDescriptor::new("avg", Sum)).unwrap();
+    key(b.as_mut(), "a");
+    assert_eq!(s.get(b.as_mut()).unwrap(), None);
+    for x in [2, 4, 9] {
+        s.add(b.as_mut(), &x).unwrap();
+    }
+    assert_eq!(s.get(b.as_mut()).unwrap(), Some(5.0));
+    s.clear(b.as_mut()).unwrap();
+    assert_eq!(s.get(b.as_mut()).unwrap(), None);
+}
+
+// ---- iteration and registration ----
+
+pub fn keys_lists_every_key_with_state(t: &TestTarget) {
+    let mut b = backend(t);
+    let s = b.value_state(&ValueStateDescriptor::<u8>::new("v")).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..300u32 {
+        let k = format!("k{i}");
+        key(b.as_mut(), &k);
+        s.update(b.as_mut(), &1).unwrap();
+        expected.push(crate::codec::encode_value(&k).unwrap());
+    }
+    key(b.as_mut(), "k7");
+    s.clear(b.as_mut()).unwrap();
+    expected.retain(|k| *k != crate::codec::encode_value("k7").unwrap());
+    expected.sort();
+    assert_eq!(b.keys(s.id()).unwrap(), expected);
+}
+
+pub fn states_with_different_names_are_independent(t: &TestTarget) {
+    let mut b = backend(t);
+    let s1 = b.value_state(&ValueStateDescriptor::<u64>::new("one")).unwrap();
+    let s2 = b.value_state(&ValueStateDescriptor::<u64>::new("two")).unwrap();
+    key(b.as_mut(), "a");
+    s1.update(b.as_mut(), &1).unwrap();
+    assert_eq!(s2.value(b.as_mut()).unwrap(), None);
+    s2.update(b.as_mut(), &2).unwrap();
+    s1.clear(b.as_mut()).unwrap();
+    assert_eq!(s2.value(b.as_mut()).unwrap(), Some(2));
+}
+
+pub fn registering_same_name_twice_returns_same_state(t: &TestTarget) {
+    let mut b = backend(t);
+    let s1 = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let s2 = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    assert_eq!(s1.id(), s2.id());
+    key(b.as_mut(), "a");
+    s1.update(b.as_mut(), &4).unwrap();
+    assert_eq!(s2.value(b.as_mut()).unwrap(), Some(4));
+    assert_eq!(b.registered_states().len(), 1);
+}
+
+pub fn registering_same_name_with_other_kind_is_incompatible(t: &TestTarget) {
+    let mut b = backend(t);
+    b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let err = b.list_state(&ListStateDescriptor::<u64>::new("v")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::IncompatibleState);
+    assert_eq!(err.context_value("state"), Some("v"));
+    let err = b.value_state(&ValueStateDescriptor::<u64>::new("")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+}
+
+pub fn key_outside_key_group_range_is_rejected(t: &TestTarget) {
+    let range = KeyGroupRange::new(0, 63);
+    let mut b = t.backend.create_keyed_backend(t.options(range, MAX_PARALLELISM)).unwrap();
+    let mut rejected = 0;
+    for i in 0..50 {
+        let k = crate::codec::encode_value(&format!("k{i}")).unwrap();
+        let group = assign_to_key_group(&k, MAX_PARALLELISM);
+        let result = b.set_current_key(&k);
+        if range.contains(group) {
+            assert!(result.is_ok());
+        } else {
+            assert_eq!(result.unwrap_err().kind(), ErrorKind::InvalidArgument);
+            rejected += 1;
+        }
+    }
+    assert!(rejected > 0, "some of 50 keys must fall outside half the groups");
+}
+
+pub fn unknown_state_id_is_invalid_argument(t: &TestTarget) {
+    let mut b = backend(t);
+    key(b.as_mut(), "a");
+    assert_eq!(b.get(42).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(b.put(42, b"x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(b.keys(42).unwrap_err().kind(), ErrorKind::InvalidArgument);
+}
+
+pub fn cell_call_on_map_state_is_invalid_argument(t: &TestTarget) {
+    let mut b = backend(t);
+    let m = b.map_state(&MapStateDescriptor::<u8, u8>::new("m")).unwrap();
+    let v = b.value_state(&ValueStateDescriptor::<u8>::new("v")).unwrap();
+    key(b.as_mut(), "a");
+    assert_eq!(b.put(m.id(), b"x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(b.map_put(v.id(), b"k", b"x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+}
+
+// ---- TTL ----
+
+pub fn ttl_value_is_not_returned_after_expiry(t: &TestTarget) {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut b = backend_with_clock(t, clock.clone());
+    let ttl = TtlConfig::new(Duration::from_secs(10));
+    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl)).unwrap();
+    key(b.as_mut(), "a");
+    s.update(b.as_mut(), &1).unwrap();
+    clock.advance(Duration::from_millis(9_999));
+    assert_eq!(s.value(b.as_mut()).unwrap(), Some(1));
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(s.value(b.as_mut()).unwrap(), None);
+}
+
+pub fn ttl_list_elements_expire_individually(t: &TestTarget) {
+    let clock = Arc::new(ManualClock::new(0));
+    let mut b = backend_with_clock(t, clock.clone());
+    let ttl = TtlConfig::new(Duration::from_secs(10));
+    let s = b.list_state(&ListStateDescriptor::<u32>::new("l").with_ttl(ttl)).unwrap();
+    key(b.as_mut(), "a");
+    s.add(b.as_mut(), &1).unwrap();
+    clock.advance(Duration::from_secs(5));
+    s.add(b.as_mut(), &2).unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(s.get(b.as_mut()).unwrap(), vec![2]);
+    clock.advance(Duration::from_secs(5));
+    assert!(s.get(b.as_mut()).unwrap().is_empty());
+}
+
+pub fn ttl_map_entries_expire_individually(t: &TestTarget) {
+    let clock = Arc::new(ManualClock::new(0));
+    let mut b = backend_with_clock(t, clock.clone());
+    let ttl = TtlConfig::new(Duration::from_secs(10));
+    let s = b.map_state(&MapStateDescriptor::<u8, u8>::new("m").with_ttl(ttl)).unwrap();
+    key(b.as_mut(), "a");
+    s.put(b.as_mut(), &1, &1).unwrap();
+    clock.advance(Duration::from_secs(6));
+    s.put(b.as_mut(), &2, &2).unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(s.get(b.as_mut(), &1).unwrap(), None);
+    assert_eq!(s.entries(b.as_mut()).unwrap(), vec![(2, 2)]);
+}
+
+pub fn ttl_on_read_and_write_refreshes_on_read(t: &TestTarget) {
+    let clock = Arc::new(ManualClock::new(0));
+    let mut b = backend_with_clock(t, clock.clone());
+    let ttl = TtlConfig::new(Duration::from_secs(10)).with_update_type(TtlUpdateType::OnReadAndWrite);
+    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl)).unwrap();
+    key(b.as_mut(), "a");
+    s.update(b.as_mut(), &1).unwrap();
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(8));
+        assert_eq!(s.value(b.as_mut()).unwrap(), Some(1), "each read extends the life");
+    }
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(s.value(b.as_mut()).unwrap(), None);
+}
+
+pub fn ttl_expired_values_are_purged_at_snapshot(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let clock = Arc::new(ManualClock::new(0));
+    let mut b = backend_with_clock(t, clock.clone());
+    let ttl = TtlConfig::new(Duration::from_secs(10));
+    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl)).unwrap();
+    key(b.as_mut(), "old");
+    s.update(b.as_mut(), &1).unwrap();
+    clock.advance(Duration::from_secs(8));
+    key(b.as_mut(), "new");
+    s.update(b.as_mut(), &2).unwrap();
+    clock.advance(Duration::from_secs(3));
+    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    let restored = restore(t, &fixture.storage, &[handle], KeyGroupRange::all(MAX_PARALLELISM));
+    let id = restored.registered_states().iter().position(|m| m.name == "v").unwrap();
+    assert_eq!(
+        restored.keys(id).unwrap(),
+        vec![crate::codec::encode_value("new").unwrap()],
+        "the expired key must not reach storage"
+    );
+}
+
+// ---- snapshots ----
+
+pub fn snapshot_excludes_writes_after_sync_phase(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let l = b.list_state(&ListStateDescriptor::<u64>::new("l")).unwrap();
+    let m = b.map_state(&MapStateDescriptor::<u8, u8>::new("m")).unwrap();
+    key(b.as_mut(), "a");
+    v.update(b.as_mut(), &1).unwrap();
+    l.add(b.as_mut(), &1).unwrap();
+    m.put(b.as_mut(), &1, &1).unwrap();
+    let target = target_for(1, "op-0");
+    let pending = b.snapshot(&target).unwrap();
+    // Mutate everything after the synchronous phase, before the write.
+    v.update(b.as_mut(), &2).unwrap();
+    l.add(b.as_mut(), &2).unwrap();
+    m.put(b.as_mut(), &1, &2).unwrap();
+    m.put(b.as_mut(), &3, &3).unwrap();
+    key(b.as_mut(), "b");
+    v.update(b.as_mut(), &9).unwrap();
+    let handle = pending.write(&fixture.storage, &target).unwrap();
+    let mut r = restore(t, &fixture.storage, &[handle], KeyGroupRange::all(MAX_PARALLELISM));
+    let (v, l, m) = (
+        r.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap(),
+        r.list_state(&ListStateDescriptor::<u64>::new("l")).unwrap(),
+        r.map_state(&MapStateDescriptor::<u8, u8>::new("m")).unwrap(),
+    );
+    key(r.as_mut(), "a");
+    assert_eq!(v.value(r.as_mut()).unwrap(), Some(1));
+    assert_eq!(l.get(r.as_mut()).unwrap(), vec![1]);
+    assert_eq!(m.entries(r.as_mut()).unwrap(), vec![(1, 1)]);
+    key(r.as_mut(), "b");
+    assert_eq!(v.value(r.as_mut()).unwrap(), None);
+    // And the live backend kept the later writes.
+    key(b.as_mut(), "a");
+    let live_v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    assert_eq!(live_v.value(b.as_mut()).unwrap(), Some(2));
+}
+
+pub fn snapshot_write_runs_on_another_thread(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    let expected = populate(b.as_mut(), 200);
+    let target = target_for(1, "op-0");
+    let pending = b.snapshot(&target).unwrap();
+    let storage = fixture.storage.clone();
+    let writer = std::thread::spawn(move || pending.write(&storage, &target));
+    // Processing goes on meanwhile.
+    let v = b.value_state(&ValueStateDescriptor::<u64>::new("value")).unwrap();
+    for i in 0..200 {
+        b.set_current_key_typed(&format!("key-{i}")).unwrap();
+        v.update(b.as_mut(), &0).unwrap();
+    }
+    let handle = writer.join().unwrap().unwrap();
+    let mut r = restore(t, &fixture.storage, &[handle], KeyGroupRange::all(MAX_PARALLELISM));
+    assert_eq!(dump(r.as_mut()).unwrap(), expected);
+}
+
+pub fn snapshot_restore_round_trips_every_state_kind(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    let expected = populate(b.as_mut(), 500);
+    assert_eq!(expected.len(), 500 * 5);
+    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    assert!(handle.full_bytes > 0 && handle.files.iter().all(|f| f.size > 0));
+    let mut r = restore(t, &fixture.storage, &[handle], KeyGroupRange::all(MAX_PARALLELISM));
+    assert_eq!(dump(r.as_mut()).unwrap(), expected);
+    // Typed reads work on the restored backend too.
+    let m = r.map_state(&MapStateDescriptor::<u32, String>::new("map")).unwrap();
+    r.set_current_key_typed("key-7").unwrap();
+    assert_eq!(m.get(r.as_mut(), &7).unwrap().as_deref(), Some("m7"));
+}
+
+pub fn restore_at_parallelism_1_2_4_keeps_state_identical(t: &TestTarget) {
+    let fixture = (t.storage)();
+    // Write the state from parallelism 2.
+    let mut handles = Vec::new();
+    let mut expected = StateDump::new();
+    let mut writers = Vec::new();
+    for i in 0..2 {
+        let range = KeyGroupRange::for_subtask(MAX_PARALLELISM, 2, i);
+        writers.push(t.backend.create_keyed_backend(t.options(range, MAX_PARALLELISM)).unwrap());
+    }
+    {
+        // Route keys to their owning subtask, like key_by does.
+        let metas: Vec<_> = {
+            let mut all = Vec::new();
+            for w in &mut writers {
+                all.push(populate_subset(w.as_mut(), 400));
+            }
+            all
+        };
+        for d in metas {
+            expected.extend(d);
+        }
+    }
+    for (i, w) in writers.iter_mut().enumerate() {
+        handles.push(snapshot(w.as_mut(), &fixture.storage, 1, &format!("op-{i}")));
+    }
+    assert!(expected.len() > 400, "both subtasks hold state");
+    for parallelism in [1, 2, 4] {
+        let mut union = StateDump::new();
+        for i in 0..parallelism {
+            let range = KeyGroupRange::for_subtask(MAX_PARALLELISM, parallelism, i);
+            let mut r = restore(t, &fixture.storage, &handles, range);
+            let part = dump(r.as_mut()).unwrap();
+            assert_eq!(part, in_range(&expected, range), "subtask {i} of {parallelism}");
+            union.extend(part);
+        }
+        assert_eq!(union, expected, "parallelism {parallelism}");
+    }
+}
+
+/// Like [`populate`] but only for the keys this backend owns.
+fn populate_subset(b: &mut dyn KeyedStateBackend, n: u32) -> StateDump {
+    let v = b.value_state(&ValueStateDescriptor::<u64>::new("value")).unwrap();
+    let l = b.list_state(&ListStateDescriptor::<String>::new("list")).unwrap();
+    let m = b.map_state(&MapStateDescriptor::<u32, String>::new("map")).unwrap();
+    let range = b.key_group_range();
+    for i in 0..n {
+        let k = crate::codec::encode_value(&format!("key-{i}")).unwrap();
+        if !range.contains(assign_to_key_group(&k, MAX_PARALLELISM)) {
+            continue;
+        }
+        b.set_current_key(&k).unwrap();
+        v.update(b, &u64::from(i)).unwrap();
+        l.add_all(b, &[format!("a{i}"), format!("b{i}")]).unwrap();
+        m.put(b, &i, &format!("m{i}")).unwrap();
+    }
+    dump(b).unwrap()
+}
+
+pub fn restore_skips_key_groups_outside_range(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    let expected = populate(b.as_mut(), 300);
+    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    let range = KeyGroupRange::new(10, 20);
+    let mut r = restore(t, &fixture.storage, &[handle], range);
+    let got = dump(r.as_mut()).unwrap();
+    assert_eq!(got, in_range(&expected, range));
+    assert!(got.len() < expected.len());
+}
+
+pub fn restore_from_missing_file_is_not_found(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    populate(b.as_mut(), 10);
+    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    let victim = handle.files[0].path.clone();
+    fixture.storage.delete(&victim).unwrap();
+    let err = t
+        .backend
+        .restore_keyed_backend(t.options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM), &[handle], &fixture.storage)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains(&victim), "error must name the file: {err}");
+}
+
+fn restore_after_damage(t: &TestTarget, damage: impl Fn(Vec<u8>) -> Vec<u8>) -> crate::Error {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    populate(b.as_mut(), 50);
+    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    let file = handle.files[0].clone();
+    let bytes = fixture.storage.read(&file.path).unwrap();
+    fixture.storage.write(&file.path, damage(bytes)).unwrap();
+    let err = t
+        .backend
+        .restore_keyed_backend(t.options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM), &[handle], &fixture.storage)
+        .unwrap_err();
+    assert!(err.to_string().contains(&file.path), "error must name the file: {err}");
+    err
+}
+
+pub fn restore_from_corrupt_file_is_checksum_mismatch(t: &TestTarget) {
+    let err = restore_after_damage(t, |mut bytes| {
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        bytes
+    });
+    assert_eq!(err.kind(), ErrorKind::ChecksumMismatch, "{err}");
+}
+
+pub fn restore_from_truncated_file_is_detected(t: &TestTarget) {
+    let err = restore_after_damage(t, |mut bytes| {
+        bytes.truncate(bytes.len() - 7);
+        bytes
+    });
+    assert!(
+        matches!(err.kind(), ErrorKind::ChecksumMismatch | ErrorKind::Corrupt),
+        "{err}"
+    );
+}
+
+pub fn committed_checkpoint_restores_through_manifest(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    let expected = populate(b.as_mut(), 100);
+    let handle = snapshot(b.as_mut(), &fixture.storage, 7, "op-0");
+    commit(&fixture.storage, 7, vec![handle]);
+    let latest = fixture.storage.latest_completed(Some(JOB)).unwrap().expect("a committed checkpoint");
+    assert_eq!(latest.manifest.checkpoint_id, 7);
+    assert_eq!(latest.dir, format!("{JOB}/chk-7/"));
+    let loaded = fixture.storage.load(&latest.dir).unwrap();
+    let handles = &loaded.manifest.operator("op").unwrap().keyed_state;
+    let mut r = restore(t, &fixture.storage, handles, KeyGroupRange::all(MAX_PARALLELISM));
+    assert_eq!(dump(r.as_mut()).unwrap(), expected);
+}
+
+pub fn latest_ignores_checkpoint_without_metadata(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    populate(b.as_mut(), 10);
+    let h1 = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    commit(&fixture.storage, 1, vec![h1]);
+    // Checkpoint 2 uploads its files but never writes _metadata.
+    snapshot(b.as_mut(), &fixture.storage, 2, "op-0");
+    let listing = fixture.storage.list_checkpoints(JOB).unwrap();
+    assert_eq!(listing.iter().map(|l| (l.checkpoint_id, l.complete)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
+    assert_eq!(fixture.storage.latest_completed(None).unwrap().unwrap().manifest.checkpoint_id, 1);
+    let err = fixture.storage.load(&format!("{JOB}/chk-2")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("_metadata"), "{err}");
+}
+
+pub fn retention_keeps_newest_checkpoints_restorable(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let mut dumps = Vec::new();
+    for id in 1..=4u64 {
+        key(b.as_mut(), "a");
+        v.update(b.as_mut(), &id).unwrap();
+        dumps.push(dump(b.as_mut()).unwrap());
+        let h = snapshot(b.as_mut(), &fixture.storage, id, "op-0");
+        commit(&fixture.storage, id, vec![h]);
+    }
+    let report = fixture.storage.apply_retention(JOB, 2).unwrap();
+    assert_eq!(report.deleted_checkpoints, vec![1, 2]);
+    let left: Vec<u64> = fixture.storage.list_checkpoints(JOB).unwrap().iter().map(|l| l.checkpoint_id).collect();
+    assert_eq!(left, vec![3, 4]);
+    for id in [3u64, 4] {
+        let snap = fixture.storage.load(&format!("{JOB}/chk-{id}")).unwrap();
+        let mut r = restore(t, &fixture.storage, &snap.manifest.operators[0].keyed_state, KeyGroupRange::all(MAX_PARALLELISM));
+        assert_eq!(dump(r.as_mut()).unwrap(), dumps[id as usize - 1]);
+    }
+}
+
+pub fn unsupported_snapshot_request_is_unsupported_error(t: &TestTarget) {
+    let mut b = backend(t);
+    let caps = b.capabilities();
+    let mut asked = 0;
+    if !caps.native_snapshots {
+        let mut target = target_for(1, "op-0");
+        target.format = SnapshotFormat::Native;
+        assert_eq!(b.snapshot(&target).err().map(|e| e.kind()), Some(ErrorKind::Unsupported));
+        asked += 1;
+    }
+    if !caps.incremental_snapshots {
+        let mut target = target_for(1, "op-0");
+        target.incremental = true;
+        assert_eq!(b.snapshot(&target).err().map(|e| e.kind()), Some(ErrorKind::Unsupported));
+        asked += 1;
+    }
+    if !caps.canonical_snapshots {
+        let target = target_for(1, "op-0");
+        assert_eq!(b.snapshot(&target).err().map(|e| e.kind()), Some(ErrorKind::Unsupported));
+        asked += 1;
+    }
+    if asked == 0 {
+        // A backend that supports everything must then honour every request.
+        let fixture = (t.storage)();
+        let mut target = target_for(1, "op-0");
+        target.incremental = true;
+        target.format = SnapshotFormat::Native;
+        b.snapshot(&target).unwrap().write(&fixture.storage, &target).unwrap();
+    }
+}
+
+pub fn operator_state_is_split_evenly_on_restore(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut handles = Vec::new();
+    for subtask in 0..3u32 {
+        let mut store = OperatorStateStore::default();
+        let offsets = store.list_state::<u64>("offsets");
+        for i in 0..(subtask + 1) {
+            offsets.add(&mut store, &u64::from(subtask * 10 + i)).unwrap();
+        }
+        handles.push(store.write(&fixture.storage, &target_for(1, &format!("src-{subtask}")), subtask).unwrap());
+    }
+    let mut all = Vec::new();
+    for subtask in 0..2 {
+        let mut store = OperatorStateStore::restore(&fixture.storage, &handles, 2, subtask).unwrap();
+        let offsets = store.list_state::<u64>("offsets");
+        let mine = offsets.get(&store).unwrap();
+        assert_eq!(mine.len(), 3, "6 elements over 2 subtasks");
+        all.extend(mine);
+    }
+    assert_eq!(all, vec![0, 10, 11, 20, 21, 22]);
+    // A storage fixture of its own kind keeps the test independent.
+    let _ = StorageFixture::memory();
+}

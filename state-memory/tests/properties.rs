@@ -1,0 +1,10 @@
+//! Model-based property tests of the memory backend.
+use state_api::testkit::{StorageFixture, TestTarget};
+
+mod memory_backend_on_memory_storage {
+    state_api::property_tests!(super::TestTarget::new(state_memory::MemoryStateBackend::new(), super::StorageFixture::memory));
+}
+
+mod memory_backend_on_file_storage {
+    state_api::property_tests!(super::TestTarget::new(state_memory::MemoryStateBackend::new(), super::StorageFixture::local_dir));
+}
