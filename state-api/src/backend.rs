@@ -150,11 +150,7 @@ pub trait AsyncSnapshot: Send {
     /// # Errors
     /// Storage failures ([`ErrorKind::Storage`]), or
     /// [`ErrorKind::StateTooLarge`] when the backend has a size cap.
-    fn write(
-        self: Box<Self>,
-        storage: &CheckpointStorage,
-        target: &SnapshotTarget,
-    ) -> Result<KeyedStateHandle>;
+    fn write(self: Box<Self>, storage: &CheckpointStorage, target: &SnapshotTarget) -> Result<KeyedStateHandle>;
 }
 
 /// The state of one parallel operator instance, stored as bytes.

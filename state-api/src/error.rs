@@ -138,10 +138,7 @@ impl Error {
 
     /// The first context value recorded under `key`.
     pub fn context_value(&self, key: &str) -> Option<&str> {
-        self.context
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
+        self.context.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
     }
 
     // Shorthands for the kinds raised most often; they keep call sites short.
@@ -219,10 +216,7 @@ mod tests {
         let err = Error::new(ErrorKind::Storage, "write failed")
             .with_context("uri", "file:///x")
             .with_source(io);
-        assert_eq!(
-            err.to_string(),
-            "Storage: write failed (uri: file:///x): disk on fire"
-        );
+        assert_eq!(err.to_string(), "Storage: write failed (uri: file:///x): disk on fire");
         assert!(std::error::Error::source(&err).is_some());
     }
 

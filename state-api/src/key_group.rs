@@ -145,10 +145,7 @@ impl KeyGroupRange {
         if end_exclusive <= start {
             KeyGroupRange::empty()
         } else {
-            KeyGroupRange {
-                start,
-                end_exclusive,
-            }
+            KeyGroupRange { start, end_exclusive }
         }
     }
 
@@ -173,11 +170,7 @@ impl KeyGroupRange {
             subtask < parallelism && parallelism <= max_parallelism,
             "subtask {subtask} of {parallelism} (max parallelism {max_parallelism})"
         );
-        let (max, p, i) = (
-            u64::from(max_parallelism),
-            u64::from(parallelism),
-            u64::from(subtask),
-        );
+        let (max, p, i) = (u64::from(max_parallelism), u64::from(parallelism), u64::from(subtask));
         let start = (i * max).div_ceil(p);
         let end = ((i + 1) * max - 1) / p;
         KeyGroupRange::new(start as u32, end as u32)

@@ -63,12 +63,12 @@ pub mod ttl;
 pub mod testkit;
 
 pub use backend::{
-    AsyncSnapshot, Capabilities, FileRef, KeyedBackendOptions, KeyedStateBackend, KeyedStateHandle,
-    SnapshotFormat, SnapshotKind, SnapshotTarget, StateBackend, StateId,
+    AsyncSnapshot, Capabilities, FileRef, KeyedBackendOptions, KeyedStateBackend, KeyedStateHandle, SnapshotFormat,
+    SnapshotKind, SnapshotTarget, StateBackend, StateId,
 };
 pub use descriptor::{
-    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
-    ReducingStateDescriptor, StateKind, StateMeta, ValueStateDescriptor,
+    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
+    StateKind, StateMeta, ValueStateDescriptor,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use key_group::{KeyGroupRange, DEFAULT_MAX_PARALLELISM};

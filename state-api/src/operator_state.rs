@@ -86,7 +86,8 @@ impl OperatorStateStore {
                 format!("operator state version {version}; this build reads {VERSION}"),
             ));
         }
-        let states = decode_value(&bytes[12..]).map_err(|e| Error::corrupt(format!("operator state does not decode: {e}")))?;
+        let states =
+            decode_value(&bytes[12..]).map_err(|e| Error::corrupt(format!("operator state does not decode: {e}")))?;
         Ok(Self { states })
     }
 
@@ -94,7 +95,12 @@ impl OperatorStateStore {
     ///
     /// # Errors
     /// Storage errors naming the file.
-    pub fn write(&self, storage: &CheckpointStorage, target: &SnapshotTarget, subtask: u32) -> Result<OperatorStateHandle> {
+    pub fn write(
+        &self,
+        storage: &CheckpointStorage,
+        target: &SnapshotTarget,
+        subtask: u32,
+    ) -> Result<OperatorStateHandle> {
         let path = target.exclusive_file(&format!("{}.opstate", target.file_stem));
         let file: FileRef = storage.write(&path, self.to_bytes()?)?;
         Ok(OperatorStateHandle { subtask, file })
@@ -117,12 +123,18 @@ impl OperatorStateStore {
         let mut old = Vec::with_capacity(sorted.len());
         for handle in sorted {
             let bytes = storage.read_verified(&handle.file)?;
-            old.push(Self::from_bytes(&bytes).map_err(|e| e.with_context("file", handle.file.path.clone()))?.states);
+            old.push(
+                Self::from_bytes(&bytes)
+                    .map_err(|e| e.with_context("file", handle.file.path.clone()))?
+                    .states,
+            );
         }
         let mut shares = redistribute(old, parallelism);
         let index = subtask as usize;
         if index >= shares.len() {
-            return Err(Error::invalid_argument(format!("subtask {subtask} of parallelism {parallelism}")));
+            return Err(Error::invalid_argument(format!(
+                "subtask {subtask} of parallelism {parallelism}"
+            )));
         }
         Ok(Self::from_map(shares.swap_remove(index)))
     }
@@ -233,6 +245,9 @@ mod tests {
         s.add(&mut store, &"a".to_owned()).unwrap();
         let back = OperatorStateStore::from_bytes(&store.to_bytes().unwrap()).unwrap();
         assert_eq!(back, store);
-        assert_eq!(OperatorStateStore::from_bytes(b"junk").unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            OperatorStateStore::from_bytes(b"junk").unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
     }
 }

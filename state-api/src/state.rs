@@ -23,8 +23,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::backend::{KeyedStateBackend, StateId};
 use crate::codec::{decode_value, encode_value_into, get_length_prefixed, put_varint};
 use crate::descriptor::{
-    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
-    ReduceFn, ReducingStateDescriptor, StateMeta, ValueStateDescriptor,
+    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReduceFn,
+    ReducingStateDescriptor, StateMeta, ValueStateDescriptor,
 };
 use crate::ttl::{self, TtlConfig, TtlUpdateType};
 use crate::Result;
@@ -464,7 +464,9 @@ impl<T> Clone for ReducingState<T> {
 
 impl<T> std::fmt::Debug for ReducingState<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReducingState").field("id", &self.value.id).finish_non_exhaustive()
+        f.debug_struct("ReducingState")
+            .field("id", &self.value.id)
+            .finish_non_exhaustive()
     }
 }
 

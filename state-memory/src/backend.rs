@@ -7,8 +7,8 @@ use state_api::backend::{key_outside_range, unknown_state, wrong_state_kind};
 use state_api::key_group::{key_group_for_hash, key_hash};
 use state_api::ttl::Clock;
 use state_api::{
-    AsyncSnapshot, Capabilities, Error, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, Result,
-    SnapshotFormat, SnapshotTarget, StateId, StateMeta,
+    AsyncSnapshot, Capabilities, Error, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, Result, SnapshotFormat,
+    SnapshotTarget, StateId, StateMeta,
 };
 
 use crate::snapshot::{FrozenState, HeapSnapshot};
@@ -405,4 +405,3 @@ impl state_api::StateBackend for HeapStateBackend {
         Ok(Box::new(backend))
     }
 }
-

@@ -1,8 +1,9 @@
 //! Flink's MemoryStateBackend cap: a snapshot over `max_state_size` fails
+#![allow(clippy::unwrap_used)]
 //! with both sizes named, and nothing is written.
 use state_api::{
-    ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, SnapshotFormat, SnapshotKind,
-    SnapshotTarget, StateBackend, ValueStateDescriptor,
+    ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, SnapshotFormat, SnapshotKind, SnapshotTarget,
+    StateBackend, ValueStateDescriptor,
 };
 use state_memory::MemoryStateBackend;
 
@@ -31,12 +32,19 @@ fn snapshot_over_max_state_size_fails_with_both_sizes() {
         keyed.set_current_key_typed(&i).unwrap();
         state.update(keyed.as_mut(), &"x".repeat(20)).unwrap();
     }
-    let err = keyed.snapshot(&target()).unwrap().write(&storage, &target()).unwrap_err();
+    let err = keyed
+        .snapshot(&target())
+        .unwrap()
+        .write(&storage, &target())
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StateTooLarge);
     let message = err.to_string();
     assert!(message.contains("10240 bytes"), "names the maximum: {message}");
     assert!(message.contains("over its maximum"), "{message}");
-    assert!(storage.list_files("job/chk-1/").unwrap().is_empty(), "nothing was written");
+    assert!(
+        storage.list_files("job/chk-1/").unwrap().is_empty(),
+        "nothing was written"
+    );
 }
 
 #[test]

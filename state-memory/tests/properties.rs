@@ -1,10 +1,17 @@
 //! Model-based property tests of the memory backend.
+#![allow(clippy::unwrap_used)]
 use state_api::testkit::{StorageFixture, TestTarget};
 
 mod memory_backend_on_memory_storage {
-    state_api::property_tests!(super::TestTarget::new(state_memory::MemoryStateBackend::new(), super::StorageFixture::memory));
+    state_api::property_tests!(super::TestTarget::new(
+        state_memory::MemoryStateBackend::new(),
+        super::StorageFixture::memory
+    ));
 }
 
 mod memory_backend_on_file_storage {
-    state_api::property_tests!(super::TestTarget::new(state_memory::MemoryStateBackend::new(), super::StorageFixture::local_dir));
+    state_api::property_tests!(super::TestTarget::new(
+        state_memory::MemoryStateBackend::new(),
+        super::StorageFixture::local_dir
+    ));
 }

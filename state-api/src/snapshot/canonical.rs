@@ -273,9 +273,8 @@ impl CanonicalWriter {
     /// [`ErrorKind::Serialization`] if the index cannot be encoded.
     pub fn finish_with_index(mut self) -> Result<(Vec<u8>, CanonicalIndex)> {
         self.close_block();
-        let index_json = serde_json::to_vec(&self.index).map_err(|e| {
-            Error::new(ErrorKind::Serialization, "cannot encode canonical index").with_source(e)
-        })?;
+        let index_json = serde_json::to_vec(&self.index)
+            .map_err(|e| Error::new(ErrorKind::Serialization, "cannot encode canonical index").with_source(e))?;
         let index_offset = self.buf.len() as u64;
         self.buf.extend_from_slice(&index_json);
         self.buf.extend_from_slice(&index_offset.to_le_bytes());
@@ -330,7 +329,9 @@ pub fn parse_footer(footer: &[u8], file_len: u64) -> Result<Footer> {
         )));
     }
     if &footer[24..32] != MAGIC {
-        return Err(Error::corrupt("canonical snapshot footer has no magic bytes (truncated or not a snapshot)"));
+        return Err(Error::corrupt(
+            "canonical snapshot footer has no magic bytes (truncated or not a snapshot)",
+        ));
     }
     let version = read_u32(&footer[20..24]);
     if version != FORMAT_VERSION {
@@ -400,7 +401,11 @@ pub fn parse_index(index_bytes: &[u8], footer: &Footer) -> Result<CanonicalIndex
 /// # Errors
 /// [`ErrorKind::ChecksumMismatch`] when the CRC differs; [`ErrorKind::Corrupt`]
 /// when a record is truncated or names an unknown state.
-pub fn parse_block<'a>(index: &CanonicalIndex, block: &KeyGroupBlock, bytes: &'a [u8]) -> Result<Vec<CanonicalRecord<'a>>> {
+pub fn parse_block<'a>(
+    index: &CanonicalIndex,
+    block: &KeyGroupBlock,
+    bytes: &'a [u8],
+) -> Result<Vec<CanonicalRecord<'a>>> {
     let actual = crc32c::crc32c(bytes);
     if bytes.len() as u64 != block.len || actual != block.crc32c {
         return Err(Error::new(
@@ -420,7 +425,10 @@ pub fn parse_block<'a>(index: &CanonicalIndex, block: &KeyGroupBlock, bytes: &'a
     while !rest.is_empty() {
         let state_index = get_varint(&mut rest)? as usize;
         let meta = index.states.get(state_index).ok_or_else(|| {
-            Error::corrupt(format!("record names state index {state_index}, the file has {} states", index.states.len()))
+            Error::corrupt(format!(
+                "record names state index {state_index}, the file has {} states",
+                index.states.len()
+            ))
         })?;
         let key = get_length_prefixed(&mut rest)?;
         let user_key = if meta.kind.is_map() {
@@ -455,7 +463,9 @@ pub fn parse_block<'a>(index: &CanonicalIndex, block: &KeyGroupBlock, bytes: &'a
 pub fn parse_file(bytes: &[u8]) -> Result<(CanonicalIndex, Vec<CanonicalRecord<'_>>)> {
     let len = bytes.len() as u64;
     if bytes.len() < HEADER_LEN + FOOTER_LEN {
-        return Err(Error::corrupt(format!("canonical snapshot of {len} bytes is too short")));
+        return Err(Error::corrupt(format!(
+            "canonical snapshot of {len} bytes is too short"
+        )));
     }
     check_header(&bytes[..HEADER_LEN])?;
     let footer = parse_footer(&bytes[bytes.len() - FOOTER_LEN..], len)?;
@@ -471,7 +481,9 @@ pub fn parse_file(bytes: &[u8]) -> Result<(CanonicalIndex, Vec<CanonicalRecord<'
 
 fn check_header(header: &[u8]) -> Result<()> {
     if &header[..8] != MAGIC {
-        return Err(Error::corrupt("file does not start with the canonical snapshot magic bytes"));
+        return Err(Error::corrupt(
+            "file does not start with the canonical snapshot magic bytes",
+        ));
     }
     let version = read_u32(&header[8..12]);
     if read_u32(&header[12..16]) != 0 {
@@ -525,11 +537,15 @@ pub fn read_handles(
             } else {
                 let len = storage.stat_len(&file.path)?;
                 if len != file.size {
-                    return Err(Error::corrupt(format!("file is {len} bytes, manifest says {}", file.size))
-                        .with_context("file", file.path.clone()));
+                    return Err(
+                        Error::corrupt(format!("file is {len} bytes, manifest says {}", file.size))
+                            .with_context("file", file.path.clone()),
+                    );
                 }
                 if len < (HEADER_LEN + FOOTER_LEN) as u64 {
-                    return Err(with_file(Error::corrupt(format!("canonical snapshot of {len} bytes is too short"))));
+                    return Err(with_file(Error::corrupt(format!(
+                        "canonical snapshot of {len} bytes is too short"
+                    ))));
                 }
                 let footer_bytes = storage.read_range(&file.path, len - FOOTER_LEN as u64..len)?;
                 let footer = parse_footer(&footer_bytes, len).map_err(with_file)?;

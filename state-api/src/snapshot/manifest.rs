@@ -167,8 +167,8 @@ impl SnapshotManifest {
                 ),
             ));
         }
-        let mut manifest: SnapshotManifest = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt("manifest does not decode").with_source(e))?;
+        let mut manifest: SnapshotManifest =
+            serde_json::from_slice(bytes).map_err(|e| Error::corrupt("manifest does not decode").with_source(e))?;
         for file in manifest.files_mut() {
             validate_relative_path(&file.path, allowed_roots)?;
             file.path = format!("{base}{}", file.path);

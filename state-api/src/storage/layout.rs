@@ -27,7 +27,9 @@ pub fn validate_job_id(job_id: &str) -> Result<()> {
     let ok = !job_id.is_empty()
         && job_id.len() <= 128
         && job_id != SAVEPOINTS_DIR
-        && job_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && job_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -86,7 +88,9 @@ pub fn parse_checkpoint_dir_name(name: &str) -> Option<u64> {
 pub fn normalize_dir(path: &str) -> Result<String> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
     if parts.is_empty() || parts.contains(&"..") {
-        return Err(Error::config(format!("snapshot path {path:?} is empty or contains `..`")));
+        return Err(Error::config(format!(
+            "snapshot path {path:?} is empty or contains `..`"
+        )));
     }
     Ok(format!("{}/", parts.join("/")))
 }

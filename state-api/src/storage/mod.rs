@@ -123,7 +123,9 @@ struct Inner {
 
 impl std::fmt::Debug for CheckpointStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointStorage").field("uri", &self.inner.display).finish()
+        f.debug_struct("CheckpointStorage")
+            .field("uri", &self.inner.display)
+            .finish()
     }
 }
 
@@ -380,7 +382,11 @@ impl CheckpointStorage {
     /// # Errors
     /// [`ErrorKind::Storage`] naming the directory.
     pub fn delete_dir(&self, dir: &str) -> Result<()> {
-        let dir = if dir.ends_with('/') { dir.to_owned() } else { format!("{dir}/") };
+        let dir = if dir.ends_with('/') {
+            dir.to_owned()
+        } else {
+            format!("{dir}/")
+        };
         self.block_on(self.inner.op.delete_with(&dir).recursive(true))
             .map_err(|e| self.storage_error("delete", &dir, e))
     }
@@ -398,10 +404,18 @@ impl CheckpointStorage {
                 if layout::parse_checkpoint_dir_name(name).is_none() {
                     return Err(Error::config(format!("{dir} is not a chk-<n> directory")));
                 }
-                let base = if job.is_empty() { String::new() } else { format!("{job}/") };
+                let base = if job.is_empty() {
+                    String::new()
+                } else {
+                    format!("{job}/")
+                };
                 Ok((
                     base,
-                    vec![name.to_owned(), layout::SHARED_DIR.to_owned(), layout::TASKOWNED_DIR.to_owned()],
+                    vec![
+                        name.to_owned(),
+                        layout::SHARED_DIR.to_owned(),
+                        layout::TASKOWNED_DIR.to_owned(),
+                    ],
                 ))
             }
         }
@@ -460,27 +474,38 @@ impl CheckpointStorage {
         };
         let len = self.stat_len(&path).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
-                Error::new(ErrorKind::NotFound, "snapshot has no _metadata: it was never completed or was deleted")
-                    .with_context("uri", self.uri().to_owned())
-                    .with_context("file", path.clone())
+                Error::new(
+                    ErrorKind::NotFound,
+                    "snapshot has no _metadata: it was never completed or was deleted",
+                )
+                .with_context("uri", self.uri().to_owned())
+                .with_context("file", path.clone())
             } else {
                 e
             }
         })?;
         if len > MAX_MANIFEST_LEN {
-            return Err(Error::corrupt(format!("_metadata is {len} bytes, over the {MAX_MANIFEST_LEN}-byte limit"))
-                .with_context("file", path));
+            return Err(Error::corrupt(format!(
+                "_metadata is {len} bytes, over the {MAX_MANIFEST_LEN}-byte limit"
+            ))
+            .with_context("file", path));
         }
         let bytes = self.read(&path)?;
         let (base, roots) = Self::manifest_base(&dir, kind)?;
         let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
-        let manifest = SnapshotManifest::from_json(&bytes, &base, &roots)
-            .map_err(|e| e.with_context("uri", self.uri().to_owned()).with_context("file", path.clone()))?;
+        let manifest = SnapshotManifest::from_json(&bytes, &base, &roots).map_err(|e| {
+            e.with_context("uri", self.uri().to_owned())
+                .with_context("file", path.clone())
+        })?;
         if manifest.kind != kind {
-            return Err(Error::corrupt(format!("_metadata says {:?} but lies in a {kind:?} directory", manifest.kind))
-                .with_context("file", path));
+            return Err(Error::corrupt(format!(
+                "_metadata says {:?} but lies in a {kind:?} directory",
+                manifest.kind
+            ))
+            .with_context("file", path));
         }
-        if kind == SnapshotKind::Checkpoint && (dir != layout::checkpoint_dir(&manifest.job_id, manifest.checkpoint_id)) {
+        if kind == SnapshotKind::Checkpoint && (dir != layout::checkpoint_dir(&manifest.job_id, manifest.checkpoint_id))
+        {
             return Err(Error::corrupt(format!(
                 "_metadata names job {} checkpoint {}, which does not match its directory",
                 manifest.job_id, manifest.checkpoint_id
@@ -548,7 +573,8 @@ impl CheckpointStorage {
             }
         }
         completed.sort_by(|a, b| {
-            (b.manifest.created_at_ms, b.manifest.checkpoint_id).cmp(&(a.manifest.created_at_ms, a.manifest.checkpoint_id))
+            (b.manifest.created_at_ms, b.manifest.checkpoint_id)
+                .cmp(&(a.manifest.created_at_ms, a.manifest.checkpoint_id))
         });
         Ok(completed)
     }

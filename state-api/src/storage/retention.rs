@@ -54,7 +54,7 @@ pub struct RetentionPlan {
 pub fn plan_retention(entries: &[CheckpointEntry], retain: usize, is_shared: impl Fn(&str) -> bool) -> RetentionPlan {
     let retain = retain.max(1);
     let mut complete: Vec<&CheckpointEntry> = entries.iter().filter(|e| e.complete).collect();
-    complete.sort_by(|a, b| b.id.cmp(&a.id));
+    complete.sort_by_key(|e| std::cmp::Reverse(e.id));
     let Some(newest_complete) = complete.first().map(|e| e.id) else {
         // Nothing committed yet: nothing is safe to delete.
         return RetentionPlan::default();
@@ -67,7 +67,12 @@ pub fn plan_retention(entries: &[CheckpointEntry], retain: usize, is_shared: imp
         .filter(|e| e.referenced_files.is_some())
         .map(|e| e.id)
         .collect();
-    delete_checkpoints.extend(entries.iter().filter(|e| !e.complete && e.id < newest_complete).map(|e| e.id));
+    delete_checkpoints.extend(
+        entries
+            .iter()
+            .filter(|e| !e.complete && e.id < newest_complete)
+            .map(|e| e.id),
+    );
     delete_checkpoints.sort_unstable();
     delete_checkpoints.dedup();
 
@@ -126,9 +131,17 @@ mod tests {
     #[test]
     fn in_progress_checkpoints_survive_and_abandoned_ones_go() {
         let entries = [
-            CheckpointEntry { id: 1, complete: false, referenced_files: None },
+            CheckpointEntry {
+                id: 1,
+                complete: false,
+                referenced_files: None,
+            },
             complete(2, &[]),
-            CheckpointEntry { id: 3, complete: false, referenced_files: None },
+            CheckpointEntry {
+                id: 3,
+                complete: false,
+                referenced_files: None,
+            },
         ];
         let plan = plan_retention(&entries, 1, shared);
         assert_eq!(plan.delete_checkpoints, vec![1]);
@@ -136,7 +149,11 @@ mod tests {
 
     #[test]
     fn nothing_is_deleted_before_a_commit() {
-        let entries = [CheckpointEntry { id: 1, complete: false, referenced_files: None }];
+        let entries = [CheckpointEntry {
+            id: 1,
+            complete: false,
+            referenced_files: None,
+        }];
         assert_eq!(plan_retention(&entries, 1, shared), RetentionPlan::default());
     }
 
@@ -144,7 +161,11 @@ mod tests {
     fn unreadable_manifest_blocks_shared_deletion() {
         let entries = [
             complete(1, &["shared/a"]),
-            CheckpointEntry { id: 2, complete: true, referenced_files: None },
+            CheckpointEntry {
+                id: 2,
+                complete: true,
+                referenced_files: None,
+            },
             complete(3, &[]),
         ];
         let plan = plan_retention(&entries, 1, shared);

@@ -75,8 +75,10 @@ impl StorageUri {
     pub fn parse(uri: &str) -> Result<Self> {
         let shown = redact_uri(uri);
         let bad = |why: &str| {
-            Error::config(format!("invalid checkpoint URI {shown:?}: {why}; supported: {SUPPORTED_SCHEMES}"))
-                .with_context("uri", shown.clone())
+            Error::config(format!(
+                "invalid checkpoint URI {shown:?}: {why}; supported: {SUPPORTED_SCHEMES}"
+            ))
+            .with_context("uri", shown.clone())
         };
         if uri.trim().is_empty() {
             return Err(bad("it is empty"));
@@ -123,10 +125,16 @@ impl StorageUri {
                     return Err(bad("bucket names use lower-case letters, digits, `-` and `.`"));
                 }
                 if authority.contains('@') {
-                    return Err(bad("credentials do not belong in the URI; use the config file or AWS_* variables"));
+                    return Err(bad(
+                        "credentials do not belong in the URI; use the config file or AWS_* variables",
+                    ));
                 }
                 Ok(Self {
-                    scheme: if scheme == "s3" { StorageScheme::S3 } else { StorageScheme::Hdfs },
+                    scheme: if scheme == "s3" {
+                        StorageScheme::S3
+                    } else {
+                        StorageScheme::Hdfs
+                    },
                     authority: Some(authority.to_owned()),
                     root: normalize_root(path).map_err(|why| bad(&why))?,
                 })

@@ -56,7 +56,12 @@ fn snapshot(b: &mut dyn KeyedStateBackend, storage: &CheckpointStorage, id: u64,
     b.snapshot(&t).unwrap().write(storage, &t).unwrap()
 }
 
-fn restore(target: &TestTarget, storage: &CheckpointStorage, handles: &[KeyedStateHandle], range: KeyGroupRange) -> Box<dyn KeyedStateBackend> {
+fn restore(
+    target: &TestTarget,
+    storage: &CheckpointStorage,
+    handles: &[KeyedStateHandle],
+    range: KeyGroupRange,
+) -> Box<dyn KeyedStateBackend> {
     target
         .backend
         .restore_keyed_backend(target.options(range, MAX_PARALLELISM), handles, storage)
@@ -98,7 +103,9 @@ fn populate(b: &mut dyn KeyedStateBackend, n: u32) -> StateDump {
     let r = b
         .reducing_state(&ReducingStateDescriptor::new("reduce", |a: &u64, c: &u64| a + c))
         .unwrap();
-    let a = b.aggregating_state(&AggregatingStateDescriptor::new("agg", Sum)).unwrap();
+    let a = b
+        .aggregating_state(&AggregatingStateDescriptor::new("agg", Sum))
+        .unwrap();
     for i in 0..n {
         b.set_current_key_typed(&format!("key-{i}")).unwrap();
         v.update(b, &u64::from(i)).unwrap();
@@ -217,7 +224,10 @@ pub fn list_update_with_nothing_clears(t: &TestTarget) {
     s.add(b.as_mut(), &1).unwrap();
     s.update(b.as_mut(), &[]).unwrap();
     assert!(s.get(b.as_mut()).unwrap().is_empty());
-    assert!(b.keys(s.id()).unwrap().is_empty(), "an emptied list leaves no key behind");
+    assert!(
+        b.keys(s.id()).unwrap().is_empty(),
+        "an emptied list leaves no key behind"
+    );
 }
 
 pub fn list_clear_removes_list(t: &TestTarget) {
@@ -277,7 +287,10 @@ pub fn map_contains_and_is_empty_follow_puts_and_removes(t: &TestTarget) {
     assert!(!s.is_empty(b.as_mut()).unwrap());
     s.remove(b.as_mut(), &7).unwrap();
     assert!(s.is_empty(b.as_mut()).unwrap());
-    assert!(b.keys(s.id()).unwrap().is_empty(), "an emptied map leaves no key behind");
+    assert!(
+        b.keys(s.id()).unwrap().is_empty(),
+        "an emptied map leaves no key behind"
+    );
 }
 
 pub fn map_clear_removes_only_current_key_entries(t: &TestTarget) {
@@ -323,7 +336,9 @@ pub fn reducing_state_clear_starts_over(t: &TestTarget) {
 
 pub fn aggregating_state_folds_and_reports_result(t: &TestTarget) {
     let mut b = backend(t);
-    let s = b.aggregating_state(&AggregatingStateDescriptor::new("avg", Sum)).unwrap();
+    let s = b
+        .aggregating_state(&AggregatingStateDescriptor::new("avg", Sum))
+        .unwrap();
     key(b.as_mut(), "a");
     assert_eq!(s.get(b.as_mut()).unwrap(), None);
     for x in [2, 4, 9] {
@@ -388,7 +403,10 @@ pub fn registering_same_name_with_other_kind_is_incompatible(t: &TestTarget) {
 
 pub fn key_outside_key_group_range_is_rejected(t: &TestTarget) {
     let range = KeyGroupRange::new(0, 63);
-    let mut b = t.backend.create_keyed_backend(t.options(range, MAX_PARALLELISM)).unwrap();
+    let mut b = t
+        .backend
+        .create_keyed_backend(t.options(range, MAX_PARALLELISM))
+        .unwrap();
     let mut rejected = 0;
     for i in 0..50 {
         let k = crate::codec::encode_value(&format!("k{i}")).unwrap();
@@ -418,7 +436,10 @@ pub fn cell_call_on_map_state_is_invalid_argument(t: &TestTarget) {
     let v = b.value_state(&ValueStateDescriptor::<u8>::new("v")).unwrap();
     key(b.as_mut(), "a");
     assert_eq!(b.put(m.id(), b"x").unwrap_err().kind(), ErrorKind::InvalidArgument);
-    assert_eq!(b.map_put(v.id(), b"k", b"x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        b.map_put(v.id(), b"k", b"x").unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
 }
 
 // ---- TTL ----
@@ -427,7 +448,9 @@ pub fn ttl_value_is_not_returned_after_expiry(t: &TestTarget) {
     let clock = Arc::new(ManualClock::new(1_000));
     let mut b = backend_with_clock(t, clock.clone());
     let ttl = TtlConfig::new(Duration::from_secs(10));
-    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl)).unwrap();
+    let s = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl))
+        .unwrap();
     key(b.as_mut(), "a");
     s.update(b.as_mut(), &1).unwrap();
     clock.advance(Duration::from_millis(9_999));
@@ -440,7 +463,9 @@ pub fn ttl_list_elements_expire_individually(t: &TestTarget) {
     let clock = Arc::new(ManualClock::new(0));
     let mut b = backend_with_clock(t, clock.clone());
     let ttl = TtlConfig::new(Duration::from_secs(10));
-    let s = b.list_state(&ListStateDescriptor::<u32>::new("l").with_ttl(ttl)).unwrap();
+    let s = b
+        .list_state(&ListStateDescriptor::<u32>::new("l").with_ttl(ttl))
+        .unwrap();
     key(b.as_mut(), "a");
     s.add(b.as_mut(), &1).unwrap();
     clock.advance(Duration::from_secs(5));
@@ -455,7 +480,9 @@ pub fn ttl_map_entries_expire_individually(t: &TestTarget) {
     let clock = Arc::new(ManualClock::new(0));
     let mut b = backend_with_clock(t, clock.clone());
     let ttl = TtlConfig::new(Duration::from_secs(10));
-    let s = b.map_state(&MapStateDescriptor::<u8, u8>::new("m").with_ttl(ttl)).unwrap();
+    let s = b
+        .map_state(&MapStateDescriptor::<u8, u8>::new("m").with_ttl(ttl))
+        .unwrap();
     key(b.as_mut(), "a");
     s.put(b.as_mut(), &1, &1).unwrap();
     clock.advance(Duration::from_secs(6));
@@ -469,7 +496,9 @@ pub fn ttl_on_read_and_write_refreshes_on_read(t: &TestTarget) {
     let clock = Arc::new(ManualClock::new(0));
     let mut b = backend_with_clock(t, clock.clone());
     let ttl = TtlConfig::new(Duration::from_secs(10)).with_update_type(TtlUpdateType::OnReadAndWrite);
-    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl)).unwrap();
+    let s = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl))
+        .unwrap();
     key(b.as_mut(), "a");
     s.update(b.as_mut(), &1).unwrap();
     for _ in 0..3 {
@@ -485,7 +514,9 @@ pub fn ttl_expired_values_are_purged_at_snapshot(t: &TestTarget) {
     let clock = Arc::new(ManualClock::new(0));
     let mut b = backend_with_clock(t, clock.clone());
     let ttl = TtlConfig::new(Duration::from_secs(10));
-    let s = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl)).unwrap();
+    let s = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl))
+        .unwrap();
     key(b.as_mut(), "old");
     s.update(b.as_mut(), &1).unwrap();
     clock.advance(Duration::from_secs(8));
@@ -584,7 +615,11 @@ pub fn restore_at_parallelism_1_2_4_keeps_state_identical(t: &TestTarget) {
     let mut writers = Vec::new();
     for i in 0..2 {
         let range = KeyGroupRange::for_subtask(MAX_PARALLELISM, 2, i);
-        writers.push(t.backend.create_keyed_backend(t.options(range, MAX_PARALLELISM)).unwrap());
+        writers.push(
+            t.backend
+                .create_keyed_backend(t.options(range, MAX_PARALLELISM))
+                .unwrap(),
+        );
     }
     {
         // Route keys to their owning subtask, like key_by does.
@@ -656,7 +691,11 @@ pub fn restore_from_missing_file_is_not_found(t: &TestTarget) {
     fixture.storage.delete(&victim).unwrap();
     let err = t
         .backend
-        .restore_keyed_backend(t.options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM), &[handle], &fixture.storage)
+        .restore_keyed_backend(
+            t.options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM),
+            &[handle],
+            &fixture.storage,
+        )
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains(&victim), "error must name the file: {err}");
@@ -672,7 +711,11 @@ fn restore_after_damage(t: &TestTarget, damage: impl Fn(Vec<u8>) -> Vec<u8>) -> 
     fixture.storage.write(&file.path, damage(bytes)).unwrap();
     let err = t
         .backend
-        .restore_keyed_backend(t.options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM), &[handle], &fixture.storage)
+        .restore_keyed_backend(
+            t.options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM),
+            &[handle],
+            &fixture.storage,
+        )
         .unwrap_err();
     assert!(err.to_string().contains(&file.path), "error must name the file: {err}");
     err
@@ -704,7 +747,11 @@ pub fn committed_checkpoint_restores_through_manifest(t: &TestTarget) {
     let expected = populate(b.as_mut(), 100);
     let handle = snapshot(b.as_mut(), &fixture.storage, 7, "op-0");
     commit(&fixture.storage, 7, vec![handle]);
-    let latest = fixture.storage.latest_completed(Some(JOB)).unwrap().expect("a committed checkpoint");
+    let latest = fixture
+        .storage
+        .latest_completed(Some(JOB))
+        .unwrap()
+        .expect("a committed checkpoint");
     assert_eq!(latest.manifest.checkpoint_id, 7);
     assert_eq!(latest.dir, format!("{JOB}/chk-7/"));
     let loaded = fixture.storage.load(&latest.dir).unwrap();
@@ -722,8 +769,23 @@ pub fn latest_ignores_checkpoint_without_metadata(t: &TestTarget) {
     // Checkpoint 2 uploads its files but never writes _metadata.
     snapshot(b.as_mut(), &fixture.storage, 2, "op-0");
     let listing = fixture.storage.list_checkpoints(JOB).unwrap();
-    assert_eq!(listing.iter().map(|l| (l.checkpoint_id, l.complete)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
-    assert_eq!(fixture.storage.latest_completed(None).unwrap().unwrap().manifest.checkpoint_id, 1);
+    assert_eq!(
+        listing
+            .iter()
+            .map(|l| (l.checkpoint_id, l.complete))
+            .collect::<Vec<_>>(),
+        vec![(1, true), (2, false)]
+    );
+    assert_eq!(
+        fixture
+            .storage
+            .latest_completed(None)
+            .unwrap()
+            .unwrap()
+            .manifest
+            .checkpoint_id,
+        1
+    );
     let err = fixture.storage.load(&format!("{JOB}/chk-2")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.to_string().contains("_metadata"), "{err}");
@@ -743,11 +805,22 @@ pub fn retention_keeps_newest_checkpoints_restorable(t: &TestTarget) {
     }
     let report = fixture.storage.apply_retention(JOB, 2).unwrap();
     assert_eq!(report.deleted_checkpoints, vec![1, 2]);
-    let left: Vec<u64> = fixture.storage.list_checkpoints(JOB).unwrap().iter().map(|l| l.checkpoint_id).collect();
+    let left: Vec<u64> = fixture
+        .storage
+        .list_checkpoints(JOB)
+        .unwrap()
+        .iter()
+        .map(|l| l.checkpoint_id)
+        .collect();
     assert_eq!(left, vec![3, 4]);
     for id in [3u64, 4] {
         let snap = fixture.storage.load(&format!("{JOB}/chk-{id}")).unwrap();
-        let mut r = restore(t, &fixture.storage, &snap.manifest.operators[0].keyed_state, KeyGroupRange::all(MAX_PARALLELISM));
+        let mut r = restore(
+            t,
+            &fixture.storage,
+            &snap.manifest.operators[0].keyed_state,
+            KeyGroupRange::all(MAX_PARALLELISM),
+        );
         assert_eq!(dump(r.as_mut()).unwrap(), dumps[id as usize - 1]);
     }
 }
@@ -759,18 +832,27 @@ pub fn unsupported_snapshot_request_is_unsupported_error(t: &TestTarget) {
     if !caps.native_snapshots {
         let mut target = target_for(1, "op-0");
         target.format = SnapshotFormat::Native;
-        assert_eq!(b.snapshot(&target).err().map(|e| e.kind()), Some(ErrorKind::Unsupported));
+        assert_eq!(
+            b.snapshot(&target).err().map(|e| e.kind()),
+            Some(ErrorKind::Unsupported)
+        );
         asked += 1;
     }
     if !caps.incremental_snapshots {
         let mut target = target_for(1, "op-0");
         target.incremental = true;
-        assert_eq!(b.snapshot(&target).err().map(|e| e.kind()), Some(ErrorKind::Unsupported));
+        assert_eq!(
+            b.snapshot(&target).err().map(|e| e.kind()),
+            Some(ErrorKind::Unsupported)
+        );
         asked += 1;
     }
     if !caps.canonical_snapshots {
         let target = target_for(1, "op-0");
-        assert_eq!(b.snapshot(&target).err().map(|e| e.kind()), Some(ErrorKind::Unsupported));
+        assert_eq!(
+            b.snapshot(&target).err().map(|e| e.kind()),
+            Some(ErrorKind::Unsupported)
+        );
         asked += 1;
     }
     if asked == 0 {
@@ -792,7 +874,11 @@ pub fn operator_state_is_split_evenly_on_restore(t: &TestTarget) {
         for i in 0..(subtask + 1) {
             offsets.add(&mut store, &u64::from(subtask * 10 + i)).unwrap();
         }
-        handles.push(store.write(&fixture.storage, &target_for(1, &format!("src-{subtask}")), subtask).unwrap());
+        handles.push(
+            store
+                .write(&fixture.storage, &target_for(1, &format!("src-{subtask}")), subtask)
+                .unwrap(),
+        );
     }
     let mut all = Vec::new();
     for subtask in 0..2 {

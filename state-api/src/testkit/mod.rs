@@ -93,7 +93,9 @@ pub struct TestTarget {
 
 impl std::fmt::Debug for TestTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestTarget").field("backend", &self.backend.name()).finish()
+        f.debug_struct("TestTarget")
+            .field("backend", &self.backend.name())
+            .finish()
     }
 }
 

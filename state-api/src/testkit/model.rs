@@ -14,7 +14,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 use super::{dump, TestTarget};
-use crate::backend::{AsyncSnapshot, KeyedStateBackend, KeyedStateHandle, SnapshotFormat, SnapshotKind, SnapshotTarget};
+use crate::backend::{
+    AsyncSnapshot, KeyedStateBackend, KeyedStateHandle, SnapshotFormat, SnapshotKind, SnapshotTarget,
+};
 use crate::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
     ValueStateDescriptor,
@@ -176,7 +178,9 @@ impl Run<'_> {
 
     fn flush_pending(&mut self) -> Result<(), TestCaseError> {
         if let Some((pending, target, model)) = self.pending.take() {
-            let handle = pending.write(&self.storage, &target).map_err(|e| fail(format!("snapshot write: {e}")))?;
+            let handle = pending
+                .write(&self.storage, &target)
+                .map_err(|e| fail(format!("snapshot write: {e}")))?;
             self.last = Some((vec![handle], model));
         }
         Ok(())
@@ -198,7 +202,8 @@ impl Run<'_> {
             let states = States::register(part.as_mut()).map_err(|e| fail(e.to_string()))?;
             for (key, expected) in &model {
                 if range.contains(assign_to_key_group(&key_bytes(*key), MAX_PARALLELISM)) {
-                    part.set_current_key(&key_bytes(*key)).map_err(|e| fail(e.to_string()))?;
+                    part.set_current_key(&key_bytes(*key))
+                        .map_err(|e| fail(e.to_string()))?;
                     let got = states.read(part.as_mut()).map_err(|e| fail(e.to_string()))?;
                     prop_assert_eq!(&got, expected, "key {} in subtask {}/{}", key, i, parallelism);
                 }
@@ -208,15 +213,26 @@ impl Run<'_> {
                 .filter(|k| range.contains(assign_to_key_group(&key_bytes(**k), MAX_PARALLELISM)))
                 .filter(|k| model[*k] != KeyModel::default())
                 .count();
-            let stored: std::collections::BTreeSet<Vec<u8>> =
-                dump(part.as_mut()).map_err(|e| fail(e.to_string()))?.into_keys().map(|(_, k)| k).collect();
-            prop_assert_eq!(stored.len(), owned, "subtask {}/{} holds exactly its keys", i, parallelism);
+            let stored: std::collections::BTreeSet<Vec<u8>> = dump(part.as_mut())
+                .map_err(|e| fail(e.to_string()))?
+                .into_keys()
+                .map(|(_, k)| k)
+                .collect();
+            prop_assert_eq!(
+                stored.len(),
+                owned,
+                "subtask {}/{} holds exactly its keys",
+                i,
+                parallelism
+            );
             let target = self.snapshot_target(&format!("part-{i}"));
             let snap = part.snapshot(&target).map_err(|e| fail(e.to_string()))?;
             subtask_handles.push(snap.write(&self.storage, &target).map_err(|e| fail(e.to_string()))?);
         }
         // Merge the subtasks' snapshots back into one backend and go on.
-        let options = self.target.options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
+        let options = self
+            .target
+            .options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
         self.backend = self
             .target
             .backend
@@ -224,7 +240,9 @@ impl Run<'_> {
             .map_err(|e| fail(format!("merge restore: {e}")))?;
         self.states = States::register(self.backend.as_mut()).map_err(|e| fail(e.to_string()))?;
         self.model = model;
-        self.backend.set_current_key(&key_bytes(self.key)).map_err(|e| fail(e.to_string()))?;
+        self.backend
+            .set_current_key(&key_bytes(self.key))
+            .map_err(|e| fail(e.to_string()))?;
         Ok(())
     }
 
@@ -288,7 +306,10 @@ impl Run<'_> {
             Op::Restore(p) => self.restore(*p)?,
         }
         // Every step: the current key reads exactly what the model holds.
-        let got = self.states.read(self.backend.as_mut()).map_err(|e| fail(e.to_string()))?;
+        let got = self
+            .states
+            .read(self.backend.as_mut())
+            .map_err(|e| fail(e.to_string()))?;
         let expected = self.model.get(&self.key).cloned().unwrap_or_default();
         prop_assert_eq!(got, expected, "after {:?} on key {}", op, self.key);
         Ok(())
@@ -299,7 +320,9 @@ fn check(target: &TestTarget, ops: &[Op]) -> Result<(), TestCaseError> {
     let fixture = (target.storage)();
     let mut backend = target.create_full(MAX_PARALLELISM).map_err(|e| fail(e.to_string()))?;
     let states = States::register(backend.as_mut()).map_err(|e| fail(e.to_string()))?;
-    backend.set_current_key(&key_bytes(0)).map_err(|e| fail(e.to_string()))?;
+    backend
+        .set_current_key(&key_bytes(0))
+        .map_err(|e| fail(e.to_string()))?;
     let mut run = Run {
         target,
         storage: fixture.storage.clone(),
@@ -316,7 +339,9 @@ fn check(target: &TestTarget, ops: &[Op]) -> Result<(), TestCaseError> {
     }
     // Finally, the whole state against the whole model.
     for (key, expected) in run.model.clone() {
-        run.backend.set_current_key(&key_bytes(key)).map_err(|e| fail(e.to_string()))?;
+        run.backend
+            .set_current_key(&key_bytes(key))
+            .map_err(|e| fail(e.to_string()))?;
         let got = run.states.read(run.backend.as_mut()).map_err(|e| fail(e.to_string()))?;
         prop_assert_eq!(got, expected, "final state of key {}", key);
     }
@@ -330,7 +355,10 @@ fn check(target: &TestTarget, ops: &[Op]) -> Result<(), TestCaseError> {
 /// # Panics
 /// On a failing case, with the minimal case and the seed to reproduce it.
 pub fn run(target: &TestTarget) {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256);
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(256);
     let seed: u64 = std::env::var("STREAMSTATE_PROPTEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

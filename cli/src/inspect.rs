@@ -1,0 +1,282 @@
+//! `checkpoints list` and `checkpoints inspect`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use state_api::snapshot::canonical;
+use state_api::storage::layout;
+use state_api::{CheckpointStorage, SnapshotFormat, SnapshotKind};
+
+/// Splits a snapshot URI into the checkpoint directory URI and the snapshot
+/// directory under it (`<job>/chk-<n>` or `savepoints/savepoint-...`).
+pub fn split_snapshot_uri(uri: &str) -> Result<(String, String)> {
+    let trimmed = uri.trim_end_matches('/');
+    let (parent, last) = trimmed
+        .rsplit_once('/')
+        .with_context(|| format!("{uri} is not a snapshot directory (…/<job>/chk-<n> or …/savepoints/savepoint-…)"))?;
+    let (root, middle) = parent
+        .rsplit_once('/')
+        .with_context(|| format!("{uri} is not a snapshot directory"))?;
+    let is_checkpoint = layout::parse_checkpoint_dir_name(last).is_some();
+    let is_savepoint = middle == layout::SAVEPOINTS_DIR && last.starts_with("savepoint-");
+    anyhow::ensure!(
+        is_checkpoint || is_savepoint,
+        "{uri} is not a snapshot directory (…/<job>/chk-<n> or …/savepoints/savepoint-…)"
+    );
+    let root = if root.ends_with(':') || root.ends_with(":/") {
+        format!("{root}/")
+    } else {
+        root.to_owned()
+    };
+    Ok((root, format!("{middle}/{last}")))
+}
+
+#[derive(Debug, Serialize)]
+struct ListRow {
+    id: u64,
+    job: String,
+    kind: &'static str,
+    complete: bool,
+    created_at_ms: Option<u64>,
+    full_bytes: Option<u64>,
+    uploaded_bytes: Option<u64>,
+    duration_ms: Option<u64>,
+    path: String,
+}
+
+/// `streamstate checkpoints list URI`
+pub fn list(uri: &str, json: bool) -> Result<()> {
+    let storage = CheckpointStorage::open(uri)?;
+    let mut rows = Vec::new();
+    for job in storage.list_jobs()? {
+        for listing in storage.list_checkpoints(&job)? {
+            let manifest = listing.complete.then(|| storage.load(&listing.dir).ok()).flatten();
+            let full_bytes = manifest.as_ref().map(|s| {
+                s.manifest
+                    .operators
+                    .iter()
+                    .flat_map(|o| &o.keyed_state)
+                    .map(|h| h.full_bytes)
+                    .sum()
+            });
+            let uploaded_bytes = manifest.as_ref().map(|s| {
+                s.manifest
+                    .operators
+                    .iter()
+                    .flat_map(|o| &o.keyed_state)
+                    .map(|h| h.uploaded_bytes)
+                    .sum()
+            });
+            rows.push(ListRow {
+                id: listing.checkpoint_id,
+                job: job.clone(),
+                kind: "checkpoint",
+                complete: listing.complete && manifest.is_some(),
+                created_at_ms: manifest.as_ref().map(|s| s.manifest.created_at_ms),
+                full_bytes,
+                uploaded_bytes,
+                duration_ms: manifest.as_ref().and_then(|s| s.manifest.stats).map(|s| s.duration_ms),
+                path: format!(
+                    "{}/{}",
+                    storage.uri().trim_end_matches('/'),
+                    listing.dir.trim_end_matches('/')
+                ),
+            });
+        }
+    }
+    for name in storage.list_dirs(&format!("{}/", layout::SAVEPOINTS_DIR))? {
+        let dir = format!("{}/{name}", layout::SAVEPOINTS_DIR);
+        let loaded = storage.load(&dir).ok();
+        rows.push(ListRow {
+            id: loaded.as_ref().map_or(0, |s| s.manifest.checkpoint_id),
+            job: loaded.as_ref().map_or_else(String::new, |s| s.manifest.job_id.clone()),
+            kind: "savepoint",
+            complete: loaded.is_some(),
+            created_at_ms: loaded.as_ref().map(|s| s.manifest.created_at_ms),
+            full_bytes: None,
+            uploaded_bytes: None,
+            duration_ms: None,
+            path: format!("{}/{dir}", storage.uri().trim_end_matches('/')),
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>6}  {:<24} {:<10} {:<9} {:>12} {:>12}  PATH",
+        "ID", "JOB", "KIND", "COMPLETE", "FULL_BYTES", "UPLOADED"
+    )?;
+    for r in &rows {
+        let bytes = |b: Option<u64>| b.map_or_else(|| "-".to_owned(), |b| b.to_string());
+        writeln!(
+            out,
+            "{:>6}  {:<24} {:<10} {:<9} {:>12} {:>12}  {}",
+            r.id,
+            r.job,
+            r.kind,
+            if r.complete { "yes" } else { "no" },
+            bytes(r.full_bytes),
+            bytes(r.uploaded_bytes),
+            r.path
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct InspectedEntry {
+    operator: String,
+    state: String,
+    key_group: u32,
+    key: String,
+    user_key: Option<String>,
+    value: String,
+}
+
+/// Renders postcard bytes for people: a string if they are one (varint
+/// length + UTF-8), an unsigned integer if they are one varint, else hex.
+fn render(bytes: &[u8]) -> String {
+    let mut rest = bytes;
+    if let Ok(len) = state_api::codec::get_varint(&mut rest) {
+        if rest.len() as u64 == len {
+            if let Ok(s) = std::str::from_utf8(rest) {
+                return format!("{s:?}");
+            }
+        }
+    }
+    let mut rest = bytes;
+    if let Ok(n) = state_api::codec::get_varint(&mut rest) {
+        if rest.is_empty() {
+            return n.to_string();
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join("")
+}
+
+/// `streamstate checkpoints inspect PATH`
+pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -> Result<()> {
+    let (root, dir) = split_snapshot_uri(path)?;
+    let storage = CheckpointStorage::open(&root)?;
+    let snapshot = storage.load(&dir)?;
+    let manifest = &snapshot.manifest;
+    let wanted_key = key.map(state_api::codec::encode_value).transpose()?;
+    let mut entries = Vec::new();
+    for op in &manifest.operators {
+        for handle in &op.keyed_state {
+            if handle.format != SnapshotFormat::Canonical {
+                continue;
+            }
+            canonical::read_handles(
+                &storage,
+                std::slice::from_ref(handle),
+                handle.key_group_range,
+                |states, r| {
+                    let name = &states[r.state_index].name;
+                    if state.is_some_and(|s| s != name) || wanted_key.as_ref().is_some_and(|k| k != r.key) {
+                        return Ok(());
+                    }
+                    entries.push(InspectedEntry {
+                        operator: op.operator_id.clone(),
+                        state: name.clone(),
+                        key_group: r.key_group,
+                        key: render(r.key),
+                        user_key: r.user_key.map(render),
+                        value: render(r.value),
+                    });
+                    Ok(())
+                },
+            )?;
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        #[derive(Serialize)]
+        struct Report<'a> {
+            manifest: &'a state_api::SnapshotManifest,
+            entries: &'a [InspectedEntry],
+        }
+        serde_json::to_writer_pretty(
+            &mut out,
+            &Report {
+                manifest,
+                entries: &entries,
+            },
+        )?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let kind = match manifest.kind {
+        SnapshotKind::Checkpoint => "checkpoint",
+        SnapshotKind::Savepoint => "savepoint",
+    };
+    writeln!(
+        out,
+        "{kind} {} of job {} ({})",
+        manifest.checkpoint_id, manifest.job_id, path
+    )?;
+    writeln!(
+        out,
+        "max parallelism {}, created at {} ms",
+        manifest.max_parallelism, manifest.created_at_ms
+    )?;
+    for op in &manifest.operators {
+        writeln!(out, "operator {} (parallelism {})", op.operator_id, op.parallelism)?;
+        for h in &op.keyed_state {
+            let states: Vec<String> = h.states.iter().map(|s| format!("{} ({:?})", s.name, s.kind)).collect();
+            writeln!(
+                out,
+                "  keyed state: backend {}, {:?}, key groups {}, {} bytes, states: {}",
+                h.backend,
+                h.format,
+                h.key_group_range,
+                h.full_bytes,
+                states.join(", ")
+            )?;
+        }
+    }
+    for e in &entries {
+        match &e.user_key {
+            Some(uk) => writeln!(
+                out,
+                "{} {} kg={} {} [{}] = {}",
+                e.operator, e.state, e.key_group, e.key, uk, e.value
+            )?,
+            None => writeln!(
+                out,
+                "{} {} kg={} {} = {}",
+                e.operator, e.state, e.key_group, e.key, e.value
+            )?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_uris_split_into_root_and_dir() {
+        assert_eq!(
+            split_snapshot_uri("file:///tmp/chk/job-1/chk-3/").unwrap(),
+            ("file:///tmp/chk".to_owned(), "job-1/chk-3".to_owned())
+        );
+        assert_eq!(
+            split_snapshot_uri("/tmp/chk/savepoints/savepoint-abc-2").unwrap(),
+            ("/tmp/chk".to_owned(), "savepoints/savepoint-abc-2".to_owned())
+        );
+        assert!(split_snapshot_uri("file:///tmp/chk/job-1").is_err());
+    }
+
+    #[test]
+    fn rendering_guesses_strings_and_numbers() {
+        assert_eq!(render(&state_api::codec::encode_value("hello").unwrap()), "\"hello\"");
+        assert_eq!(render(&state_api::codec::encode_value(&300u64).unwrap()), "300");
+        assert_eq!(render(&[0xff, 0xff]), "ffff");
+    }
+}

@@ -1,0 +1,98 @@
+//! Drives the real `streamstate` binary against a checkpoint written by the
+#![allow(clippy::unwrap_used)]
+//! fs backend.
+use std::process::Command;
+
+use state_api::{
+    CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, OperatorSnapshot, SnapshotFormat,
+    SnapshotKind, SnapshotManifest, SnapshotTarget, StateBackend, ValueStateDescriptor,
+};
+
+fn write_checkpoint(dir: &std::path::Path) -> String {
+    let uri = format!("file://{}", dir.display());
+    let storage = CheckpointStorage::open(&uri).unwrap();
+    let backend = state_memory::MemoryStateBackend::new();
+    let mut keyed = backend
+        .create_keyed_backend(KeyedBackendOptions::new("wc", "sum", KeyGroupRange::all(128), 128))
+        .unwrap();
+    let count = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+    for (word, n) in [("HELLO", 3u64), ("WORLD", 1)] {
+        keyed.set_current_key_typed(word).unwrap();
+        count.update(keyed.as_mut(), &n).unwrap();
+    }
+    let target = SnapshotTarget {
+        checkpoint_id: 4,
+        kind: SnapshotKind::Checkpoint,
+        format: SnapshotFormat::Canonical,
+        incremental: false,
+        base: "wc/".into(),
+        exclusive_dir: "chk-4".into(),
+        shared_dir: "shared".into(),
+        file_stem: "sum-0".into(),
+    };
+    let handle = keyed.snapshot(&target).unwrap().write(&storage, &target).unwrap();
+    let mut manifest = SnapshotManifest::new("wc", 4, SnapshotKind::Checkpoint, 128);
+    manifest.operators.push(OperatorSnapshot {
+        operator_id: "sum".into(),
+        parallelism: 1,
+        keyed_state: vec![handle],
+        operator_state: vec![],
+    });
+    storage.commit(&manifest).unwrap();
+    uri
+}
+
+fn streamstate(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamstate"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inspect_shows_the_count_of_a_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = write_checkpoint(dir.path());
+    let (ok, stdout, stderr) = streamstate(&["checkpoints", "inspect", &format!("{uri}/wc/chk-4"), "--key", "HELLO"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("sum count"), "{stdout}");
+    assert!(stdout.contains("\"HELLO\" = 3"), "{stdout}");
+    assert!(!stdout.contains("WORLD"), "--key filters: {stdout}");
+}
+
+#[test]
+fn list_shows_committed_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = write_checkpoint(dir.path());
+    let (ok, stdout, stderr) = streamstate(&["checkpoints", "list", &uri, "--json"]);
+    assert!(ok, "{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(rows[0]["id"], 4);
+    assert_eq!(rows[0]["job"], "wc");
+    assert_eq!(rows[0]["complete"], true);
+}
+
+#[test]
+fn missing_metadata_is_one_clear_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = write_checkpoint(dir.path());
+    std::fs::remove_file(dir.path().join("wc/chk-4/_metadata")).unwrap();
+    let (ok, _, stderr) = streamstate(&["checkpoints", "inspect", &format!("{uri}/wc/chk-4")]);
+    assert!(!ok);
+    assert!(stderr.starts_with("error: NotFound"), "{stderr}");
+    assert!(stderr.contains("wc/chk-4/_metadata"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn malformed_uri_is_a_config_error() {
+    let (ok, _, stderr) = streamstate(&["checkpoints", "list", "ftp://nowhere/x"]);
+    assert!(!ok);
+    assert!(stderr.contains("Config") && stderr.contains("supported:"), "{stderr}");
+}

@@ -1,0 +1,129 @@
+//! State backend selection by name, gated by Cargo features.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use state_api::{Error, Result, StateBackend};
+
+/// The state backends, named as in Flink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateBackendKind {
+    /// Heap state, snapshots capped in size (Flink's MemoryStateBackend;
+    /// `jobmanager` in Flink configs).
+    Memory,
+    /// Heap state, snapshots to any URI (Flink's FsStateBackend; `hashmap`
+    /// or `filesystem` in Flink configs).
+    Fs,
+    /// RocksDB state (Flink's RocksDBStateBackend).
+    RocksDb,
+}
+
+impl StateBackendKind {
+    /// The canonical name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateBackendKind::Memory => "memory",
+            StateBackendKind::Fs => "fs",
+            StateBackendKind::RocksDb => "rocksdb",
+        }
+    }
+}
+
+impl fmt::Display for StateBackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StateBackendKind {
+    type Err = Error;
+
+    /// Parses the names Flink users write, case-insensitively.
+    ///
+    /// ```
+    /// use streamstate_runtime::backends::StateBackendKind;
+    /// assert_eq!("hashmap".parse::<StateBackendKind>().unwrap(), StateBackendKind::Fs);
+    /// assert_eq!("jobmanager".parse::<StateBackendKind>().unwrap(), StateBackendKind::Memory);
+    /// assert!("cassandra".parse::<StateBackendKind>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "memory" | "jobmanager" => Ok(StateBackendKind::Memory),
+            "fs" | "filesystem" | "hashmap" => Ok(StateBackendKind::Fs),
+            "rocksdb" => Ok(StateBackendKind::RocksDb),
+            other => Err(Error::config(format!(
+                "unknown state backend {other:?}; use memory (jobmanager), fs (hashmap, filesystem) or rocksdb"
+            ))),
+        }
+    }
+}
+
+fn not_compiled(kind: StateBackendKind) -> Error {
+    Error::config(format!(
+        "this streamstate build does not include the {kind} backend; rebuild with `--features {kind}`"
+    ))
+}
+
+/// The backend `kind`, if this build includes it.
+///
+/// # Errors
+/// [`state_api::ErrorKind::Config`] when the backend's feature is off;
+/// [`state_api::ErrorKind::Unsupported`] for RocksDB until it lands.
+pub fn state_backend(kind: StateBackendKind) -> Result<Arc<dyn StateBackend>> {
+    match kind {
+        #[cfg(feature = "memory")]
+        StateBackendKind::Memory => Ok(Arc::new(state_memory::MemoryStateBackend::new())),
+        #[cfg(feature = "fs")]
+        StateBackendKind::Fs => Ok(Arc::new(state_fs::FsStateBackend::new())),
+        #[cfg(feature = "rocksdb")]
+        StateBackendKind::RocksDb => Err(Error::unsupported(
+            "the rocksdb backend is not implemented yet; use fs or memory",
+        )),
+        #[allow(unreachable_patterns)]
+        other => Err(not_compiled(other)),
+    }
+}
+
+/// The backends compiled into this build.
+pub fn compiled_backends() -> Vec<StateBackendKind> {
+    let mut kinds = Vec::new();
+    if cfg!(feature = "memory") {
+        kinds.push(StateBackendKind::Memory);
+    }
+    if cfg!(feature = "fs") {
+        kinds.push(StateBackendKind::Fs);
+    }
+    if cfg!(feature = "rocksdb") {
+        kinds.push(StateBackendKind::RocksDb);
+    }
+    kinds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiled_backends_are_created_with_their_names() {
+        for kind in compiled_backends() {
+            match state_backend(kind) {
+                Ok(backend) => assert_eq!(backend.name(), kind.as_str()),
+                Err(e) => assert_eq!(kind, StateBackendKind::RocksDb, "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn aliases_parse_case_insensitively() {
+        for (name, kind) in [
+            ("MEMORY", StateBackendKind::Memory),
+            ("filesystem", StateBackendKind::Fs),
+            (" RocksDB ", StateBackendKind::RocksDb),
+        ] {
+            assert_eq!(name.parse::<StateBackendKind>().unwrap(), kind);
+        }
+        let err = "".parse::<StateBackendKind>().unwrap_err();
+        assert_eq!(err.kind(), state_api::ErrorKind::Config);
+    }
+}

@@ -1,0 +1,15 @@
+//! The state-api conformance suite and property tests on the fs backend over
+#![allow(clippy::unwrap_used)]
+//! `file://` storage.
+use state_api::testkit::{StorageFixture, TestTarget};
+
+mod fs_backend_on_file_storage {
+    state_api::conformance_tests!(super::TestTarget::new(
+        state_fs::FsStateBackend::new(),
+        super::StorageFixture::local_dir
+    ));
+    state_api::property_tests!(super::TestTarget::new(
+        state_fs::FsStateBackend::new(),
+        super::StorageFixture::local_dir
+    ));
+}
