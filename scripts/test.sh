@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: formatting, lints, a build
-# without the rocksdb feature (which must compile no C++), and all tests.
+# without the rocksdb feature (which must compile no C++), and all tests,
+# against real S3 and HDFS servers started here on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -21,5 +22,15 @@ if cargo tree -p streamstate-cli --no-default-features --features fs -e normal |
     exit 1
 fi
 
+echo "== starting test servers"
+# shellcheck source=scripts/test-servers.sh
+source scripts/test-servers.sh
+trap stop_test_servers EXIT
+start_s3
+start_hdfs
+
 echo "== cargo test"
+# Tests against remote storage wait on round trips, not CPU: run more of them
+# at once than there are cores.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-8}"
 cargo test --workspace

@@ -1,6 +1,6 @@
 //! The state-api conformance suite and property tests on the fs backend over
 #![allow(clippy::unwrap_used)]
-//! `file://` storage.
+//! `file://`, `s3://` (a real S3 server) and `hdfs://` (a real HDFS).
 use state_api::testkit::{StorageFixture, TestTarget};
 
 mod fs_backend_on_file_storage {
@@ -12,4 +12,22 @@ mod fs_backend_on_file_storage {
         state_fs::FsStateBackend::new(),
         super::StorageFixture::local_dir
     ));
+}
+
+fn s3() -> StorageFixture {
+    StorageFixture::from_env("STREAMSTATE_TEST_S3_URI")
+}
+
+fn hdfs() -> StorageFixture {
+    StorageFixture::from_env("STREAMSTATE_TEST_HDFS_URI")
+}
+
+mod fs_backend_on_s3_storage {
+    state_api::conformance_tests!(super::TestTarget::new(state_fs::FsStateBackend::new(), super::s3));
+    state_api::property_tests!(super::TestTarget::new(state_fs::FsStateBackend::new(), super::s3));
+}
+
+mod fs_backend_on_hdfs_storage {
+    state_api::conformance_tests!(super::TestTarget::new(state_fs::FsStateBackend::new(), super::hdfs));
+    state_api::property_tests!(super::TestTarget::new(state_fs::FsStateBackend::new(), super::hdfs));
 }

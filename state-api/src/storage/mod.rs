@@ -14,6 +14,8 @@
 
 pub mod layout;
 pub mod retention;
+#[cfg(feature = "s3")]
+mod s3;
 pub mod uri;
 
 use std::collections::BTreeMap;
@@ -31,6 +33,11 @@ use crate::{Error, ErrorKind, Result};
 
 pub use retention::{CheckpointEntry, RetentionPlan};
 pub use uri::{redact_uri, StorageScheme, StorageUri, SUPPORTED_SCHEMES};
+
+/// Part size of chunked (multipart) uploads.
+const WRITE_CHUNK_BYTES: usize = 8 << 20;
+/// Parts of one file uploaded at once.
+const WRITE_CONCURRENCY: usize = 4;
 
 /// Tuning of the storage layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,8 +224,15 @@ impl CheckpointStorage {
             size: bytes.len() as u64,
             crc32c: crc32c::crc32c(&bytes),
         };
-        self.block_on(self.inner.op.write(path, bytes))
-            .map_err(|e| self.storage_error("write", path, e))?;
+        // Large files go up in parts, a few at a time (multipart on S3).
+        self.block_on(
+            self.inner
+                .op
+                .write_with(path, bytes)
+                .chunk(WRITE_CHUNK_BYTES)
+                .concurrent(WRITE_CONCURRENCY),
+        )
+        .map_err(|e| self.storage_error("write", path, e))?;
         Ok(file)
     }
 
@@ -641,11 +655,25 @@ fn build_operator(uri: &StorageUri, options: &StorageOptions) -> Result<Operator
             })?;
             Operator::new(opendal::services::Fs::default().root(&uri.root)).map_err(map)
         }
-        StorageScheme::S3 | StorageScheme::Hdfs => {
+        #[cfg(feature = "s3")]
+        StorageScheme::S3 => s3::build(uri, options),
+        #[cfg(feature = "hdfs")]
+        StorageScheme::Hdfs => {
+            let authority = uri.authority.as_deref().unwrap_or_default();
+            Operator::new(
+                opendal::services::HdfsNative::default()
+                    .name_node(&format!("hdfs://{authority}"))
+                    .root(&uri.root),
+            )
+            .map_err(map)
+        }
+        #[allow(unreachable_patterns)]
+        scheme => {
             let _ = options;
             Err(Error::config(format!(
-                "{}:// storage is not available in this build yet; supported here: file://, memory://",
-                uri.scheme.as_str()
+                "{}:// storage is not compiled into this build; rebuild with `--features {}`",
+                scheme.as_str(),
+                scheme.as_str()
             )))
         }
     }

@@ -227,13 +227,34 @@ macro_rules! __conformance_cases {
 }
 
 /// Expands to the model-based property tests of [`model`] against
-/// `$target`.
+/// `$target`: one property, its cases split over
+/// [`model::PARTS`] tests so that they run in parallel (storage round trips,
+/// not CPU, dominate on remote storage).
 #[macro_export]
 macro_rules! property_tests {
     ($target:expr) => {
-        #[test]
-        fn random_operations_with_snapshots_and_rescaling_match_btreemap_model() {
-            $crate::testkit::model::run(&$target);
-        }
+        $crate::__property_parts!($target;
+            random_operations_with_snapshots_and_rescaling_match_btreemap_model_part_0 0,
+            random_operations_with_snapshots_and_rescaling_match_btreemap_model_part_1 1,
+            random_operations_with_snapshots_and_rescaling_match_btreemap_model_part_2 2,
+            random_operations_with_snapshots_and_rescaling_match_btreemap_model_part_3 3,
+            random_operations_with_snapshots_and_rescaling_match_btreemap_model_part_4 4,
+            random_operations_with_snapshots_and_rescaling_match_btreemap_model_part_5 5,
+            random_operations_with_snapshots_and_rescaling_match_btreemap_model_part_6 6,
+            random_operations_with_snapshots_and_rescaling_match_btreemap_model_part_7 7,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __property_parts {
+    ($target:expr; $($name:ident $part:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::testkit::model::run_part(&$target, $part);
+            }
+        )*
     };
 }

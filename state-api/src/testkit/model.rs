@@ -3,7 +3,8 @@
 //! operations ran, to test isolation), and restores at random parallelism,
 //! with every read compared against a plain `BTreeMap` model.
 //!
-//! The number of cases is `PROPTEST_CASES` (default 256). On failure the
+//! The number of cases is `PROPTEST_CASES` (default 256), split over
+//! [`PARTS`] tests that run in parallel. On failure the
 //! minimal (shrunk) operation sequence and the seed are printed; rerun with
 //! `STREAMSTATE_PROPTEST_SEED=<seed>` to reproduce it exactly.
 #![allow(clippy::unwrap_used)]
@@ -349,20 +350,27 @@ fn check(target: &TestTarget, ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Runs the property with `PROPTEST_CASES` cases (default 256) from a seed
-/// (random, or `STREAMSTATE_PROPTEST_SEED`).
+/// The property's cases are split over this many tests.
+pub const PARTS: u64 = 8;
+
+/// Runs part `part` of [`PARTS`] of the property: together the parts run
+/// `PROPTEST_CASES` cases (default 256), each part from its own seed
+/// (random, or derived from `STREAMSTATE_PROPTEST_SEED`).
 ///
 /// # Panics
 /// On a failing case, with the minimal case and the seed to reproduce it.
-pub fn run(target: &TestTarget) {
-    let cases = std::env::var("PROPTEST_CASES")
+pub fn run_part(target: &TestTarget, part: u64) {
+    let total: u32 = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(256);
+    let cases = total.div_ceil(PARTS as u32);
     let seed: u64 = std::env::var("STREAMSTATE_PROPTEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| crate::ttl::Clock::now_ms(&crate::ttl::SystemClock) ^ u64::from(std::process::id()) << 40);
+        .unwrap_or_else(|| {
+            crate::ttl::Clock::now_ms(&crate::ttl::SystemClock) ^ (u64::from(std::process::id()) << 40) ^ (part << 56)
+        });
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let config = Config {
@@ -373,7 +381,7 @@ pub fn run(target: &TestTarget) {
     let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
     match runner.run(&operations(), |ops| check(target, &ops)) {
         Ok(()) => eprintln!(
-            "model property: {cases} cases passed on backend `{}` (seed {seed})",
+            "model property part {part}: {cases} cases passed on backend `{}` (seed {seed})",
             target.backend.name()
         ),
         Err(TestError::Fail(reason, minimal)) => panic!(
