@@ -1,10 +1,29 @@
 //! # streamstate-runtime
 //!
-//! The dataflow runtime (sources, operators, `key_by`, barrier checkpoints)
-//! is being built; this crate currently provides what the CLI and tests need
-//! first: choosing a state backend by the names Flink users write, with each
-//! backend compiled in only when its Cargo feature is on (`memory`, `fs`,
-//! `rocksdb`; storage services `s3` and `hdfs` are features of `state-api`
-//! forwarded from here). A build without `rocksdb` compiles no C++.
+//! A small dataflow runtime in the spirit of Flink's DataStream API: line
+//! sources (file, socket, generator), stateless `map` / `filter` /
+//! `flat_map`, `key_by`, a keyed operator with keyed state (`sum`, or any
+//! [`function::KeyedProcessFunction`]), and sinks (`print`, files).
+//!
+//! Sources and keyed subtasks run on their own threads, linked by bounded
+//! crossbeam channels that carry batches of records (backpressure, not
+//! unbounded queues). Checkpoints follow Flink's barrier protocol, see
+//! [`job`]: the coordinator injects barriers at the sources, keyed tasks
+//! align them (exactly-once) or not (at-least-once), snapshot on the
+//! barrier (only the synchronous part on the processing thread), and the
+//! coordinator commits `_metadata` when all have acknowledged.
+//!
+//! Backends are chosen by Cargo feature ([`backends`]); a build without the
+//! `rocksdb` feature compiles no C++.
 
 pub mod backends;
+pub mod config;
+pub mod function;
+pub mod job;
+pub mod sink;
+pub mod source;
+pub mod stream;
+
+pub use config::{CheckpointConfig, CheckpointingMode, RetentionOnCancellation};
+pub use job::{JobHandle, JobMetrics, JobResult};
+pub use stream::{DataStream, KeyedStream, RestoreFrom, StreamExecutionEnvironment};

@@ -1,0 +1,1128 @@
+//! Execution: restore, threads, barriers, the checkpoint coordinator.
+//!
+//! ```text
+//!  source 0 ─┐  batches + barriers     ┌─► keyed 0 ─► sink 0
+//!  source 1 ─┼──(bounded channels)─────┼─► keyed 1 ─► sink 1
+//!            │   routed by key group   │
+//!            └────────── acks ─────────┴──► coordinator ─► _metadata
+//! ```
+//!
+//! The coordinator sends a barrier command to every source. A source
+//! flushes its batches, snapshots its position (operator state) and sends
+//! the barrier into every output channel. A keyed task that has seen the
+//! barrier on every input (blocking inputs that delivered it, in
+//! exactly-once mode) takes the synchronous snapshot on its own thread and
+//! hands the asynchronous write to a helper thread, which acknowledges to
+//! the coordinator. When every task has acknowledged, the coordinator
+//! commits `_metadata` and then applies retention.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Select, Sender};
+use serde::{de::DeserializeOwned, Serialize};
+use state_api::key_group::{assign_to_key_group, check_parallelism, subtask_for_key_group};
+use state_api::operator_state::OperatorStateStore;
+use state_api::snapshot::manifest::OperatorStateHandle;
+use state_api::{
+    CheckpointStorage, CompletedSnapshot, Error, ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend,
+    KeyedStateHandle, OperatorSnapshot, Result, SnapshotFormat, SnapshotKind, SnapshotManifest, SnapshotStats,
+    SnapshotTarget, StateBackend,
+};
+
+use crate::config::{CheckpointingMode, RetentionOnCancellation};
+use crate::source::{LineSource, SourcePoll};
+use crate::stream::{Job, JobSettings, ProcessFactory, RestoreFrom, SinkFactory};
+
+/// Operator id of the sources in manifests.
+pub const SOURCE_OPERATOR: &str = "source";
+/// Operator id of the keyed operator in manifests.
+pub const KEYED_OPERATOR: &str = "keyed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Barrier {
+    id: u64,
+    kind: SnapshotKind,
+}
+
+struct Record<K, T> {
+    key_bytes: Vec<u8>,
+    key: K,
+    value: T,
+}
+
+enum Message<K, T> {
+    Batch(Vec<Record<K, T>>),
+    Barrier(Barrier),
+    End,
+}
+
+enum TaskSnapshot {
+    Source(OperatorStateHandle),
+    Keyed(KeyedStateHandle),
+}
+
+struct Ack {
+    id: u64,
+    snapshot: TaskSnapshot,
+    sync: Duration,
+    async_time: Duration,
+}
+
+enum Control {
+    Ack(Box<Ack>),
+    Decline { id: u64, error: Error },
+    SourceFinished,
+    TriggerSavepoint(Sender<Result<String>>),
+    Shutdown,
+}
+
+/// Live counters of a running job.
+#[derive(Debug, Default)]
+pub struct JobMetrics {
+    /// Records processed by the keyed operator.
+    pub records: AtomicU64,
+    /// Id of the last completed checkpoint (0: none).
+    pub last_checkpoint_id: AtomicU64,
+    /// Duration of the last completed checkpoint, milliseconds.
+    pub last_checkpoint_ms: AtomicU64,
+    /// Bytes of the last completed checkpoint.
+    pub last_checkpoint_bytes: AtomicU64,
+    /// Input bytes read and total (file sources).
+    pub input_progress: Mutex<Option<(u64, u64)>>,
+    /// URI of the last completed checkpoint or savepoint.
+    pub last_snapshot_path: Mutex<Option<String>>,
+    /// Statistics of every completed snapshot.
+    pub completed: Mutex<Vec<CompletedStats>>,
+}
+
+/// Statistics of one completed checkpoint or savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedStats {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Checkpoint or savepoint.
+    pub kind: SnapshotKind,
+    /// Its directory URI.
+    pub path: String,
+    /// Durations and sizes.
+    pub stats: SnapshotStats,
+}
+
+/// What a finished job returns.
+#[derive(Debug)]
+pub struct JobResult<O> {
+    /// The job id.
+    pub job_id: String,
+    /// Records the keyed operator's `finish` emitted (final results of a
+    /// bounded input; empty after a cancel).
+    pub final_records: Vec<O>,
+    /// Completed checkpoints and savepoints.
+    pub completed: Vec<CompletedStats>,
+    /// URI of the last completed checkpoint or savepoint, to restart from.
+    pub last_snapshot_path: Option<String>,
+    /// Failed checkpoints.
+    pub failed_checkpoints: u64,
+}
+
+/// A running job.
+pub struct JobHandle<O> {
+    job_id: String,
+    cancel: Arc<AtomicBool>,
+    control: Sender<Control>,
+    sources: Vec<JoinHandle<Result<()>>>,
+    keyed: Vec<JoinHandle<Result<Vec<O>>>>,
+    coordinator: Option<JoinHandle<Result<u64>>>,
+    metrics: Arc<JobMetrics>,
+    storage: CheckpointStorage,
+    retention: RetentionOnCancellation,
+}
+
+impl<O> std::fmt::Debug for JobHandle<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("job_id", &self.job_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn join<R>(handle: JoinHandle<Result<R>>, what: &str) -> Result<R> {
+    handle.join().unwrap_or_else(|_| {
+        Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{what} thread panicked"),
+        ))
+    })
+}
+
+impl<O> JobHandle<O> {
+    /// The job id (the directory under the checkpoint storage).
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// Live counters.
+    pub fn metrics(&self) -> &Arc<JobMetrics> {
+        &self.metrics
+    }
+
+    /// Whether every source and keyed task has exited.
+    pub fn is_finished(&self) -> bool {
+        self.sources.iter().all(|h| h.is_finished()) && self.keyed.iter().all(|h| h.is_finished())
+    }
+
+    /// Takes a savepoint and waits for it; returns its URI.
+    ///
+    /// # Errors
+    /// When the savepoint fails or the job is finishing.
+    pub fn trigger_savepoint(&self) -> Result<String> {
+        let (reply, response) = bounded(1);
+        self.control
+            .send(Control::TriggerSavepoint(reply))
+            .map_err(|_| Error::invalid_argument("the job is no longer running"))?;
+        response
+            .recv()
+            .unwrap_or_else(|_| Err(Error::invalid_argument("the job ended before the savepoint completed")))
+    }
+
+    /// Waits for a bounded job to finish.
+    ///
+    /// # Errors
+    /// The first error of any task or of the coordinator.
+    pub fn wait(mut self) -> Result<JobResult<O>> {
+        self.finish(false)
+    }
+
+    /// Cancels the job (Flink's cancel): checkpoints are kept or deleted as
+    /// configured.
+    ///
+    /// # Errors
+    /// The first error of any task.
+    pub fn cancel(mut self) -> Result<JobResult<O>> {
+        self.cancel.store(true, Ordering::SeqCst);
+        let result = self.finish(true);
+        if self.retention == RetentionOnCancellation::Delete {
+            self.storage
+                .delete_dir(&state_api::storage::layout::job_dir(&self.job_id))?;
+        }
+        result
+    }
+
+    /// Takes a savepoint, then cancels (Flink's stop-with-savepoint).
+    /// Returns the savepoint's URI and the result.
+    ///
+    /// # Errors
+    /// When the savepoint fails (the job keeps running then is cancelled).
+    pub fn stop_with_savepoint(self) -> Result<(String, JobResult<O>)> {
+        let savepoint = self.trigger_savepoint();
+        self.cancel.store(true, Ordering::SeqCst);
+        let mut this = self;
+        let result = this.finish(true)?;
+        Ok((savepoint?, result))
+    }
+
+    fn finish(&mut self, cancelled: bool) -> Result<JobResult<O>> {
+        let mut first_error = None;
+        let mut final_records = Vec::new();
+        for h in self.sources.drain(..) {
+            if let Err(e) = join(h, "source") {
+                first_error.get_or_insert(e);
+            }
+        }
+        for h in self.keyed.drain(..) {
+            match join(h, "keyed task") {
+                Ok(records) if !cancelled => final_records.extend(records),
+                Ok(_) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let _ = self.control.send(Control::Shutdown);
+        let mut failed_checkpoints = 0;
+        if let Some(h) = self.coordinator.take() {
+            match join(h, "coordinator") {
+                Ok(failed) => failed_checkpoints = failed,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        Ok(JobResult {
+            job_id: self.job_id.clone(),
+            final_records,
+            completed: self.metrics.completed.lock().map(|c| c.clone()).unwrap_or_default(),
+            last_snapshot_path: self.metrics.last_snapshot_path.lock().ok().and_then(|p| p.clone()),
+            failed_checkpoints,
+        })
+    }
+}
+
+impl<O> Drop for JobHandle<O> {
+    fn drop(&mut self) {
+        // A handle dropped without wait/cancel stops its threads.
+        if !self.sources.is_empty() || !self.keyed.is_empty() {
+            self.cancel.store(true, Ordering::SeqCst);
+            let _ = self.control.send(Control::Shutdown);
+        }
+    }
+}
+
+fn new_job_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mixed =
+        xxhash_rust::xxh3::xxh3_64(&[nanos.to_le_bytes().as_slice(), &std::process::id().to_le_bytes()].concat());
+    format!("{mixed:016x}")
+}
+
+fn default_backend() -> Result<Arc<dyn StateBackend>> {
+    crate::backends::compiled_backends()
+        .into_iter()
+        .find(|k| *k != crate::backends::StateBackendKind::RocksDb)
+        .map(crate::backends::state_backend)
+        .unwrap_or_else(|| Err(Error::config("no state backend is compiled into this build")))
+}
+
+struct Restored {
+    checkpoint_id: u64,
+    keyed: Vec<Box<dyn KeyedStateBackend>>,
+    source_stores: Vec<Option<OperatorStateStore>>,
+}
+
+fn keyed_options(settings: &JobSettings, job_id: &str, subtask: u32) -> KeyedBackendOptions {
+    let range = KeyGroupRange::for_subtask(settings.max_parallelism, settings.parallelism, subtask);
+    KeyedBackendOptions::new(job_id, KEYED_OPERATOR, range, settings.max_parallelism)
+}
+
+fn restore_snapshot(
+    settings: &JobSettings,
+    backend: &Arc<dyn StateBackend>,
+    job_id: &str,
+    source_parallelism: u32,
+    storage: &CheckpointStorage,
+    snapshot: &CompletedSnapshot,
+) -> Result<Restored> {
+    let manifest = &snapshot.manifest;
+    if manifest.max_parallelism != settings.max_parallelism {
+        return Err(Error::config(format!(
+            "the snapshot was taken with max parallelism {}, the job has {}; they must be equal",
+            manifest.max_parallelism, settings.max_parallelism
+        ))
+        .with_context("file", snapshot.dir.clone()));
+    }
+    let handles = manifest
+        .operator(KEYED_OPERATOR)
+        .map(|o| o.keyed_state.clone())
+        .unwrap_or_default();
+    let mut keyed = Vec::new();
+    for subtask in 0..settings.parallelism {
+        keyed.push(backend.restore_keyed_backend(keyed_options(settings, job_id, subtask), &handles, storage)?);
+    }
+    let op_handles = manifest
+        .operator(SOURCE_OPERATOR)
+        .map(|o| o.operator_state.clone())
+        .unwrap_or_default();
+    let mut source_stores = Vec::new();
+    for subtask in 0..source_parallelism {
+        source_stores.push(if op_handles.is_empty() {
+            None
+        } else {
+            Some(OperatorStateStore::restore(
+                storage,
+                &op_handles,
+                source_parallelism,
+                subtask,
+            )?)
+        });
+    }
+    Ok(Restored {
+        checkpoint_id: manifest.checkpoint_id,
+        keyed,
+        source_stores,
+    })
+}
+
+fn is_damage(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ChecksumMismatch | ErrorKind::NotFound | ErrorKind::Corrupt | ErrorKind::IncompatibleVersion
+    )
+}
+
+fn restore(
+    settings: &JobSettings,
+    backend: &Arc<dyn StateBackend>,
+    storage: &CheckpointStorage,
+    job_id: &str,
+    source_parallelism: u32,
+) -> Result<Option<Restored>> {
+    match &settings.restore {
+        None => Ok(None),
+        Some(RestoreFrom::Snapshot { storage: from, dir }) => {
+            let snapshot = from.load(dir)?;
+            tracing::info!(path = %format!("{}/{}", from.uri(), snapshot.dir), "restoring");
+            restore_snapshot(settings, backend, job_id, source_parallelism, from, &snapshot).map(Some)
+        }
+        Some(RestoreFrom::Latest) => {
+            let candidates = storage.completed_checkpoints(None)?;
+            if candidates.is_empty() {
+                tracing::warn!(
+                    uri = storage.uri(),
+                    "no completed checkpoint found; starting without state"
+                );
+                return Ok(None);
+            }
+            let mut last_error = None;
+            for snapshot in candidates {
+                match restore_snapshot(settings, backend, job_id, source_parallelism, storage, &snapshot) {
+                    Ok(restored) => {
+                        tracing::info!(path = %format!("{}/{}", storage.uri(), snapshot.dir), "restored from latest");
+                        return Ok(Some(restored));
+                    }
+                    Err(e) if is_damage(&e) => {
+                        tracing::warn!(error = %e, checkpoint = %snapshot.dir, "checkpoint is damaged; trying the one before");
+                        last_error = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last_error.unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no restorable checkpoint")))
+        }
+    }
+}
+
+pub(crate) fn execute<K, T, O>(job: Job<K, T, O>) -> Result<JobHandle<O>>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    T: Send + 'static,
+    O: Send + 'static,
+{
+    let Job { processed, sink } = job;
+    let factory = processed.factory;
+    let key_of = processed.keyed.key_of;
+    let stream = processed.keyed.stream;
+    let settings = stream.settings;
+    let source_spec = stream.source;
+    let chain = stream.chain;
+
+    check_parallelism(settings.parallelism, settings.max_parallelism)?;
+    if settings.checkpoint.max_concurrent != 1 {
+        return Err(Error::unsupported("only one concurrent checkpoint is supported"));
+    }
+    let backend = match &settings.backend {
+        Some(b) => Arc::clone(b),
+        None => default_backend()?,
+    };
+    let storage = match &settings.storage {
+        Some(s) => s.clone(),
+        None => CheckpointStorage::open("memory://")?,
+    };
+    let job_id = settings.job_id.clone().unwrap_or_else(new_job_id);
+    state_api::storage::layout::validate_job_id(&job_id)?;
+
+    let restored = restore(&settings, &backend, &storage, &job_id, source_spec.parallelism)?;
+    let (first_id, mut keyed_backends, mut source_stores) = match restored {
+        Some(r) => (r.checkpoint_id + 1, r.keyed, r.source_stores),
+        None => {
+            let mut keyed = Vec::new();
+            for subtask in 0..settings.parallelism {
+                keyed.push(backend.create_keyed_backend(keyed_options(&settings, &job_id, subtask))?);
+            }
+            (1, keyed, (0..source_spec.parallelism).map(|_| None).collect())
+        }
+    };
+
+    // Sources are created here so that a bad input fails `execute`.
+    let mut sources = Vec::new();
+    for subtask in 0..source_spec.parallelism {
+        sources.push((source_spec.factory)(
+            subtask,
+            source_spec.parallelism,
+            source_stores[subtask as usize].as_mut(),
+        )?);
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(JobMetrics::default());
+    let (control_tx, control_rx) = unbounded();
+    let p = settings.parallelism as usize;
+    let mut data_tx: Vec<Vec<Sender<Message<K, T>>>> = Vec::new();
+    let mut data_rx: Vec<Vec<Receiver<Message<K, T>>>> = (0..p).map(|_| Vec::new()).collect();
+    for _ in 0..sources.len() {
+        let mut row = Vec::new();
+        for rx in data_rx.iter_mut() {
+            let (tx, r) = bounded(settings.channel_capacity);
+            row.push(tx);
+            rx.push(r);
+        }
+        data_tx.push(row);
+    }
+    let format = |kind: SnapshotKind| {
+        if kind == SnapshotKind::Checkpoint && backend.capabilities().native_snapshots {
+            SnapshotFormat::Native
+        } else {
+            SnapshotFormat::Canonical
+        }
+    };
+    let incremental = settings.checkpoint.incremental && backend.capabilities().incremental_snapshots;
+    let targets = TargetFactory {
+        job_id: job_id.clone(),
+        native: format(SnapshotKind::Checkpoint) == SnapshotFormat::Native,
+        incremental,
+    };
+
+    let mut keyed_handles = Vec::new();
+    for (subtask, rx) in data_rx.into_iter().enumerate() {
+        let task = KeyedTask {
+            subtask: subtask as u32,
+            parallelism: settings.parallelism,
+            inputs: rx,
+            backend: keyed_backends.remove(0),
+            factory: Arc::clone(&factory),
+            sink: Arc::clone(&sink),
+            mode: settings.checkpoint.mode,
+            control: control_tx.clone(),
+            storage: storage.clone(),
+            targets: targets.clone(),
+            cancel: Arc::clone(&cancel),
+            metrics: Arc::clone(&metrics),
+        };
+        let cancel = Arc::clone(&cancel);
+        keyed_handles.push(spawn(format!("keyed-{subtask}"), cancel, move || task.run())?);
+    }
+    let mut command_txs = Vec::new();
+    let mut source_handles = Vec::new();
+    for (subtask, (source, outputs)) in sources.into_iter().zip(data_tx).enumerate() {
+        let (cmd_tx, cmd_rx) = unbounded();
+        command_txs.push(cmd_tx);
+        let task = SourceTask {
+            subtask: subtask as u32,
+            source,
+            outputs,
+            commands: cmd_rx,
+            chain: Arc::clone(&chain),
+            key_of: Arc::clone(&key_of),
+            max_parallelism: settings.max_parallelism,
+            parallelism: settings.parallelism,
+            batch_size: settings.batch_size.max(1),
+            control: control_tx.clone(),
+            storage: storage.clone(),
+            targets: targets.clone(),
+            cancel: Arc::clone(&cancel),
+            metrics: Arc::clone(&metrics),
+        };
+        let cancel = Arc::clone(&cancel);
+        source_handles.push(spawn(format!("source-{subtask}"), cancel, move || task.run())?);
+    }
+    let coordinator = Coordinator {
+        job_id: job_id.clone(),
+        settings: settings.clone(),
+        storage: storage.clone(),
+        control: control_rx,
+        sources: command_txs,
+        expected_acks: source_handles.len() + keyed_handles.len(),
+        next_id: first_id,
+        cancel: Arc::clone(&cancel),
+        metrics: Arc::clone(&metrics),
+    };
+    let coordinator_handle = spawn("coordinator".into(), Arc::clone(&cancel), move || coordinator.run())?;
+    Ok(JobHandle {
+        job_id,
+        cancel,
+        control: control_tx,
+        sources: source_handles,
+        keyed: keyed_handles,
+        coordinator: Some(coordinator_handle),
+        metrics,
+        storage,
+        retention: settings.checkpoint.retention_on_cancellation,
+    })
+}
+
+/// Spawns a task thread; an error in it cancels the whole job.
+fn spawn<R: Send + 'static>(
+    name: String,
+    cancel: Arc<AtomicBool>,
+    body: impl FnOnce() -> Result<R> + Send + 'static,
+) -> Result<JoinHandle<Result<R>>> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let result = body();
+            if let Err(e) = &result {
+                tracing::error!(task = %name, error = %e, "task failed; cancelling the job");
+                cancel.store(true, Ordering::SeqCst);
+            }
+            result
+        })
+        .map_err(|e| Error::new(ErrorKind::InvalidArgument, "cannot spawn a task thread").with_source(e))
+}
+
+/// Where snapshots of this job go.
+#[derive(Debug, Clone)]
+struct TargetFactory {
+    job_id: String,
+    native: bool,
+    incremental: bool,
+}
+
+impl TargetFactory {
+    fn target(&self, barrier: Barrier, stem: String) -> SnapshotTarget {
+        match barrier.kind {
+            SnapshotKind::Checkpoint => SnapshotTarget {
+                checkpoint_id: barrier.id,
+                kind: barrier.kind,
+                format: if self.native {
+                    SnapshotFormat::Native
+                } else {
+                    SnapshotFormat::Canonical
+                },
+                incremental: self.incremental,
+                base: state_api::storage::layout::job_dir(&self.job_id),
+                exclusive_dir: state_api::storage::layout::checkpoint_dir_name(barrier.id),
+                shared_dir: state_api::storage::layout::SHARED_DIR.into(),
+                file_stem: stem,
+            },
+            SnapshotKind::Savepoint => SnapshotTarget {
+                checkpoint_id: barrier.id,
+                kind: barrier.kind,
+                format: SnapshotFormat::Canonical,
+                incremental: false,
+                base: format!("{}/", state_api::storage::layout::SAVEPOINTS_DIR),
+                exclusive_dir: state_api::storage::layout::savepoint_dir_name(&self.job_id, barrier.id),
+                shared_dir: state_api::storage::layout::savepoint_dir_name(&self.job_id, barrier.id),
+                file_stem: stem,
+            },
+        }
+    }
+}
+
+struct SourceTask<K, T> {
+    subtask: u32,
+    source: Box<dyn LineSource>,
+    outputs: Vec<Sender<Message<K, T>>>,
+    commands: Receiver<Barrier>,
+    chain: crate::stream::Chain<T>,
+    key_of: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    max_parallelism: u32,
+    parallelism: u32,
+    batch_size: usize,
+    control: Sender<Control>,
+    storage: CheckpointStorage,
+    targets: TargetFactory,
+    cancel: Arc<AtomicBool>,
+    metrics: Arc<JobMetrics>,
+}
+
+impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
+    fn send(&self, to: usize, message: Message<K, T>) -> Result<()> {
+        self.outputs[to]
+            .send(message)
+            .map_err(|_| Error::invalid_argument("a keyed task stopped; the source stops too"))
+    }
+
+    fn flush(&self, batches: &mut [Vec<Record<K, T>>], only_full: bool) -> Result<()> {
+        for (to, batch) in batches.iter_mut().enumerate() {
+            if !batch.is_empty() && (!only_full || batch.len() >= self.batch_size) {
+                let full = std::mem::replace(batch, Vec::with_capacity(self.batch_size));
+                self.send(to, Message::Batch(full))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, barrier: Barrier, batches: &mut [Vec<Record<K, T>>]) -> Result<()> {
+        self.flush(batches, false)?;
+        let started = Instant::now();
+        let mut store = OperatorStateStore::default();
+        self.source.snapshot(&mut store)?;
+        let sync = started.elapsed();
+        let (storage, control, subtask) = (self.storage.clone(), self.control.clone(), self.subtask);
+        let target = self.targets.target(barrier, format!("{SOURCE_OPERATOR}-{subtask}"));
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let message = match store.write(&storage, &target, subtask) {
+                Ok(handle) => Control::Ack(Box::new(Ack {
+                    id: barrier.id,
+                    snapshot: TaskSnapshot::Source(handle),
+                    sync,
+                    async_time: started.elapsed(),
+                })),
+                Err(error) => Control::Decline { id: barrier.id, error },
+            };
+            let _ = control.send(message);
+        });
+        for to in 0..self.outputs.len() {
+            self.send(to, Message::Barrier(barrier))?;
+        }
+        Ok(())
+    }
+
+    fn run(mut self) -> Result<()> {
+        let result = self.run_until_end();
+        match result {
+            // Keyed tasks stop first on cancel; the source's failed send is
+            // the cancel, not an error.
+            Err(_) if self.cancel.load(Ordering::SeqCst) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn run_until_end(&mut self) -> Result<()> {
+        let mut batches: Vec<Vec<Record<K, T>>> = (0..self.outputs.len())
+            .map(|_| Vec::with_capacity(self.batch_size))
+            .collect();
+        let mut line = String::new();
+        let mut key_bytes = Vec::new();
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            while let Ok(barrier) = self.commands.try_recv() {
+                self.checkpoint(barrier, &mut batches)?;
+            }
+            match self.source.poll_line(&mut line)? {
+                SourcePoll::Line { more_buffered } => {
+                    let (key_of, max_p, p) = (&self.key_of, self.max_parallelism, self.parallelism);
+                    let mut failure = None;
+                    (self.chain)(std::mem::take(&mut line), &mut |value| {
+                        let key = key_of(&value);
+                        key_bytes.clear();
+                        if let Err(e) = state_api::codec::encode_value_into(&key, &mut key_bytes) {
+                            failure.get_or_insert(e);
+                            return;
+                        }
+                        let group = assign_to_key_group(&key_bytes, max_p);
+                        let to = subtask_for_key_group(max_p, p, group) as usize;
+                        batches[to].push(Record {
+                            key_bytes: key_bytes.clone(),
+                            key,
+                            value,
+                        });
+                    });
+                    if let Some(e) = failure {
+                        return Err(e);
+                    }
+                    self.flush(&mut batches, more_buffered)?;
+                    if let Some(progress) = self.source.progress() {
+                        if let Ok(mut slot) = self.metrics.input_progress.lock() {
+                            *slot = Some(progress);
+                        }
+                    }
+                }
+                SourcePoll::Idle => self.flush(&mut batches, false)?,
+                SourcePoll::End => {
+                    self.flush(&mut batches, false)?;
+                    // Tell the coordinator first, so it stops expecting
+                    // this source's acknowledgements.
+                    let _ = self.control.send(Control::SourceFinished);
+                    for to in 0..self.outputs.len() {
+                        self.send(to, Message::End)?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+struct KeyedTask<K, T, O> {
+    subtask: u32,
+    parallelism: u32,
+    inputs: Vec<Receiver<Message<K, T>>>,
+    backend: Box<dyn KeyedStateBackend>,
+    factory: ProcessFactory<K, T, O>,
+    sink: SinkFactory<O>,
+    mode: CheckpointingMode,
+    control: Sender<Control>,
+    storage: CheckpointStorage,
+    targets: TargetFactory,
+    cancel: Arc<AtomicBool>,
+    metrics: Arc<JobMetrics>,
+}
+
+impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O> {
+    fn snapshot(&mut self, barrier: Barrier) {
+        let started = Instant::now();
+        let target = self
+            .targets
+            .target(barrier, format!("{KEYED_OPERATOR}-{}", self.subtask));
+        let pending = self.backend.snapshot(&target);
+        let sync = started.elapsed();
+        let (storage, control) = (self.storage.clone(), self.control.clone());
+        match pending {
+            Ok(pending) => {
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let message = match pending.write(&storage, &target) {
+                        Ok(handle) => Control::Ack(Box::new(Ack {
+                            id: barrier.id,
+                            snapshot: TaskSnapshot::Keyed(handle),
+                            sync,
+                            async_time: started.elapsed(),
+                        })),
+                        Err(error) => Control::Decline { id: barrier.id, error },
+                    };
+                    let _ = control.send(message);
+                });
+            }
+            Err(error) => {
+                let _ = self.control.send(Control::Decline { id: barrier.id, error });
+            }
+        }
+    }
+
+    fn run(mut self) -> Result<Vec<O>> {
+        let mut function = (self.factory)();
+        function.open(self.backend.as_mut())?;
+        let mut sink = (self.sink)(self.subtask, self.parallelism)?;
+        let n = self.inputs.len();
+        let (mut ended, mut seen) = (vec![false; n], vec![false; n]);
+        let mut aligning: Option<Barrier> = None;
+        let mut produced = Vec::new();
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                sink.flush()?;
+                return Ok(Vec::new());
+            }
+            let blocking = self.mode == CheckpointingMode::ExactlyOnce;
+            // Inputs that delivered the pending barrier wait (exactly-once).
+            let waiting = |i: usize| blocking && seen[i];
+            let open: Vec<usize> = (0..n).filter(|&i| !ended[i] && !waiting(i)).collect();
+            if open.is_empty() && ended.iter().all(|e| *e) {
+                break;
+            }
+            let mut select = Select::new();
+            for &i in &open {
+                select.recv(&self.inputs[i]);
+            }
+            let Ok(operation) = select.select_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let i = open[operation.index()];
+            match operation.recv(&self.inputs[i]) {
+                Err(_) => ended[i] = true,
+                Ok(Message::Batch(records)) => {
+                    let count = records.len() as u64;
+                    for record in records {
+                        self.backend.set_current_key(&record.key_bytes)?;
+                        function.process(&record.key, record.value, self.backend.as_mut(), &mut |o| {
+                            produced.push(o)
+                        })?;
+                        for o in produced.drain(..) {
+                            sink.write(&o)?;
+                        }
+                    }
+                    sink.flush()?;
+                    self.metrics.records.fetch_add(count, Ordering::Relaxed);
+                }
+                Ok(Message::Barrier(barrier)) => {
+                    match aligning {
+                        Some(current) if current.id == barrier.id => {}
+                        _ => {
+                            // A newer barrier supersedes an unfinished one.
+                            aligning = Some(barrier);
+                            seen.iter_mut().for_each(|s| *s = false);
+                        }
+                    }
+                    seen[i] = true;
+                }
+                Ok(Message::End) => ended[i] = true,
+            }
+            if let Some(barrier) = aligning {
+                if (0..n).all(|j| seen[j] || ended[j]) {
+                    sink.flush()?;
+                    self.snapshot(barrier);
+                    aligning = None;
+                    seen.iter_mut().for_each(|s| *s = false);
+                }
+            }
+        }
+        sink.flush()?;
+        let mut finals = Vec::new();
+        function.finish(self.backend.as_mut(), &mut |o| finals.push(o))?;
+        Ok(finals)
+    }
+}
+
+struct Pending {
+    barrier: Barrier,
+    started: Instant,
+    acks: Vec<Ack>,
+    reply: Option<Sender<Result<String>>>,
+}
+
+struct Coordinator {
+    job_id: String,
+    settings: JobSettings,
+    storage: CheckpointStorage,
+    control: Receiver<Control>,
+    sources: Vec<Sender<Barrier>>,
+    expected_acks: usize,
+    next_id: u64,
+    cancel: Arc<AtomicBool>,
+    metrics: Arc<JobMetrics>,
+}
+
+impl Coordinator {
+    fn trigger(&mut self, kind: SnapshotKind, reply: Option<Sender<Result<String>>>) -> Option<Pending> {
+        let barrier = Barrier { id: self.next_id, kind };
+        self.next_id += 1;
+        for source in &self.sources {
+            if source.send(barrier).is_err() {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(Error::invalid_argument("the job is finishing; no snapshot taken")));
+                }
+                return None;
+            }
+        }
+        tracing::debug!(id = barrier.id, ?kind, "triggered");
+        Some(Pending {
+            barrier,
+            started: Instant::now(),
+            acks: Vec::new(),
+            reply,
+        })
+    }
+
+    fn complete(&mut self, pending: Pending) -> Result<String> {
+        let kind = pending.barrier.kind;
+        let mut manifest = SnapshotManifest::new(&self.job_id, pending.barrier.id, kind, self.settings.max_parallelism);
+        let mut source_op = OperatorSnapshot {
+            operator_id: SOURCE_OPERATOR.into(),
+            parallelism: self.sources.len() as u32,
+            keyed_state: vec![],
+            operator_state: vec![],
+        };
+        let mut keyed_op = OperatorSnapshot {
+            operator_id: KEYED_OPERATOR.into(),
+            parallelism: self.settings.parallelism,
+            keyed_state: vec![],
+            operator_state: vec![],
+        };
+        let mut stats = SnapshotStats::default();
+        for ack in pending.acks {
+            stats.sync_us = stats.sync_us.max(ack.sync.as_micros() as u64);
+            stats.async_ms = stats.async_ms.max(ack.async_time.as_millis() as u64);
+            match ack.snapshot {
+                TaskSnapshot::Source(h) => {
+                    stats.full_bytes += h.file.size;
+                    stats.uploaded_bytes += h.file.size;
+                    source_op.operator_state.push(h);
+                }
+                TaskSnapshot::Keyed(h) => {
+                    stats.full_bytes += h.full_bytes;
+                    stats.uploaded_bytes += h.uploaded_bytes;
+                    keyed_op.keyed_state.push(h);
+                }
+            }
+        }
+        source_op.operator_state.sort_by_key(|h| h.subtask);
+        keyed_op.keyed_state.sort_by_key(|h| h.key_group_range.start());
+        manifest.operators = vec![source_op, keyed_op];
+        stats.duration_ms = pending.started.elapsed().as_millis() as u64;
+        manifest.stats = Some(stats);
+        let committed = self.storage.commit(&manifest)?;
+        let path = format!(
+            "{}/{}",
+            self.storage.uri().trim_end_matches('/'),
+            committed.dir.trim_end_matches('/')
+        );
+        tracing::info!(
+            id = manifest.checkpoint_id,
+            ?kind,
+            duration_ms = stats.duration_ms,
+            sync_us = stats.sync_us,
+            async_ms = stats.async_ms,
+            full_bytes = stats.full_bytes,
+            uploaded_bytes = stats.uploaded_bytes,
+            %path,
+            "snapshot completed"
+        );
+        self.metrics
+            .last_checkpoint_id
+            .store(manifest.checkpoint_id, Ordering::Relaxed);
+        self.metrics
+            .last_checkpoint_ms
+            .store(stats.duration_ms, Ordering::Relaxed);
+        self.metrics
+            .last_checkpoint_bytes
+            .store(stats.full_bytes, Ordering::Relaxed);
+        if let Ok(mut slot) = self.metrics.last_snapshot_path.lock() {
+            *slot = Some(path.clone());
+        }
+        if let Ok(mut completed) = self.metrics.completed.lock() {
+            completed.push(CompletedStats {
+                id: manifest.checkpoint_id,
+                kind,
+                path: path.clone(),
+                stats,
+            });
+        }
+        if kind == SnapshotKind::Checkpoint {
+            // Retention runs only after the newer checkpoint is committed.
+            if let Err(e) = self
+                .storage
+                .apply_retention(&self.job_id, self.settings.checkpoint.num_retained)
+            {
+                tracing::warn!(error = %e, "retention failed; old checkpoints are kept");
+            }
+        }
+        Ok(path)
+    }
+
+    /// Runs until shut down; returns the number of failed checkpoints.
+    fn run(mut self) -> Result<u64> {
+        let config = self.settings.checkpoint.clone();
+        let mut pending: Option<Pending> = None;
+        let mut savepoint_requests: VecDeque<Sender<Result<String>>> = VecDeque::new();
+        let mut last_trigger = Instant::now();
+        let mut last_end: Option<Instant> = None;
+        let (mut failed, mut consecutive_failures, mut finishing) = (0u64, 0u32, false);
+        loop {
+            if self.cancel.load(Ordering::Relaxed) && savepoint_requests.is_empty() && pending.is_none() {
+                return Ok(failed);
+            }
+            let mut failure: Option<Error> = None;
+            match self.control.recv_timeout(Duration::from_millis(5)) {
+                Ok(Control::Ack(ack)) => {
+                    if let Some(p) = pending.as_mut().filter(|p| p.barrier.id == ack.id) {
+                        p.acks.push(*ack);
+                        if p.acks.len() == self.expected_acks {
+                            let done = pending.take().expect("pending checked above");
+                            let reply = done.reply.clone();
+                            let result = self.complete(done);
+                            last_end = Some(Instant::now());
+                            match (&result, reply) {
+                                (_, Some(reply)) => {
+                                    let _ = reply.send(result.clone_result());
+                                }
+                                (Err(e), None) => failure = Some(e.clone_error()),
+                                (Ok(_), None) => consecutive_failures = 0,
+                            }
+                        }
+                    }
+                }
+                Ok(Control::Decline { id, error }) => {
+                    if pending.as_ref().is_some_and(|p| p.barrier.id == id) {
+                        let p = pending.take().expect("pending checked above");
+                        last_end = Some(Instant::now());
+                        match p.reply {
+                            Some(reply) => {
+                                let _ = reply.send(Err(error));
+                            }
+                            None => failure = Some(error),
+                        }
+                    }
+                }
+                Ok(Control::SourceFinished) => {
+                    finishing = true;
+                    if let Some(p) = pending.take() {
+                        tracing::debug!(id = p.barrier.id, "snapshot abandoned: the input ended");
+                        if let Some(reply) = p.reply {
+                            let _ = reply.send(Err(Error::invalid_argument("the input ended before the savepoint")));
+                        }
+                    }
+                    for reply in savepoint_requests.drain(..) {
+                        let _ = reply.send(Err(Error::invalid_argument("the input ended; no savepoint taken")));
+                    }
+                }
+                Ok(Control::TriggerSavepoint(reply)) => {
+                    if finishing {
+                        let _ = reply.send(Err(Error::invalid_argument("the input ended; no savepoint taken")));
+                    } else {
+                        savepoint_requests.push_back(reply);
+                    }
+                }
+                Ok(Control::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Ok(failed),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if let Some(p) = pending.as_ref() {
+                if p.started.elapsed() > config.timeout {
+                    let p = pending.take().expect("pending checked above");
+                    last_end = Some(Instant::now());
+                    let error = Error::new(
+                        ErrorKind::Storage,
+                        format!(
+                            "snapshot {} expired after {:?} before completing",
+                            p.barrier.id, config.timeout
+                        ),
+                    );
+                    match p.reply {
+                        Some(reply) => {
+                            let _ = reply.send(Err(error));
+                        }
+                        None => failure = Some(error),
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                failed += 1;
+                consecutive_failures += 1;
+                tracing::warn!(error = %error, consecutive_failures, "checkpoint failed");
+                if consecutive_failures > config.tolerable_failures {
+                    self.cancel.store(true, Ordering::SeqCst);
+                    return Err(Error::new(
+                        ErrorKind::Storage,
+                        format!(
+                            "{consecutive_failures} checkpoints failed in a row, more than the {} tolerated; last: {error}",
+                            config.tolerable_failures
+                        ),
+                    ));
+                }
+            }
+            if pending.is_none() && !finishing && !self.cancel.load(Ordering::Relaxed) {
+                let paused = last_end.is_none_or(|t| t.elapsed() >= config.min_pause);
+                if let Some(reply) = savepoint_requests.pop_front() {
+                    pending = self.trigger(SnapshotKind::Savepoint, Some(reply));
+                    last_trigger = Instant::now();
+                } else if let Some(interval) = config.interval {
+                    if paused && last_trigger.elapsed() >= interval {
+                        pending = self.trigger(SnapshotKind::Checkpoint, None);
+                        last_trigger = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Clones of results and errors for replies (errors keep kind and text).
+trait CloneResult {
+    fn clone_result(&self) -> Result<String>;
+}
+
+impl CloneResult for Result<String> {
+    fn clone_result(&self) -> Result<String> {
+        match self {
+            Ok(path) => Ok(path.clone()),
+            Err(e) => Err(e.clone_error()),
+        }
+    }
+}
+
+trait CloneError {
+    fn clone_error(&self) -> Error;
+}
+
+impl CloneError for Error {
+    fn clone_error(&self) -> Error {
+        let mut copy = Error::new(self.kind(), self.message()).set_temporary(self.is_temporary());
+        for (key, value) in self.context() {
+            copy = copy.with_context(key, value.clone());
+        }
+        if let Some(source) = std::error::Error::source(self) {
+            copy = copy.with_context("cause", source.to_string());
+        }
+        copy
+    }
+}

@@ -1,0 +1,385 @@
+//! The DataStream-style API: an environment, line sources, a chain of
+//! stateless transformations, `key_by`, a keyed operator with state, sinks.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use streamstate_runtime::{StreamExecutionEnvironment, sink::PrintSink};
+//! let mut env = StreamExecutionEnvironment::new();
+//! env.enable_checkpointing(Duration::from_secs(6));
+//! let handle = env
+//!     .socket_text_stream("localhost", 9999)
+//!     .flat_map(|line: String| line.to_uppercase().split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+//!     .map(|word| (word, 1i64))
+//!     .key_by(|(word, _)| word.clone())
+//!     .sum(|(_, n)| *n)
+//!     .print()
+//!     .execute()
+//!     .unwrap();
+//! handle.wait().unwrap();
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Serialize};
+use state_api::{CheckpointStorage, StateBackend, DEFAULT_MAX_PARALLELISM};
+
+use crate::config::CheckpointConfig;
+use crate::function::{KeyedProcessFunction, SumFunction};
+use crate::job::{self, JobHandle};
+use crate::sink::{FileSink, FlinkDisplay, PrintSink, Sink};
+
+/// Where a job's state comes from at start.
+#[derive(Debug, Clone)]
+pub enum RestoreFrom {
+    /// The newest completed checkpoint under the checkpoint storage (any
+    /// job); falls back to older ones when its files are damaged.
+    Latest,
+    /// A checkpoint or savepoint directory (`<job>/chk-<n>` or
+    /// `savepoints/savepoint-...`) in `storage`.
+    Snapshot {
+        /// Storage holding the snapshot.
+        storage: CheckpointStorage,
+        /// Its directory relative to the storage root.
+        dir: String,
+    },
+}
+
+/// Job-wide settings, copied into every stream built from an environment.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Parallelism of the keyed operator.
+    pub parallelism: u32,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// Checkpointing.
+    pub checkpoint: CheckpointConfig,
+    /// The state backend (default: fs).
+    pub backend: Option<Arc<dyn StateBackend>>,
+    /// Where checkpoints go (default: `memory://`).
+    pub storage: Option<CheckpointStorage>,
+    /// Restore at start.
+    pub restore: Option<RestoreFrom>,
+    /// Records per batch handed between threads.
+    pub batch_size: usize,
+    /// Batches in flight per channel (backpressure beyond).
+    pub channel_capacity: usize,
+    /// Job id (default: generated).
+    pub job_id: Option<String>,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            checkpoint: CheckpointConfig::default(),
+            backend: None,
+            storage: None,
+            restore: None,
+            batch_size: 1024,
+            channel_capacity: 16,
+            job_id: None,
+        }
+    }
+}
+
+/// Flink's `StreamExecutionEnvironment`.
+#[derive(Debug, Clone, Default)]
+pub struct StreamExecutionEnvironment {
+    settings: JobSettings,
+}
+
+pub(crate) type SourceFactory = Arc<
+    dyn Fn(
+            u32,
+            u32,
+            Option<&mut state_api::operator_state::OperatorStateStore>,
+        ) -> state_api::Result<Box<dyn crate::source::LineSource>>
+        + Send
+        + Sync,
+>;
+
+/// How to build the source subtasks.
+#[derive(Clone)]
+pub(crate) struct SourceSpec {
+    pub(crate) parallelism: u32,
+    pub(crate) factory: SourceFactory,
+}
+
+impl StreamExecutionEnvironment {
+    /// An environment with Flink's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The settings.
+    pub fn settings_mut(&mut self) -> &mut JobSettings {
+        &mut self.settings
+    }
+
+    /// Parallelism of the keyed operator.
+    pub fn set_parallelism(&mut self, parallelism: u32) -> &mut Self {
+        self.settings.parallelism = parallelism;
+        self
+    }
+
+    /// Number of key groups (the most the job can ever be scaled to).
+    pub fn set_max_parallelism(&mut self, max_parallelism: u32) -> &mut Self {
+        self.settings.max_parallelism = max_parallelism;
+        self
+    }
+
+    /// Takes a checkpoint every `interval`.
+    pub fn enable_checkpointing(&mut self, interval: Duration) -> &mut Self {
+        self.settings.checkpoint.interval = Some(interval);
+        self
+    }
+
+    /// The checkpoint configuration.
+    pub fn checkpoint_config(&mut self) -> &mut CheckpointConfig {
+        &mut self.settings.checkpoint
+    }
+
+    /// The state backend.
+    pub fn set_state_backend(&mut self, backend: Arc<dyn StateBackend>) -> &mut Self {
+        self.settings.backend = Some(backend);
+        self
+    }
+
+    /// The checkpoint storage.
+    pub fn set_checkpoint_storage(&mut self, storage: CheckpointStorage) -> &mut Self {
+        self.settings.storage = Some(storage);
+        self
+    }
+
+    /// Restore at start.
+    pub fn restore_from(&mut self, restore: RestoreFrom) -> &mut Self {
+        self.settings.restore = Some(restore);
+        self
+    }
+
+    fn stream(&self, parallelism: u32, factory: SourceFactory) -> DataStream<String> {
+        DataStream {
+            settings: self.settings.clone(),
+            source: SourceSpec { parallelism, factory },
+            chain: Arc::new(|line: String, emit: &mut dyn FnMut(String)| emit(line)),
+        }
+    }
+
+    /// Lines from a TCP server (connects as a client, like Flink; `nc -lk`
+    /// serves it). Not replayable: a restore resumes with new lines.
+    pub fn socket_text_stream(&self, host: &str, port: u16) -> DataStream<String> {
+        let host = host.to_owned();
+        self.stream(
+            1,
+            Arc::new(move |_, _, _| Ok(Box::new(crate::source::SocketSource::connect(&host, port)?) as Box<_>)),
+        )
+    }
+
+    /// Lines of a text file; its offset is checkpointed, so a restore
+    /// continues exactly after the last checkpointed line.
+    pub fn read_text_file(&self, path: impl Into<PathBuf>) -> DataStream<String> {
+        let path = path.into();
+        self.stream(
+            1,
+            Arc::new(move |_, _, restored| Ok(Box::new(crate::source::FileSource::open(&path, restored)?) as Box<_>)),
+        )
+    }
+
+    /// Lines from memory, emitted by `parallelism` source subtasks.
+    pub fn from_lines(&self, lines: Vec<String>, parallelism: u32) -> DataStream<String> {
+        let lines = Arc::new(lines);
+        self.stream(
+            parallelism.max(1),
+            Arc::new(move |subtask, parallelism, restored| {
+                Ok(Box::new(crate::source::GeneratorSource::new(
+                    Arc::clone(&lines),
+                    subtask as usize,
+                    parallelism as usize,
+                    restored,
+                )?) as Box<_>)
+            }),
+        )
+    }
+}
+
+/// The stateless part of a pipeline: turns one source line into any number
+/// of records.
+pub(crate) type Chain<T> = Arc<dyn Fn(String, &mut dyn FnMut(T)) + Send + Sync>;
+
+/// A stream of `T` (stateless transformations of source lines).
+pub struct DataStream<T> {
+    pub(crate) settings: JobSettings,
+    pub(crate) source: SourceSpec,
+    pub(crate) chain: Chain<T>,
+}
+
+impl<T: 'static> DataStream<T> {
+    /// One output per input.
+    pub fn map<U: 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> DataStream<U> {
+        let prev = self.chain;
+        DataStream {
+            settings: self.settings,
+            source: self.source,
+            chain: Arc::new(move |line, emit: &mut dyn FnMut(U)| prev(line, &mut |t| emit(f(t)))),
+        }
+    }
+
+    /// Keeps the records `f` accepts.
+    pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> DataStream<T> {
+        let prev = self.chain;
+        DataStream {
+            settings: self.settings,
+            source: self.source,
+            chain: Arc::new(move |line, emit: &mut dyn FnMut(T)| {
+                prev(line, &mut |t| {
+                    if f(&t) {
+                        emit(t)
+                    }
+                })
+            }),
+        }
+    }
+
+    /// Any number of outputs per input.
+    pub fn flat_map<U: 'static, I: IntoIterator<Item = U>>(
+        self,
+        f: impl Fn(T) -> I + Send + Sync + 'static,
+    ) -> DataStream<U> {
+        let prev = self.chain;
+        DataStream {
+            settings: self.settings,
+            source: self.source,
+            chain: Arc::new(move |line, emit: &mut dyn FnMut(U)| {
+                prev(line, &mut |t| {
+                    for u in f(t) {
+                        emit(u)
+                    }
+                })
+            }),
+        }
+    }
+
+    /// Partitions by key: records of one key go to the subtask owning the
+    /// key's key group.
+    pub fn key_by<K>(self, key_of: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<K, T>
+    where
+        K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    {
+        KeyedStream {
+            stream: self,
+            key_of: Arc::new(key_of),
+        }
+    }
+}
+
+/// A stream partitioned by key.
+pub struct KeyedStream<K, T> {
+    pub(crate) stream: DataStream<T>,
+    pub(crate) key_of: Arc<dyn Fn(&T) -> K + Send + Sync>,
+}
+
+/// Creates one process function per keyed subtask.
+pub type ProcessFactory<K, T, O> = Arc<dyn Fn() -> Box<dyn KeyedProcessFunction<K, T, O>> + Send + Sync>;
+
+impl<K, T> KeyedStream<K, T>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    T: Send + 'static,
+{
+    /// Runs a keyed process function with access to keyed state.
+    pub fn process<O: Send + 'static>(self, factory: ProcessFactory<K, T, O>) -> ProcessedStream<K, T, O> {
+        ProcessedStream { keyed: self, factory }
+    }
+
+    /// The running sum of `value_of(record)` per key, emitted as `(key, sum)`.
+    pub fn sum(self, value_of: impl Fn(&T) -> i64 + Send + Sync + 'static) -> ProcessedStream<K, T, (K, i64)> {
+        let value_of: Arc<dyn Fn(&T) -> i64 + Send + Sync> = Arc::new(value_of);
+        self.process(Arc::new(move || Box::new(SumFunction::new(Arc::clone(&value_of)))))
+    }
+}
+
+/// Creates one sink per keyed subtask: `(subtask, parallelism)`.
+pub type SinkFactory<O> = Arc<dyn Fn(u32, u32) -> state_api::Result<Box<dyn Sink<O>>> + Send + Sync>;
+
+/// The output of a keyed operator, ready for a sink.
+pub struct ProcessedStream<K, T, O> {
+    pub(crate) keyed: KeyedStream<K, T>,
+    pub(crate) factory: ProcessFactory<K, T, O>,
+}
+
+impl<K, T, O> ProcessedStream<K, T, O>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    T: Send + 'static,
+    O: Send + 'static,
+{
+    /// Sends the output to `sink` and returns the job, ready to execute.
+    pub fn add_sink(self, sink: SinkFactory<O>) -> Job<K, T, O> {
+        Job { processed: self, sink }
+    }
+
+    /// Flink's `print()`.
+    pub fn print(self) -> Job<K, T, O>
+    where
+        O: FlinkDisplay,
+    {
+        self.add_sink(Arc::new(|subtask, parallelism| {
+            Ok(Box::new(PrintSink::new(subtask, parallelism)) as Box<_>)
+        }))
+    }
+
+    /// Writes records to `dir/part-<subtask>`.
+    pub fn write_to_files(self, dir: impl Into<PathBuf>) -> Job<K, T, O>
+    where
+        O: FlinkDisplay,
+    {
+        let dir = dir.into();
+        self.add_sink(Arc::new(move |subtask, _| {
+            Ok(Box::new(FileSink::open(&dir, subtask)?) as Box<_>)
+        }))
+    }
+
+    /// Discards records.
+    pub fn discard(self) -> Job<K, T, O> {
+        self.add_sink(Arc::new(|_, _| Ok(Box::new(crate::sink::DiscardSink) as Box<_>)))
+    }
+}
+
+/// A complete pipeline.
+pub struct Job<K, T, O> {
+    pub(crate) processed: ProcessedStream<K, T, O>,
+    pub(crate) sink: SinkFactory<O>,
+}
+
+impl<K, T, O> Job<K, T, O>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    T: Send + 'static,
+    O: Send + 'static,
+{
+    /// Restores (if asked), starts every thread and returns the handle.
+    ///
+    /// # Errors
+    /// Configuration errors, or restore errors naming the checkpoint.
+    pub fn execute(self) -> state_api::Result<JobHandle<O>> {
+        job::execute(self)
+    }
+}
+
+macro_rules! opaque_debug {
+    ($name:ident <$($p:ident),*>) => {
+        impl<$($p),*> std::fmt::Debug for $name<$($p),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+opaque_debug!(DataStream<T>);
+opaque_debug!(KeyedStream<K, T>);
+opaque_debug!(ProcessedStream<K, T, O>);
+opaque_debug!(Job<K, T, O>);

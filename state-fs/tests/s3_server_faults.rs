@@ -1,0 +1,263 @@
+//! Storage that goes away mid-checkpoint: a real S3 server (s3s-fs) is
+//! killed between the files of a checkpoint upload. That checkpoint fails
+//! with an error naming the URI, the committed one before it stays intact,
+//! and once the server is back the next checkpoint succeeds and restores
+//! exactly.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use state_api::testkit::dump;
+use state_api::{
+    CheckpointStorage, ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt,
+    KeyedStateHandle, OperatorSnapshot, SnapshotFormat, SnapshotKind, SnapshotManifest, SnapshotTarget, StateBackend,
+    StorageOptions, ValueStateDescriptor,
+};
+
+const JOB: &str = "faults";
+const MAX_PARALLELISM: u32 = 128;
+const PARALLELISM: u32 = 4;
+
+struct S3Server {
+    child: Child,
+    port: u16,
+}
+
+impl S3Server {
+    fn start(root: &Path, port: u16) -> Self {
+        let bin = std::env::var("STREAMSTATE_S3S_FS_BIN")
+            .unwrap_or_else(|_| panic!("STREAMSTATE_S3S_FS_BIN is not set: run the tests with scripts/test.sh"));
+        std::fs::create_dir_all(root.join("faults")).unwrap();
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "fault-key", "--secret-key", "fault-secret"])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the S3 server {bin}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the S3 server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn storage(port: u16) -> CheckpointStorage {
+    let options = StorageOptions {
+        max_retries: 2,
+        operation_timeout: Duration::from_secs(5),
+        io_timeout: Duration::from_secs(5),
+        service_options: BTreeMap::from([
+            ("s3.endpoint".to_owned(), format!("http://127.0.0.1:{port}")),
+            ("s3.access-key".to_owned(), "fault-key".to_owned()),
+            ("s3.secret-key".to_owned(), "fault-secret".to_owned()),
+            ("s3.region".to_owned(), "us-east-1".to_owned()),
+        ]),
+        ..StorageOptions::default()
+    };
+    CheckpointStorage::open_with("s3://faults/checkpoints", &options).unwrap()
+}
+
+fn target(id: u64, subtask: u32) -> SnapshotTarget {
+    SnapshotTarget {
+        checkpoint_id: id,
+        kind: SnapshotKind::Checkpoint,
+        format: SnapshotFormat::Canonical,
+        incremental: false,
+        base: format!("{JOB}/"),
+        exclusive_dir: format!("chk-{id}"),
+        shared_dir: "shared".into(),
+        file_stem: format!("count-{subtask}"),
+    }
+}
+
+fn commit(storage: &CheckpointStorage, id: u64, handles: Vec<KeyedStateHandle>) {
+    let mut manifest = SnapshotManifest::new(JOB, id, SnapshotKind::Checkpoint, MAX_PARALLELISM);
+    manifest.operators.push(OperatorSnapshot {
+        operator_id: "count".into(),
+        parallelism: PARALLELISM,
+        keyed_state: handles,
+        operator_state: vec![],
+    });
+    storage.commit(&manifest).unwrap();
+}
+
+/// Word-count-like updates routed to the subtask owning each key.
+fn count(subtasks: &mut [Box<dyn KeyedStateBackend>], words: std::ops::Range<u32>) {
+    for w in words {
+        let key = state_api::codec::encode_value(&format!("word-{}", w % 20_000)).unwrap();
+        let group = state_api::key_group::assign_to_key_group(&key, MAX_PARALLELISM);
+        let b =
+            &mut subtasks[state_api::key_group::subtask_for_key_group(MAX_PARALLELISM, PARALLELISM, group) as usize];
+        let state = b.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+        b.set_current_key(&key).unwrap();
+        let n = state.value(b.as_mut()).unwrap().unwrap_or(0);
+        state.update(b.as_mut(), &(n + 1)).unwrap();
+    }
+}
+
+fn full_dump(subtasks: &mut [Box<dyn KeyedStateBackend>]) -> state_api::testkit::StateDump {
+    subtasks.iter_mut().flat_map(|b| dump(b.as_mut()).unwrap()).collect()
+}
+
+fn restore_all(storage: &CheckpointStorage, handles: &[KeyedStateHandle]) -> state_api::testkit::StateDump {
+    let backend = state_fs::FsStateBackend::new();
+    let options = KeyedBackendOptions::new(JOB, "count", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
+    let mut restored = backend.restore_keyed_backend(options, handles, storage).unwrap();
+    dump(restored.as_mut()).unwrap()
+}
+
+#[test]
+fn s3_server_killed_mid_checkpoint_then_back_next_checkpoint_succeeds() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = S3Server::start(root.path(), port);
+    let storage = storage(server.port);
+    let backend = state_fs::FsStateBackend::new();
+    let mut subtasks: Vec<Box<dyn KeyedStateBackend>> = (0..PARALLELISM)
+        .map(|i| {
+            let range = KeyGroupRange::for_subtask(MAX_PARALLELISM, PARALLELISM, i);
+            backend
+                .create_keyed_backend(KeyedBackendOptions::new(JOB, "count", range, MAX_PARALLELISM))
+                .unwrap()
+        })
+        .collect();
+
+    // Checkpoint 1 commits.
+    count(&mut subtasks, 0..50_000);
+    let at_chk1 = full_dump(&mut subtasks);
+    let handles: Vec<_> = subtasks
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| {
+            b.snapshot(&target(1, i as u32))
+                .unwrap()
+                .write(&storage, &target(1, i as u32))
+                .unwrap()
+        })
+        .collect();
+    commit(&storage, 1, handles);
+
+    // Checkpoint 2: the server dies after the first subtask's file is up.
+    count(&mut subtasks, 50_000..80_000);
+    let pending: Vec<_> = subtasks
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| b.snapshot(&target(2, i as u32)).unwrap())
+        .collect();
+    let mut results = Vec::new();
+    for (i, p) in pending.into_iter().enumerate() {
+        results.push(p.write(&storage, &target(2, i as u32)));
+        if i == 0 {
+            server.kill();
+        }
+    }
+    assert!(results[0].is_ok(), "the first file went up before the kill");
+    let err = results[1].as_ref().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    assert!(
+        err.to_string().contains("s3://faults/checkpoints"),
+        "the error names the URI: {err}"
+    );
+    assert!(err.to_string().contains("chk-2"), "the error names the file: {err}");
+    // Processing goes on while storage is down.
+    count(&mut subtasks, 80_000..90_000);
+
+    // The server comes back on the same port with the same data.
+    let _server = S3Server::start(root.path(), port);
+    let latest = storage.latest_completed(Some(JOB)).unwrap().unwrap();
+    assert_eq!(
+        latest.manifest.checkpoint_id, 1,
+        "the failed checkpoint 2 never committed"
+    );
+    assert_eq!(
+        restore_all(&storage, &latest.manifest.operators[0].keyed_state),
+        at_chk1
+    );
+
+    // The next checkpoint succeeds and restores exactly.
+    let at_chk3 = full_dump(&mut subtasks);
+    let handles: Vec<_> = subtasks
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| {
+            b.snapshot(&target(3, i as u32))
+                .unwrap()
+                .write(&storage, &target(3, i as u32))
+                .unwrap()
+        })
+        .collect();
+    commit(&storage, 3, handles);
+    let latest = storage.latest_completed(Some(JOB)).unwrap().unwrap();
+    assert_eq!(latest.manifest.checkpoint_id, 3);
+    assert_eq!(
+        restore_all(&storage, &latest.manifest.operators[0].keyed_state),
+        at_chk3
+    );
+
+    // Retention after the commit removes 1 and the abandoned 2, keeps 3.
+    let report = storage.apply_retention(JOB, 1).unwrap();
+    assert_eq!(report.deleted_checkpoints, vec![1, 2]);
+    assert_eq!(
+        restore_all(
+            &storage,
+            &storage.load("faults/chk-3").unwrap().manifest.operators[0].keyed_state
+        ),
+        at_chk3
+    );
+}
+
+#[test]
+fn byte_flipped_in_committed_checkpoint_is_checksum_mismatch_naming_the_file() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = S3Server::start(root.path(), port);
+    let storage = storage(port);
+    let backend = state_fs::FsStateBackend::new();
+    let options = KeyedBackendOptions::new(JOB, "count", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
+    let mut keyed = backend.create_keyed_backend(options.clone()).unwrap();
+    let state = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+    for i in 0..1000u64 {
+        keyed.set_current_key_typed(&i).unwrap();
+        state.update(keyed.as_mut(), &i).unwrap();
+    }
+    let handle = keyed
+        .snapshot(&target(1, 0))
+        .unwrap()
+        .write(&storage, &target(1, 0))
+        .unwrap();
+    commit(&storage, 1, vec![handle]);
+    let loaded = storage.load("faults/chk-1").unwrap();
+    let file = loaded.manifest.operators[0].keyed_state[0].files[0].clone();
+    let mut bytes = storage.read(&file.path).unwrap();
+    bytes[100] ^= 0x20;
+    storage.write(&file.path, bytes).unwrap();
+    let err = backend
+        .restore_keyed_backend(options, &loaded.manifest.operators[0].keyed_state, &storage)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ChecksumMismatch, "{err}");
+    assert!(err.to_string().contains(&file.path), "names the file: {err}");
+}
