@@ -138,6 +138,27 @@ struct InspectedEntry {
     value: String,
 }
 
+/// Renders postcard bytes of a value whose Rust type name is `type_name`:
+/// signed integers are zigzag varints in postcard, unsigned ones plain
+/// varints; other types fall back to [`render`].
+fn render_typed(bytes: &[u8], type_name: &str) -> String {
+    let mut rest = bytes;
+    let signed = matches!(type_name, "i16" | "i32" | "i64" | "i128" | "isize");
+    let unsigned = matches!(type_name, "u16" | "u32" | "u64" | "u128" | "usize");
+    if signed || unsigned {
+        if let Ok(n) = state_api::codec::get_varint(&mut rest) {
+            if rest.is_empty() {
+                return if signed {
+                    (((n >> 1) as i64) ^ -((n & 1) as i64)).to_string()
+                } else {
+                    n.to_string()
+                };
+            }
+        }
+    }
+    render(bytes)
+}
+
 /// Renders postcard bytes for people: a string if they are one (varint
 /// length + UTF-8), an unsigned integer if they are one varint, else hex.
 fn render(bytes: &[u8]) -> String {
@@ -176,7 +197,8 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
                 std::slice::from_ref(handle),
                 handle.key_group_range,
                 |states, r| {
-                    let name = &states[r.state_index].name;
+                    let meta = &states[r.state_index];
+                    let name = &meta.name;
                     if state.is_some_and(|s| s != name) || wanted_key.as_ref().is_some_and(|k| k != r.key) {
                         return Ok(());
                     }
@@ -186,7 +208,14 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
                         key_group: r.key_group,
                         key: render(r.key),
                         user_key: r.user_key.map(render),
-                        value: render(r.value),
+                        value: if meta.ttl.is_some() {
+                            // Skip the 8-byte expiry in front of TTL values.
+                            r.value
+                                .get(8..)
+                                .map_or_else(|| render(r.value), |v| render_typed(v, &meta.value_type))
+                        } else {
+                            render_typed(r.value, &meta.value_type)
+                        },
                     });
                     Ok(())
                 },
@@ -278,5 +307,13 @@ mod tests {
         assert_eq!(render(&state_api::codec::encode_value("hello").unwrap()), "\"hello\"");
         assert_eq!(render(&state_api::codec::encode_value(&300u64).unwrap()), "300");
         assert_eq!(render(&[0xff, 0xff]), "ffff");
+        assert_eq!(
+            render_typed(&state_api::codec::encode_value(&-3i64).unwrap(), "i64"),
+            "-3"
+        );
+        assert_eq!(
+            render_typed(&state_api::codec::encode_value(&3i64).unwrap(), "i64"),
+            "3"
+        );
     }
 }

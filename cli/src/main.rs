@@ -1,10 +1,12 @@
 //! The `streamstate` command.
 //!
+//! `streamstate wordcount` runs Flink's word-count walkthrough;
 //! `streamstate checkpoints list URI` and `streamstate checkpoints inspect
-//! PATH` show what a checkpoint directory and a snapshot hold. The
-//! `wordcount` job arrives with the runtime.
+//! PATH` show what a checkpoint directory and a snapshot hold.
 
+mod config;
 mod inspect;
+mod wordcount;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Flink's socket word count: count words from a socket or a file, with
+    /// checkpoints, restartable from the latest one.
+    Wordcount(Box<wordcount::WordCountArgs>),
     /// Look at checkpoints and savepoints.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Wordcount(args) => wordcount::run(*args),
         Command::Checkpoints(CheckpointsCommand::List { uri, json }) => inspect::list(&uri, json),
         Command::Checkpoints(CheckpointsCommand::Inspect { path, json, state, key }) => {
             inspect::inspect(&path, json, state.as_deref(), key.as_deref())

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use state_api::{
-    CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt, SnapshotFormat,
-    SnapshotKind, SnapshotTarget, StateBackend, ValueStateDescriptor,
+    CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, SnapshotFormat, SnapshotKind,
+    SnapshotTarget, StateBackend, ValueStateDescriptor,
 };
 
 const KEYS: u64 = 1_000_000;

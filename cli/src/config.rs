@@ -1,0 +1,182 @@
+//! The YAML config file, with Flink's key names.
+//!
+//! Keys may be written flat (`execution.checkpointing.interval: 6s`) or
+//! nested (`execution: {checkpointing: {interval: 6s}}`), as Flink accepts.
+//! Unknown keys are warned about by name. Secret values (`s3.secret-key`,
+//! `s3.access-key`) are never printed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// Keys this program reads.
+pub const KNOWN_KEYS: &[&str] = &[
+    "state.backend.type",
+    "state.backend",
+    "execution.checkpointing.dir",
+    "state.checkpoints.dir",
+    "execution.checkpointing.interval",
+    "execution.checkpointing.timeout",
+    "execution.checkpointing.mode",
+    "execution.checkpointing.incremental",
+    "state.backend.incremental",
+    "execution.checkpointing.num-retained",
+    "state.checkpoints.num-retained",
+    "execution.checkpointing.externalized-checkpoint-retention",
+    "execution.checkpointing.tolerable-failed-checkpoints",
+    "execution.checkpointing.min-pause",
+    "state.backend.rocksdb.localdir",
+    "parallelism.default",
+    "pipeline.max-parallelism",
+    "s3.endpoint",
+    "s3.path.style.access",
+    "s3.access-key",
+    "s3.secret-key",
+    "s3.region",
+];
+
+/// Flat `key -> value` settings read from a config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlinkConfig {
+    values: BTreeMap<String, String>,
+}
+
+fn flatten(prefix: &str, value: &serde_norway::Value, out: &mut BTreeMap<String, String>) -> Result<()> {
+    use serde_norway::Value;
+    match value {
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => bail!("config key {other:?} under {prefix:?} is not a string"),
+                };
+                let full = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&full, v, out)?;
+            }
+        }
+        Value::String(s) => {
+            out.insert(prefix.to_owned(), s.clone());
+        }
+        Value::Number(n) => {
+            out.insert(prefix.to_owned(), n.to_string());
+        }
+        Value::Bool(b) => {
+            out.insert(prefix.to_owned(), b.to_string());
+        }
+        Value::Null => {}
+        other => bail!("config value of {prefix:?} must be a scalar, found {other:?}"),
+    }
+    Ok(())
+}
+
+impl FlinkConfig {
+    /// Parses YAML text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let value: serde_norway::Value = serde_norway::from_str(text).context("the config file is not valid YAML")?;
+        let mut values = BTreeMap::new();
+        if !value.is_null() {
+            if !value.is_mapping() {
+                bail!("the config file must be a mapping of Flink keys to values");
+            }
+            flatten("", &value, &mut values)?;
+        }
+        for key in values.keys() {
+            if !KNOWN_KEYS.contains(&key.as_str()) {
+                tracing::warn!(key = %key, "unknown config key is ignored");
+                eprintln!("warning: unknown config key `{key}` is ignored");
+            }
+        }
+        Ok(Self { values })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// The first of `keys` that is set.
+    pub fn get(&self, keys: &[&str]) -> Option<&str> {
+        keys.iter().find_map(|k| self.values.get(*k)).map(String::as_str)
+    }
+
+    /// A boolean value.
+    pub fn get_bool(&self, keys: &[&str]) -> Result<Option<bool>> {
+        self.get(keys)
+            .map(|v| match v.to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => bail!("{} must be true or false, not {other:?}", keys[0]),
+            })
+            .transpose()
+    }
+
+    /// The `s3.*` settings.
+    pub fn s3_options(&self) -> BTreeMap<String, String> {
+        self.values
+            .iter()
+            .filter(|(k, _)| k.starts_with("s3."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Parses Flink-style durations: `6s`, `500ms`, `2min`, `1h`, or plain
+/// milliseconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("duration {text:?} must be a number with a unit such as 6s or 500ms"))?;
+    let ms = match unit.trim() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
+        "s" | "sec" | "secs" | "second" | "seconds" => n * 1000,
+        "m" | "min" | "mins" | "minute" | "minutes" => n * 60_000,
+        "h" | "hour" | "hours" => n * 3_600_000,
+        other => bail!("duration {text:?} has an unknown unit {other:?} (use ms, s, min or h)"),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_and_nested_keys_are_read() {
+        let c = FlinkConfig::parse(
+            "state.backend.type: hashmap\nexecution:\n  checkpointing:\n    interval: 500ms\n    num-retained: 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.get(&["state.backend.type"]), Some("hashmap"));
+        assert_eq!(c.get(&["execution.checkpointing.interval"]), Some("500ms"));
+        assert_eq!(c.get(&["execution.checkpointing.num-retained"]), Some("3"));
+    }
+
+    #[test]
+    fn malformed_config_is_an_error() {
+        assert!(FlinkConfig::parse("a: [1, 2").is_err());
+        assert!(FlinkConfig::parse("- just\n- a list\n").is_err());
+        assert!(FlinkConfig::parse("x: {y: [1]}").is_err());
+    }
+
+    #[test]
+    fn durations_parse_like_flink() {
+        assert_eq!(parse_duration("6s").unwrap().as_millis(), 6000);
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert_eq!(parse_duration("2 min").unwrap().as_millis(), 120_000);
+        assert_eq!(parse_duration("250").unwrap().as_millis(), 250);
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! `streamstate wordcount`: Flink's socket word-count walkthrough.
+//!
+//! Lines come from a TCP server (`--socket HOST:PORT`, e.g. `nc -lk 9999`)
+//! or a file (`--input FILE`); words are upper-cased and split on
+//! whitespace, as Flink's example does; running counts print as
+//! `(WORD,COUNT)`. Ctrl-C cancels (the latest checkpoint is kept under
+//! RETAIN_ON_CANCELLATION); SIGTERM stops with a savepoint. Either way the
+//! path to restart from is printed.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use state_api::{CheckpointStorage, StorageOptions};
+use streamstate_runtime::backends::{state_backend, StateBackendKind};
+use streamstate_runtime::{CheckpointingMode, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment};
+
+use crate::config::{parse_duration, FlinkConfig};
+
+/// Options of `streamstate wordcount`.
+#[derive(Debug, clap::Args)]
+pub struct WordCountArgs {
+    /// Read lines from this TCP server (start one with `nc -lk PORT`).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        conflicts_with = "input",
+        required_unless_present = "input"
+    )]
+    socket: Option<String>,
+    /// Read lines from this file (bounded: the job ends at its end).
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// memory, fs or rocksdb (Flink's jobmanager, hashmap/filesystem, rocksdb).
+    #[arg(long, value_name = "NAME")]
+    state_backend: Option<String>,
+    /// Checkpoint directory URI [default: file://<cwd>/checkpoints].
+    #[arg(long, value_name = "URI")]
+    checkpoint_dir: Option<String>,
+    /// Time between checkpoints, e.g. 6s or 500ms [default: 6s].
+    #[arg(long, value_name = "DURATION")]
+    checkpoint_interval: Option<String>,
+    /// A checkpoint not done in this time fails [default: 10min].
+    #[arg(long, value_name = "DURATION")]
+    checkpoint_timeout: Option<String>,
+    /// exactly-once or at-least-once [default: exactly-once].
+    #[arg(long, value_name = "MODE")]
+    mode: Option<String>,
+    /// Upload only what changed, where the backend can.
+    #[arg(long, overrides_with = "no_incremental")]
+    incremental: bool,
+    /// Always upload full snapshots.
+    #[arg(long)]
+    no_incremental: bool,
+    /// Keep checkpoints when the job is cancelled (the default).
+    #[arg(long, overrides_with = "delete_on_cancellation")]
+    retain_on_cancellation: bool,
+    /// Delete checkpoints when the job is cancelled.
+    #[arg(long)]
+    delete_on_cancellation: bool,
+    /// Parallelism of the counting operator [default: 1].
+    #[arg(long, value_name = "N")]
+    parallelism: Option<u32>,
+    /// Number of key groups, the most the job can be scaled to [default: 128].
+    #[arg(long, value_name = "N")]
+    max_parallelism: Option<u32>,
+    /// Restore from a checkpoint or savepoint directory URI, or `latest`.
+    #[arg(long, value_name = "PATH|latest")]
+    from_checkpoint: Option<String>,
+    /// Bounded input: write the final counts here, `WORD<TAB>COUNT` sorted
+    /// by word, instead of printing every update.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// YAML file with Flink's key names; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn default_backend_name() -> &'static str {
+    if streamstate_runtime::backends::compiled_backends().contains(&StateBackendKind::RocksDb) {
+        "rocksdb"
+    } else {
+        "fs"
+    }
+}
+
+fn split_host_port(address: &str) -> Result<(String, u16)> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .with_context(|| format!("--socket {address:?} must be HOST:PORT"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("--socket {address:?}: {port:?} is not a port number"))?;
+    Ok((host.to_owned(), port))
+}
+
+/// Runs the word count until its input ends or a signal arrives.
+pub fn run(args: WordCountArgs) -> Result<()> {
+    let config = match &args.config {
+        Some(path) => FlinkConfig::load(path)?,
+        None => FlinkConfig::default(),
+    };
+    let backend_name = args
+        .state_backend
+        .clone()
+        .or_else(|| config.get(&["state.backend.type", "state.backend"]).map(str::to_owned))
+        .unwrap_or_else(|| default_backend_name().to_owned());
+    let backend_kind: StateBackendKind = backend_name.parse()?;
+    let backend_name = backend_kind.as_str();
+    let backend = state_backend(backend_kind)?;
+    let checkpoint_dir = match args.checkpoint_dir.clone().or_else(|| {
+        config
+            .get(&["execution.checkpointing.dir", "state.checkpoints.dir"])
+            .map(str::to_owned)
+    }) {
+        Some(dir) => dir,
+        None => format!("file://{}/checkpoints", std::env::current_dir()?.display()),
+    };
+    let storage_options = StorageOptions {
+        service_options: config.s3_options(),
+        ..StorageOptions::default()
+    };
+    let storage = CheckpointStorage::open_with(&checkpoint_dir, &storage_options)?;
+
+    let mut env = StreamExecutionEnvironment::new();
+    let interval = match args
+        .checkpoint_interval
+        .as_deref()
+        .or(config.get(&["execution.checkpointing.interval"]))
+    {
+        Some(text) => parse_duration(text)?,
+        None => Duration::from_secs(6),
+    };
+    env.enable_checkpointing(interval)
+        .set_state_backend(backend)
+        .set_checkpoint_storage(storage.clone());
+    if let Some(p) = args
+        .parallelism
+        .or(config.get(&["parallelism.default"]).map(str::parse).transpose()?)
+    {
+        env.set_parallelism(p);
+    }
+    if let Some(p) = args
+        .max_parallelism
+        .or(config.get(&["pipeline.max-parallelism"]).map(str::parse).transpose()?)
+    {
+        env.set_max_parallelism(p);
+    }
+    let checkpoint = env.checkpoint_config();
+    if let Some(text) = args
+        .checkpoint_timeout
+        .as_deref()
+        .or(config.get(&["execution.checkpointing.timeout"]))
+    {
+        checkpoint.timeout = parse_duration(text)?;
+    }
+    if let Some(text) = config.get(&["execution.checkpointing.min-pause"]) {
+        checkpoint.min_pause = parse_duration(text)?;
+    }
+    checkpoint.mode = match args.mode.as_deref().or(config.get(&["execution.checkpointing.mode"])) {
+        None => CheckpointingMode::ExactlyOnce,
+        Some(m) => match m.to_ascii_lowercase().replace('_', "-").as_str() {
+            "exactly-once" => CheckpointingMode::ExactlyOnce,
+            "at-least-once" => CheckpointingMode::AtLeastOnce,
+            other => bail!("checkpointing mode {other:?} must be exactly-once or at-least-once"),
+        },
+    };
+    checkpoint.incremental = if args.incremental {
+        true
+    } else if args.no_incremental {
+        false
+    } else {
+        config
+            .get_bool(&["execution.checkpointing.incremental", "state.backend.incremental"])?
+            .unwrap_or(backend_name == "rocksdb")
+    };
+    checkpoint.retention_on_cancellation = if args.delete_on_cancellation {
+        RetentionOnCancellation::Delete
+    } else if args.retain_on_cancellation {
+        RetentionOnCancellation::Retain
+    } else {
+        match config.get(&["execution.checkpointing.externalized-checkpoint-retention"]) {
+            None => RetentionOnCancellation::Retain,
+            Some(v) if v.eq_ignore_ascii_case("RETAIN_ON_CANCELLATION") => RetentionOnCancellation::Retain,
+            Some(v) if v.eq_ignore_ascii_case("DELETE_ON_CANCELLATION") => RetentionOnCancellation::Delete,
+            Some(other) => bail!("retention {other:?} must be RETAIN_ON_CANCELLATION or DELETE_ON_CANCELLATION"),
+        }
+    };
+    if let Some(n) = config
+        .get(&["execution.checkpointing.num-retained", "state.checkpoints.num-retained"])
+        .map(str::parse)
+        .transpose()?
+    {
+        checkpoint.num_retained = n;
+    }
+    if let Some(n) = config
+        .get(&["execution.checkpointing.tolerable-failed-checkpoints"])
+        .map(str::parse)
+        .transpose()?
+    {
+        checkpoint.tolerable_failures = n;
+    }
+    match args.from_checkpoint.as_deref() {
+        None => {}
+        Some("latest") => {
+            env.restore_from(RestoreFrom::Latest);
+        }
+        Some(path) => {
+            let (root, dir) = crate::inspect::split_snapshot_uri(path)?;
+            let from = CheckpointStorage::open_with(&root, &storage_options)?;
+            env.restore_from(RestoreFrom::Snapshot { storage: from, dir });
+        }
+    }
+
+    let lines = match (&args.socket, &args.input) {
+        (Some(address), _) => {
+            let (host, port) = split_host_port(address)?;
+            env.socket_text_stream(&host, port)
+        }
+        (None, Some(path)) => env.read_text_file(path),
+        (None, None) => bail!("give --socket HOST:PORT or --input FILE"),
+    };
+    let counts = lines
+        .flat_map(|line: String| {
+            line.to_uppercase()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|word| (word, 1i64))
+        .key_by(|(word, _)| word.clone())
+        .sum(|(_, n)| *n);
+    let job = if args.output.is_some() {
+        counts.discard()
+    } else {
+        counts.print()
+    };
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let terminated = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&terminated))?;
+
+    let handle = job.execute()?;
+    eprintln!(
+        "job {} started: backend {backend_name}, checkpoints every {interval:?} to {}",
+        handle.job_id(),
+        storage.uri()
+    );
+    let status_line = std::io::stderr().is_terminal();
+    let metrics = Arc::clone(handle.metrics());
+    let (mut last_status, mut last_records) = (Instant::now(), 0u64);
+    loop {
+        if handle.is_finished() {
+            let result = handle.wait()?;
+            if status_line {
+                eprintln!();
+            }
+            if let Some(path) = &args.output {
+                let mut finals = result.final_records;
+                finals.sort();
+                let mut text = String::new();
+                for (word, count) in finals {
+                    text.push_str(&format!("{word}\t{count}\n"));
+                }
+                std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            match &result.last_snapshot_path {
+                Some(path) => eprintln!("job finished; last checkpoint: {path}"),
+                None => eprintln!("job finished"),
+            }
+            return Ok(());
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            let result = handle.cancel()?;
+            match result.last_snapshot_path {
+                Some(path) => eprintln!(
+                    "\ncancelled; restart from the latest checkpoint with `--from-checkpoint latest` (it is {path})"
+                ),
+                None => eprintln!("\ncancelled before any checkpoint completed; nothing to restart from"),
+            }
+            return Ok(());
+        }
+        if terminated.load(Ordering::SeqCst) {
+            let (savepoint, _) = handle.stop_with_savepoint()?;
+            eprintln!("\nstopped with savepoint {savepoint}; restart with `--from-checkpoint {savepoint}`");
+            return Ok(());
+        }
+        if status_line && last_status.elapsed() >= Duration::from_secs(1) {
+            let records = metrics.records.load(Ordering::Relaxed);
+            let rate = (records - last_records) as f64 / last_status.elapsed().as_secs_f64();
+            let progress = metrics
+                .input_progress
+                .lock()
+                .ok()
+                .and_then(|p| *p)
+                .filter(|(_, total)| *total > 0)
+                .map(|(done, total)| format!(", input {:.1}%", done as f64 * 100.0 / total as f64))
+                .unwrap_or_default();
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r{rate:.0} records/s, state {} bytes, last checkpoint {} ({} ms){progress}   ",
+                metrics.last_checkpoint_bytes.load(Ordering::Relaxed),
+                metrics.last_checkpoint_id.load(Ordering::Relaxed),
+                metrics.last_checkpoint_ms.load(Ordering::Relaxed)
+            );
+            let _ = err.flush();
+            last_status = Instant::now();
+            last_records = records;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

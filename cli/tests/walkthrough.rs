@@ -1,0 +1,282 @@
+//! Flink's socket word-count walkthrough, end to end on the real binary:
+//! a `TcpListener` plays `nc -lk`, the job counts, a checkpoint commits,
+//! the process is stopped (SIGINT: cancel; SIGTERM: stop with savepoint),
+//! restarted with `--from-checkpoint latest`, fed more lines, and the last
+//! printed count of every word must equal the total sent.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Running {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+fn start(args: &[String]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamstate"))
+        .arg("wordcount")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    Running { child, stdout, stderr }
+}
+
+/// Last printed count per word, from `(WORD,COUNT)` lines.
+fn last_counts(lines: &[String]) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        if let Some(inner) = line.strip_prefix('(').and_then(|l| l.strip_suffix(')')) {
+            let (word, count) = inner.rsplit_once(',').unwrap();
+            counts.insert(word.to_owned(), count.parse().unwrap());
+        }
+    }
+    counts
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn send(stream: &mut TcpStream, lines: &[&str], expected: &mut BTreeMap<String, i64>) {
+    for line in lines {
+        writeln!(stream, "{line}").unwrap();
+        for word in line.to_uppercase().split_whitespace() {
+            *expected.entry(word.to_owned()).or_insert(0) += 1;
+        }
+    }
+    stream.flush().unwrap();
+}
+
+fn completed_checkpoints(dir: &str) -> Vec<u64> {
+    let storage = state_api::CheckpointStorage::open(dir).unwrap();
+    storage
+        .completed_checkpoints(None)
+        .unwrap()
+        .iter()
+        .map(|c| c.manifest.checkpoint_id)
+        .collect()
+}
+
+fn walkthrough(backend: &str, checkpoint_dir: &str, signal: &str) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let args: Vec<String> = [
+        "--socket",
+        &format!("127.0.0.1:{port}"),
+        "--state-backend",
+        backend,
+        "--checkpoint-dir",
+        checkpoint_dir,
+        "--checkpoint-interval",
+        "200ms",
+        "--parallelism",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    // Phase 1: count, let a checkpoint commit after everything was counted.
+    let job = start(&args);
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut expected = BTreeMap::new();
+    send(
+        &mut conn,
+        &["to be or not to be", "that is the question", "To BE"],
+        &mut expected,
+    );
+    let strip = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l.split_once("> ").map_or(l.clone(), |(_, r)| r.to_owned()))
+            .collect()
+    };
+    wait_for("phase 1 counts", Duration::from_secs(30), || {
+        last_counts(&strip(&job.stdout.lock().unwrap())) == expected
+    });
+    let before = completed_checkpoints(checkpoint_dir).into_iter().max().unwrap_or(0);
+    wait_for("a checkpoint after the counts", Duration::from_secs(30), || {
+        completed_checkpoints(checkpoint_dir).into_iter().max().unwrap_or(0) > before + 1
+    });
+
+    // What the checkpoint holds, through `checkpoints inspect`.
+    let latest = state_api::CheckpointStorage::open(checkpoint_dir)
+        .unwrap()
+        .latest_completed(None)
+        .unwrap()
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_streamstate"))
+        .args([
+            "checkpoints",
+            "inspect",
+            &format!("{}/{}", checkpoint_dir, latest.dir),
+            "--key",
+            "BE",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"BE\" = 3"), "inspect shows BE's count: {text}");
+
+    // Stop.
+    let mut job = job;
+    Command::new("kill")
+        .args([signal, &job.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = job.child.wait().unwrap();
+    assert!(status.success(), "stopped cleanly: {:?}", job.stderr.lock().unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    let stderr = job.stderr.lock().unwrap().join("\n");
+    if signal == "-TERM" {
+        assert!(stderr.contains("stopped with savepoint"), "{stderr}");
+    } else {
+        assert!(stderr.contains("--from-checkpoint latest"), "{stderr}");
+    }
+    drop(conn);
+
+    // Phase 2: restart from the latest checkpoint, counts go on.
+    let mut restart_args = args.clone();
+    restart_args.extend(["--from-checkpoint".to_owned(), "latest".to_owned()]);
+    let job = start(&restart_args);
+    let (mut conn, _) = listener.accept().unwrap();
+    send(&mut conn, &["be quick", "or be dead", "question"], &mut expected);
+    drop(conn); // End of input: the job finishes.
+    let mut child = job.child;
+    let status = child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(status.success(), "{:?}", job.stderr.lock().unwrap());
+    let printed = last_counts(&strip(&job.stdout.lock().unwrap()));
+    for word in ["BE", "OR", "QUESTION", "QUICK", "DEAD"] {
+        assert_eq!(
+            printed.get(word),
+            expected.get(word),
+            "count of {word} goes on where it was"
+        );
+    }
+}
+
+fn local_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file://{}", dir.path().display());
+    (dir, uri)
+}
+
+#[test]
+fn walkthrough_memory_backend_file_storage_sigint() {
+    let (_d, uri) = local_dir();
+    walkthrough("memory", &uri, "-INT");
+}
+
+#[test]
+fn walkthrough_fs_backend_file_storage_sigint() {
+    let (_d, uri) = local_dir();
+    walkthrough("fs", &uri, "-INT");
+}
+
+#[test]
+fn walkthrough_fs_backend_file_storage_sigterm_savepoint() {
+    let (_d, uri) = local_dir();
+    walkthrough("fs", &uri, "-TERM");
+}
+
+#[test]
+fn walkthrough_fs_backend_s3_storage_sigint() {
+    let base = std::env::var("STREAMSTATE_TEST_S3_URI")
+        .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_S3_URI is not set: run the tests with scripts/test.sh"));
+    walkthrough("fs", &format!("{base}/walkthrough-{}", std::process::id()), "-INT");
+}
+
+#[test]
+fn walkthrough_fs_backend_hdfs_storage_sigterm_savepoint() {
+    let base = std::env::var("STREAMSTATE_TEST_HDFS_URI")
+        .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_HDFS_URI is not set: run the tests with scripts/test.sh"));
+    walkthrough("fs", &format!("{base}/walkthrough-{}", std::process::id()), "-TERM");
+}
+
+#[test]
+fn config_file_only_run_counts_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a b a\nC c\n\n  b  \n").unwrap();
+    let config = dir.path().join("flink-conf.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state.backend.type: hashmap\nexecution.checkpointing.dir: file://{}/chk\nexecution:\n  checkpointing:\n    interval: 50ms\n    num-retained: 2\nsome.unknown.key: 1\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let output = dir.path().join("out.tsv");
+    let out = Command::new(env!("CARGO_BIN_EXE_streamstate"))
+        .args(["wordcount", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("unknown config key `some.unknown.key`"), "{stderr}");
+    assert!(stderr.contains("backend fs"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "A\t2\nB\t2\nC\t2\n");
+}
+
+#[test]
+fn bad_input_is_one_clear_error_line() {
+    for (args, needle) in [
+        (vec!["--input", "/no/such/file"], "/no/such/file"),
+        (
+            vec!["--input", "/etc/hostname", "--state-backend", "cassandra"],
+            "unknown state backend",
+        ),
+        (
+            vec!["--input", "/etc/hostname", "--checkpoint-dir", "ftp://x/y"],
+            "supported:",
+        ),
+        (vec!["--socket", "127.0.0.1:1"], "nc -lk"),
+        (
+            vec!["--input", "/etc/hostname", "--checkpoint-interval", "soon"],
+            "duration",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamstate"))
+            .arg("wordcount")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
