@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use state_api::{CheckpointStorage, StorageOptions};
-use streamstate_runtime::backends::{state_backend, StateBackendKind};
+use streamstate_runtime::backends::{state_backend_with, BackendConfig, StateBackendKind};
 use streamstate_runtime::{CheckpointingMode, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment};
 
 use crate::config::{parse_duration, FlinkConfig};
@@ -110,7 +110,12 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         .unwrap_or_else(|| default_backend_name().to_owned());
     let backend_kind: StateBackendKind = backend_name.parse()?;
     let backend_name = backend_kind.as_str();
-    let backend = state_backend(backend_kind)?;
+    let backend = state_backend_with(
+        backend_kind,
+        &BackendConfig {
+            rocksdb_local_dir: config.get(&["state.backend.rocksdb.localdir"]).map(PathBuf::from),
+        },
+    )?;
     let checkpoint_dir = match args.checkpoint_dir.clone().or_else(|| {
         config
             .get(&["execution.checkpointing.dir", "state.checkpoints.dir"])

@@ -65,12 +65,27 @@ fn not_compiled(kind: StateBackendKind) -> Error {
     ))
 }
 
-/// The backend `kind`, if this build includes it.
+/// Settings of the backends that have any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// RocksDB working directory root (`state.backend.rocksdb.localdir`).
+    pub rocksdb_local_dir: Option<std::path::PathBuf>,
+}
+
+/// The backend `kind` with default settings, if this build includes it.
 ///
 /// # Errors
-/// [`state_api::ErrorKind::Config`] when the backend's feature is off;
-/// [`state_api::ErrorKind::Unsupported`] for RocksDB until it lands.
+/// [`state_api::ErrorKind::Config`] when the backend's feature is off.
 pub fn state_backend(kind: StateBackendKind) -> Result<Arc<dyn StateBackend>> {
+    state_backend_with(kind, &BackendConfig::default())
+}
+
+/// The backend `kind` with `config`, if this build includes it.
+///
+/// # Errors
+/// [`state_api::ErrorKind::Config`] when the backend's feature is off.
+pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Result<Arc<dyn StateBackend>> {
+    let _ = config;
     match kind {
         #[cfg(feature = "memory")]
         StateBackendKind::Memory => Ok(Arc::new(state_memory::MemoryStateBackend::new())),

@@ -285,10 +285,13 @@ fn new_job_id() -> String {
 }
 
 fn default_backend() -> Result<Arc<dyn StateBackend>> {
-    crate::backends::compiled_backends()
-        .into_iter()
-        .find(|k| *k != crate::backends::StateBackendKind::RocksDb)
-        .map(crate::backends::state_backend)
+    // Flink's default: heap state (`hashmap`), here the fs backend.
+    let compiled = crate::backends::compiled_backends();
+    compiled
+        .iter()
+        .find(|k| **k == crate::backends::StateBackendKind::Fs)
+        .or(compiled.first())
+        .map(|k| crate::backends::state_backend(*k))
         .unwrap_or_else(|| Err(Error::config("no state backend is compiled into this build")))
 }
 

@@ -37,12 +37,13 @@ fn key(b: &mut dyn KeyedStateBackend, k: &str) {
     b.set_current_key_typed(k).unwrap();
 }
 
-fn target_for(id: u64, stem: &str) -> SnapshotTarget {
+/// A checkpoint target in the format the target under test asks for.
+fn target_for(t: &TestTarget, id: u64, stem: &str) -> SnapshotTarget {
     SnapshotTarget {
         checkpoint_id: id,
         kind: SnapshotKind::Checkpoint,
-        format: SnapshotFormat::Canonical,
-        incremental: false,
+        format: t.format,
+        incremental: t.incremental,
         base: format!("{JOB}/"),
         exclusive_dir: format!("chk-{id}"),
         shared_dir: "shared".into(),
@@ -51,9 +52,15 @@ fn target_for(id: u64, stem: &str) -> SnapshotTarget {
 }
 
 /// Snapshot one backend into checkpoint `id` (not committed).
-fn snapshot(b: &mut dyn KeyedStateBackend, storage: &CheckpointStorage, id: u64, stem: &str) -> KeyedStateHandle {
-    let t = target_for(id, stem);
-    b.snapshot(&t).unwrap().write(storage, &t).unwrap()
+fn snapshot(
+    t: &TestTarget,
+    b: &mut dyn KeyedStateBackend,
+    storage: &CheckpointStorage,
+    id: u64,
+    stem: &str,
+) -> KeyedStateHandle {
+    let target = target_for(t, id, stem);
+    b.snapshot(&target).unwrap().write(storage, &target).unwrap()
 }
 
 fn restore(
@@ -523,7 +530,12 @@ pub fn ttl_expired_values_are_purged_at_snapshot(t: &TestTarget) {
     key(b.as_mut(), "new");
     s.update(b.as_mut(), &2).unwrap();
     clock.advance(Duration::from_secs(3));
-    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    // Purging is part of writing the canonical format; native files (RocksDB
+    // SSTs) keep expired values, which reads never return.
+    let mut target = target_for(t, 1, "op-0");
+    target.format = SnapshotFormat::Canonical;
+    target.incremental = false;
+    let handle = b.snapshot(&target).unwrap().write(&fixture.storage, &target).unwrap();
     let restored = restore(t, &fixture.storage, &[handle], KeyGroupRange::all(MAX_PARALLELISM));
     let id = restored.registered_states().iter().position(|m| m.name == "v").unwrap();
     assert_eq!(
@@ -545,7 +557,7 @@ pub fn snapshot_excludes_writes_after_sync_phase(t: &TestTarget) {
     v.update(b.as_mut(), &1).unwrap();
     l.add(b.as_mut(), &1).unwrap();
     m.put(b.as_mut(), &1, &1).unwrap();
-    let target = target_for(1, "op-0");
+    let target = target_for(t, 1, "op-0");
     let pending = b.snapshot(&target).unwrap();
     // Mutate everything after the synchronous phase, before the write.
     v.update(b.as_mut(), &2).unwrap();
@@ -577,7 +589,7 @@ pub fn snapshot_write_runs_on_another_thread(t: &TestTarget) {
     let fixture = (t.storage)();
     let mut b = backend(t);
     let expected = populate(b.as_mut(), 200);
-    let target = target_for(1, "op-0");
+    let target = target_for(t, 1, "op-0");
     let pending = b.snapshot(&target).unwrap();
     let storage = fixture.storage.clone();
     let writer = std::thread::spawn(move || pending.write(&storage, &target));
@@ -597,7 +609,7 @@ pub fn snapshot_restore_round_trips_every_state_kind(t: &TestTarget) {
     let mut b = backend(t);
     let expected = populate(b.as_mut(), 500);
     assert_eq!(expected.len(), 500 * 5);
-    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    let handle = snapshot(t, b.as_mut(), &fixture.storage, 1, "op-0");
     assert!(handle.full_bytes > 0 && handle.files.iter().all(|f| f.size > 0));
     let mut r = restore(t, &fixture.storage, &[handle], KeyGroupRange::all(MAX_PARALLELISM));
     assert_eq!(dump(r.as_mut()).unwrap(), expected);
@@ -635,7 +647,7 @@ pub fn restore_at_parallelism_1_2_4_keeps_state_identical(t: &TestTarget) {
         }
     }
     for (i, w) in writers.iter_mut().enumerate() {
-        handles.push(snapshot(w.as_mut(), &fixture.storage, 1, &format!("op-{i}")));
+        handles.push(snapshot(t, w.as_mut(), &fixture.storage, 1, &format!("op-{i}")));
     }
     assert!(expected.len() > 400, "both subtasks hold state");
     for parallelism in [1, 2, 4] {
@@ -674,7 +686,7 @@ pub fn restore_skips_key_groups_outside_range(t: &TestTarget) {
     let fixture = (t.storage)();
     let mut b = backend(t);
     let expected = populate(b.as_mut(), 300);
-    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    let handle = snapshot(t, b.as_mut(), &fixture.storage, 1, "op-0");
     let range = KeyGroupRange::new(10, 20);
     let mut r = restore(t, &fixture.storage, &[handle], range);
     let got = dump(r.as_mut()).unwrap();
@@ -686,7 +698,7 @@ pub fn restore_from_missing_file_is_not_found(t: &TestTarget) {
     let fixture = (t.storage)();
     let mut b = backend(t);
     populate(b.as_mut(), 10);
-    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    let handle = snapshot(t, b.as_mut(), &fixture.storage, 1, "op-0");
     let victim = handle.files[0].path.clone();
     fixture.storage.delete(&victim).unwrap();
     let err = t
@@ -705,7 +717,7 @@ fn restore_after_damage(t: &TestTarget, damage: impl Fn(Vec<u8>) -> Vec<u8>) -> 
     let fixture = (t.storage)();
     let mut b = backend(t);
     populate(b.as_mut(), 50);
-    let handle = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    let handle = snapshot(t, b.as_mut(), &fixture.storage, 1, "op-0");
     let file = handle.files[0].clone();
     let bytes = fixture.storage.read(&file.path).unwrap();
     fixture.storage.write(&file.path, damage(bytes)).unwrap();
@@ -745,7 +757,7 @@ pub fn committed_checkpoint_restores_through_manifest(t: &TestTarget) {
     let fixture = (t.storage)();
     let mut b = backend(t);
     let expected = populate(b.as_mut(), 100);
-    let handle = snapshot(b.as_mut(), &fixture.storage, 7, "op-0");
+    let handle = snapshot(t, b.as_mut(), &fixture.storage, 7, "op-0");
     commit(&fixture.storage, 7, vec![handle]);
     let latest = fixture
         .storage
@@ -764,10 +776,10 @@ pub fn latest_ignores_checkpoint_without_metadata(t: &TestTarget) {
     let fixture = (t.storage)();
     let mut b = backend(t);
     populate(b.as_mut(), 10);
-    let h1 = snapshot(b.as_mut(), &fixture.storage, 1, "op-0");
+    let h1 = snapshot(t, b.as_mut(), &fixture.storage, 1, "op-0");
     commit(&fixture.storage, 1, vec![h1]);
     // Checkpoint 2 uploads its files but never writes _metadata.
-    snapshot(b.as_mut(), &fixture.storage, 2, "op-0");
+    snapshot(t, b.as_mut(), &fixture.storage, 2, "op-0");
     let listing = fixture.storage.list_checkpoints(JOB).unwrap();
     assert_eq!(
         listing
@@ -800,7 +812,7 @@ pub fn retention_keeps_newest_checkpoints_restorable(t: &TestTarget) {
         key(b.as_mut(), "a");
         v.update(b.as_mut(), &id).unwrap();
         dumps.push(dump(b.as_mut()).unwrap());
-        let h = snapshot(b.as_mut(), &fixture.storage, id, "op-0");
+        let h = snapshot(t, b.as_mut(), &fixture.storage, id, "op-0");
         commit(&fixture.storage, id, vec![h]);
     }
     let report = fixture.storage.apply_retention(JOB, 2).unwrap();
@@ -830,7 +842,7 @@ pub fn unsupported_snapshot_request_is_unsupported_error(t: &TestTarget) {
     let caps = b.capabilities();
     let mut asked = 0;
     if !caps.native_snapshots {
-        let mut target = target_for(1, "op-0");
+        let mut target = target_for(t, 1, "op-0");
         target.format = SnapshotFormat::Native;
         assert_eq!(
             b.snapshot(&target).err().map(|e| e.kind()),
@@ -839,7 +851,7 @@ pub fn unsupported_snapshot_request_is_unsupported_error(t: &TestTarget) {
         asked += 1;
     }
     if !caps.incremental_snapshots {
-        let mut target = target_for(1, "op-0");
+        let mut target = target_for(t, 1, "op-0");
         target.incremental = true;
         assert_eq!(
             b.snapshot(&target).err().map(|e| e.kind()),
@@ -848,7 +860,7 @@ pub fn unsupported_snapshot_request_is_unsupported_error(t: &TestTarget) {
         asked += 1;
     }
     if !caps.canonical_snapshots {
-        let target = target_for(1, "op-0");
+        let target = target_for(t, 1, "op-0");
         assert_eq!(
             b.snapshot(&target).err().map(|e| e.kind()),
             Some(ErrorKind::Unsupported)
@@ -858,7 +870,7 @@ pub fn unsupported_snapshot_request_is_unsupported_error(t: &TestTarget) {
     if asked == 0 {
         // A backend that supports everything must then honour every request.
         let fixture = (t.storage)();
-        let mut target = target_for(1, "op-0");
+        let mut target = target_for(t, 1, "op-0");
         target.incremental = true;
         target.format = SnapshotFormat::Native;
         b.snapshot(&target).unwrap().write(&fixture.storage, &target).unwrap();
@@ -876,7 +888,7 @@ pub fn operator_state_is_split_evenly_on_restore(t: &TestTarget) {
         }
         handles.push(
             store
-                .write(&fixture.storage, &target_for(1, &format!("src-{subtask}")), subtask)
+                .write(&fixture.storage, &target_for(t, 1, &format!("src-{subtask}")), subtask)
                 .unwrap(),
         );
     }

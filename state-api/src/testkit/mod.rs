@@ -89,6 +89,10 @@ pub struct TestTarget {
     pub backend: Arc<dyn StateBackend>,
     /// Makes a fresh storage fixture.
     pub storage: fn() -> StorageFixture,
+    /// The snapshot format the suite asks for (canonical by default).
+    pub format: crate::SnapshotFormat,
+    /// Whether the suite asks for incremental snapshots.
+    pub incremental: bool,
 }
 
 impl std::fmt::Debug for TestTarget {
@@ -105,7 +109,18 @@ impl TestTarget {
         Self {
             backend: Arc::new(backend),
             storage,
+            format: crate::SnapshotFormat::Canonical,
+            incremental: false,
         }
+    }
+
+    /// Runs the suite with native, incremental snapshots (backends that
+    /// have them).
+    #[must_use]
+    pub fn with_native_incremental_snapshots(mut self) -> Self {
+        self.format = crate::SnapshotFormat::Native;
+        self.incremental = true;
+        self
     }
 
     /// Options for an instance owning `range` of `max_parallelism` groups.

@@ -15,9 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 use super::{dump, TestTarget};
-use crate::backend::{
-    AsyncSnapshot, KeyedStateBackend, KeyedStateHandle, SnapshotFormat, SnapshotKind, SnapshotTarget,
-};
+use crate::backend::{AsyncSnapshot, KeyedStateBackend, KeyedStateHandle, SnapshotKind, SnapshotTarget};
 use crate::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
     ValueStateDescriptor,
@@ -168,8 +166,8 @@ impl Run<'_> {
         SnapshotTarget {
             checkpoint_id: self.next_id,
             kind: SnapshotKind::Checkpoint,
-            format: SnapshotFormat::Canonical,
-            incremental: false,
+            format: self.target.format,
+            incremental: self.target.incremental,
             base: "model-job/".into(),
             exclusive_dir: format!("chk-{}", self.next_id),
             shared_dir: "shared".into(),
