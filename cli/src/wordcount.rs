@@ -228,16 +228,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         (None, Some(path)) => env.read_text_file(path),
         (None, None) => bail!("give --socket HOST:PORT or --input FILE"),
     };
-    let counts = lines
-        .flat_map(|line: String| {
-            line.to_uppercase()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .map(|word| (word, 1i64))
-        .key_by(|(word, _)| word.clone())
-        .sum(|(_, n)| *n);
+    let counts = streamstate_runtime::stream::word_count(lines);
     let job = if args.output.is_some() {
         counts.discard()
     } else {

@@ -609,6 +609,30 @@ impl TargetFactory {
     }
 }
 
+/// Runs a snapshot's asynchronous phase on its own thread and reports the
+/// outcome to the coordinator, so the processing thread never waits on
+/// storage.
+fn spawn_upload(
+    control: Sender<Control>,
+    id: u64,
+    sync: Duration,
+    write: impl FnOnce() -> Result<TaskSnapshot> + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let message = match write() {
+            Ok(snapshot) => Control::Ack(Box::new(Ack {
+                id,
+                snapshot,
+                sync,
+                async_time: started.elapsed(),
+            })),
+            Err(error) => Control::Decline { id, error },
+        };
+        let _ = control.send(message);
+    });
+}
+
 struct SourceTask<K, T> {
     subtask: u32,
     source: Box<dyn LineSource>,
@@ -649,20 +673,10 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
         let mut store = OperatorStateStore::default();
         self.source.snapshot(&mut store)?;
         let sync = started.elapsed();
-        let (storage, control, subtask) = (self.storage.clone(), self.control.clone(), self.subtask);
+        let (storage, subtask) = (self.storage.clone(), self.subtask);
         let target = self.targets.target(barrier, format!("{SOURCE_OPERATOR}-{subtask}"));
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let message = match store.write(&storage, &target, subtask) {
-                Ok(handle) => Control::Ack(Box::new(Ack {
-                    id: barrier.id,
-                    snapshot: TaskSnapshot::Source(handle),
-                    sync,
-                    async_time: started.elapsed(),
-                })),
-                Err(error) => Control::Decline { id: barrier.id, error },
-            };
-            let _ = control.send(message);
+        spawn_upload(self.control.clone(), barrier.id, sync, move || {
+            store.write(&storage, &target, subtask).map(TaskSnapshot::Source)
         });
         for to in 0..self.outputs.len() {
             self.send(to, Message::Barrier(barrier))?;
@@ -761,21 +775,11 @@ impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O>
             .target(barrier, format!("{KEYED_OPERATOR}-{}", self.subtask));
         let pending = self.backend.snapshot(&target);
         let sync = started.elapsed();
-        let (storage, control) = (self.storage.clone(), self.control.clone());
         match pending {
             Ok(pending) => {
-                std::thread::spawn(move || {
-                    let started = Instant::now();
-                    let message = match pending.write(&storage, &target) {
-                        Ok(handle) => Control::Ack(Box::new(Ack {
-                            id: barrier.id,
-                            snapshot: TaskSnapshot::Keyed(handle),
-                            sync,
-                            async_time: started.elapsed(),
-                        })),
-                        Err(error) => Control::Decline { id: barrier.id, error },
-                    };
-                    let _ = control.send(message);
+                let storage = self.storage.clone();
+                spawn_upload(self.control.clone(), barrier.id, sync, move || {
+                    pending.write(&storage, &target).map(TaskSnapshot::Keyed)
                 });
             }
             Err(error) => {

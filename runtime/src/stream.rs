@@ -383,3 +383,29 @@ opaque_debug!(DataStream<T>);
 opaque_debug!(KeyedStream<K, T>);
 opaque_debug!(ProcessedStream<K, T, O>);
 opaque_debug!(Job<K, T, O>);
+
+/// Flink's word-count example pipeline over `lines`: upper-case, split on
+/// whitespace (empty words dropped), count per word. Emits `(WORD, count)`
+/// on every update; at the end of a bounded input `finish` emits every
+/// word's final count.
+///
+/// ```
+/// use streamstate_runtime::{stream::word_count, StreamExecutionEnvironment};
+/// let env = StreamExecutionEnvironment::new();
+/// let lines = env.from_lines(vec!["to be or".into(), "not To BE".into()], 1);
+/// let mut counts = word_count(lines).discard().execute().unwrap().wait().unwrap().final_records;
+/// counts.sort();
+/// assert_eq!(counts[0], ("BE".to_string(), 2));
+/// ```
+pub fn word_count(lines: DataStream<String>) -> ProcessedStream<String, (String, i64), (String, i64)> {
+    lines
+        .flat_map(|line: String| {
+            line.to_uppercase()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|word| (word, 1i64))
+        .key_by(|(word, _)| word.clone())
+        .sum(|(_, n)| *n)
+}

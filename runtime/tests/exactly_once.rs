@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use state_api::{CheckpointStorage, StateBackend};
+use streamstate_runtime::stream::word_count;
 use streamstate_runtime::{CheckpointingMode, RestoreFrom, StreamExecutionEnvironment};
 
 fn corpus(path: &Path, words: usize) -> BTreeMap<String, i64> {
@@ -48,19 +49,7 @@ fn word_count_job(
     if restore {
         env.restore_from(RestoreFrom::Latest);
     }
-    env.read_text_file(input)
-        .flat_map(|line: String| {
-            line.to_uppercase()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .map(|word| (word, 1i64))
-        .key_by(|(word, _)| word.clone())
-        .sum(|(_, n)| *n)
-        .discard()
-        .execute()
-        .unwrap()
+    word_count(env.read_text_file(input)).discard().execute().unwrap()
 }
 
 /// Runs the job to completion through random cancels; returns final counts
@@ -183,16 +172,7 @@ fn job_with(
         .set_checkpoint_storage(storage.clone());
     env.settings_mut().job_id = Some("fixed-job".into());
     configure(&mut env);
-    env.read_text_file(input)
-        .flat_map(|line: String| {
-            line.to_uppercase()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .map(|word| (word, 1i64))
-        .key_by(|(word, _)| word.clone())
-        .sum(|(_, n)| *n)
+    word_count(env.read_text_file(input))
         .discard()
         .execute()
         .unwrap()
@@ -280,17 +260,7 @@ fn savepoint_restores_into_another_backend_at_another_parallelism() {
             storage: from,
             dir: format!("savepoints/{dir_in_root}"),
         });
-    let result = env
-        .read_text_file(&input)
-        .flat_map(|line: String| {
-            line.to_uppercase()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .map(|word| (word, 1i64))
-        .key_by(|(word, _)| word.clone())
-        .sum(|(_, n)| *n)
+    let result = word_count(env.read_text_file(&input))
         .discard()
         .execute()
         .unwrap()

@@ -14,20 +14,24 @@ mod fs_backend_on_file_storage {
     ));
 }
 
-fn s3() -> StorageFixture {
-    StorageFixture::from_env("STREAMSTATE_TEST_S3_URI")
-}
-
-fn hdfs() -> StorageFixture {
-    StorageFixture::from_env("STREAMSTATE_TEST_HDFS_URI")
-}
-
 mod fs_backend_on_s3_storage {
-    state_api::conformance_tests!(super::TestTarget::new(state_fs::FsStateBackend::new(), super::s3));
-    state_api::property_tests!(super::TestTarget::new(state_fs::FsStateBackend::new(), super::s3));
+    state_api::conformance_tests!(super::TestTarget::new(
+        state_fs::FsStateBackend::new(),
+        super::StorageFixture::s3
+    ));
+    state_api::property_tests!(super::TestTarget::new(
+        state_fs::FsStateBackend::new(),
+        super::StorageFixture::s3
+    ));
 }
 
 mod fs_backend_on_hdfs_storage {
-    state_api::conformance_tests!(super::TestTarget::new(state_fs::FsStateBackend::new(), super::hdfs));
-    state_api::property_tests!(super::TestTarget::new(state_fs::FsStateBackend::new(), super::hdfs));
+    state_api::conformance_tests!(super::TestTarget::new(
+        state_fs::FsStateBackend::new(),
+        super::StorageFixture::hdfs
+    ));
+    state_api::property_tests!(super::TestTarget::new(
+        state_fs::FsStateBackend::new(),
+        super::StorageFixture::hdfs
+    ));
 }

@@ -17,24 +17,16 @@ mod memory_backend_on_file_storage {
     ));
 }
 
-fn s3() -> StorageFixture {
-    StorageFixture::from_env("STREAMSTATE_TEST_S3_URI")
-}
-
-fn hdfs() -> StorageFixture {
-    StorageFixture::from_env("STREAMSTATE_TEST_HDFS_URI")
-}
-
 mod memory_backend_on_s3_storage {
     state_api::conformance_tests!(super::TestTarget::new(
         state_memory::MemoryStateBackend::new(),
-        super::s3
+        super::StorageFixture::s3
     ));
 }
 
 mod memory_backend_on_hdfs_storage {
     state_api::conformance_tests!(super::TestTarget::new(
         state_memory::MemoryStateBackend::new(),
-        super::hdfs
+        super::StorageFixture::hdfs
     ));
 }

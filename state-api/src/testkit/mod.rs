@@ -80,6 +80,24 @@ impl StorageFixture {
     }
 }
 
+impl StorageFixture {
+    /// The real S3 server of the test script (`STREAMSTATE_TEST_S3_URI`).
+    ///
+    /// # Panics
+    /// When the server is not running.
+    pub fn s3() -> Self {
+        Self::from_env("STREAMSTATE_TEST_S3_URI")
+    }
+
+    /// The real HDFS of the test script (`STREAMSTATE_TEST_HDFS_URI`).
+    ///
+    /// # Panics
+    /// When the server is not running.
+    pub fn hdfs() -> Self {
+        Self::from_env("STREAMSTATE_TEST_HDFS_URI")
+    }
+}
+
 static NEXT_PREFIX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A backend under test plus how to make storage for each test.
