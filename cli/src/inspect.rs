@@ -188,12 +188,18 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
     let wanted_key = key.map(state_api::codec::encode_value).transpose()?;
     let mut entries = Vec::new();
     for op in &manifest.operators {
-        for handle in &op.keyed_state {
-            if handle.format != SnapshotFormat::Canonical {
-                continue;
-            }
+        for stored in &op.keyed_state {
+            // Native snapshots (RocksDB files) are read through a canonical
+            // copy made by the backend that wrote them.
+            let copy;
+            let (handle, storage) = if stored.format == SnapshotFormat::Canonical {
+                (stored, &storage)
+            } else {
+                copy = crate::native_view::canonical_copy(stored, &storage, manifest.max_parallelism)?;
+                (&copy.handle, &copy.storage)
+            };
             canonical::read_handles(
-                &storage,
+                storage,
                 std::slice::from_ref(handle),
                 handle.key_group_range,
                 |states, r| {

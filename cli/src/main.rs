@@ -6,6 +6,7 @@
 
 mod config;
 mod inspect;
+mod native_view;
 mod wordcount;
 
 use std::process::ExitCode;

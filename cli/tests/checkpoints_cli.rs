@@ -1,6 +1,6 @@
-//! Drives the real `streamstate` binary against a checkpoint written by the
+//! Drives the real `streamstate` binary against checkpoints written by the
+//! memory backend (canonical format) and the RocksDB backend (native files).
 #![allow(clippy::unwrap_used)]
-//! fs backend.
 use std::process::Command;
 
 use state_api::{
@@ -9,9 +9,12 @@ use state_api::{
 };
 
 fn write_checkpoint(dir: &std::path::Path) -> String {
+    write_checkpoint_with(dir, &state_memory::MemoryStateBackend::new(), SnapshotFormat::Canonical)
+}
+
+fn write_checkpoint_with(dir: &std::path::Path, backend: &dyn StateBackend, format: SnapshotFormat) -> String {
     let uri = format!("file://{}", dir.display());
     let storage = CheckpointStorage::open(&uri).unwrap();
-    let backend = state_memory::MemoryStateBackend::new();
     let mut keyed = backend
         .create_keyed_backend(KeyedBackendOptions::new("wc", "sum", KeyGroupRange::all(128), 128))
         .unwrap();
@@ -23,8 +26,8 @@ fn write_checkpoint(dir: &std::path::Path) -> String {
     let target = SnapshotTarget {
         checkpoint_id: 4,
         kind: SnapshotKind::Checkpoint,
-        format: SnapshotFormat::Canonical,
-        incremental: false,
+        format,
+        incremental: format == SnapshotFormat::Native,
         base: "wc/".into(),
         exclusive_dir: "chk-4".into(),
         shared_dir: "shared".into(),
@@ -63,6 +66,34 @@ fn inspect_shows_the_count_of_a_word() {
     assert!(stdout.contains("sum count"), "{stdout}");
     assert!(stdout.contains("\"HELLO\" = 3"), "{stdout}");
     assert!(!stdout.contains("WORLD"), "--key filters: {stdout}");
+}
+
+#[test]
+fn inspect_reads_a_native_rocksdb_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = state_rocksdb::RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
+        local_dir: Some(dir.path().join("local")),
+        ..state_rocksdb::RocksDbConfig::default()
+    });
+    let uri = write_checkpoint_with(&dir.path().join("checkpoints"), &backend, SnapshotFormat::Native);
+    let storage = CheckpointStorage::open(&uri).unwrap();
+    let manifest = storage.load("wc/chk-4").unwrap().manifest;
+    let handle = &manifest.operators[0].keyed_state[0];
+    assert_eq!(
+        (handle.backend.as_str(), handle.format),
+        ("rocksdb", SnapshotFormat::Native)
+    );
+
+    let (ok, stdout, stderr) = streamstate(&["checkpoints", "inspect", &format!("{uri}/wc/chk-4")]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"HELLO\" = 3"), "{stdout}");
+    assert!(stdout.contains("\"WORLD\" = 1"), "{stdout}");
+    let (ok, stdout, stderr) = streamstate(&["checkpoints", "inspect", &format!("{uri}/wc/chk-4"), "--key", "WORLD"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("\"WORLD\" = 1") && !stdout.contains("HELLO"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -92,9 +92,12 @@ pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Res
         #[cfg(feature = "fs")]
         StateBackendKind::Fs => Ok(Arc::new(state_fs::FsStateBackend::new())),
         #[cfg(feature = "rocksdb")]
-        StateBackendKind::RocksDb => Err(Error::unsupported(
-            "the rocksdb backend is not implemented yet; use fs or memory",
-        )),
+        StateBackendKind::RocksDb => Ok(Arc::new(state_rocksdb::RocksDbStateBackend::new(
+            state_rocksdb::RocksDbConfig {
+                local_dir: config.rocksdb_local_dir.clone(),
+                ..state_rocksdb::RocksDbConfig::default()
+            },
+        ))),
         #[allow(unreachable_patterns)]
         other => Err(not_compiled(other)),
     }

@@ -139,6 +139,30 @@ fn fs_backend_on_s3_storage_counts_exactly_once_through_aborts() {
 }
 
 #[test]
+fn rocksdb_backend_on_file_storage_counts_exactly_once_through_aborts() {
+    let (_dir, storage) = file_storage();
+    check_exactly_once(Arc::new(state_rocksdb::RocksDbStateBackend::default()), storage, &[2]);
+}
+
+#[test]
+fn rocksdb_backend_on_s3_storage_counts_exactly_once_through_aborts() {
+    let uri = std::env::var("STREAMSTATE_TEST_S3_URI")
+        .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_S3_URI is not set: run the tests with scripts/test.sh"));
+    let storage = CheckpointStorage::open(&format!("{uri}/runtime-rocks-{}", std::process::id())).unwrap();
+    check_exactly_once(Arc::new(state_rocksdb::RocksDbStateBackend::default()), storage, &[2]);
+}
+
+#[test]
+fn rocksdb_rescaling_1_2_4_1_keeps_counts_exact() {
+    let (_dir, storage) = file_storage();
+    check_exactly_once(
+        Arc::new(state_rocksdb::RocksDbStateBackend::default()),
+        storage,
+        &[1, 2, 4, 1],
+    );
+}
+
+#[test]
 fn rescaling_1_2_4_1_keeps_counts_exact() {
     let (_dir, storage) = file_storage();
     check_exactly_once(Arc::new(state_fs::FsStateBackend::new()), storage, &[1, 2, 4, 1]);

@@ -111,6 +111,8 @@ pub struct TestTarget {
     pub format: crate::SnapshotFormat,
     /// Whether the suite asks for incremental snapshots.
     pub incremental: bool,
+    /// Property-test cases when `PROPTEST_CASES` is not set (default 256).
+    pub property_cases: u32,
 }
 
 impl std::fmt::Debug for TestTarget {
@@ -129,7 +131,17 @@ impl TestTarget {
             storage,
             format: crate::SnapshotFormat::Canonical,
             incremental: false,
+            property_cases: 256,
         }
+    }
+
+    /// Runs `cases` property-test cases unless `PROPTEST_CASES` says
+    /// otherwise: for storage where every snapshot waits on slow round trips
+    /// (HDFS closes each file in ~220 ms), so the suite stays within CI time.
+    #[must_use]
+    pub fn with_property_cases(mut self, cases: u32) -> Self {
+        self.property_cases = cases;
+        self
     }
 
     /// Runs the suite with native, incremental snapshots (backends that

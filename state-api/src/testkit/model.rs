@@ -3,7 +3,8 @@
 //! operations ran, to test isolation), and restores at random parallelism,
 //! with every read compared against a plain `BTreeMap` model.
 //!
-//! The number of cases is `PROPTEST_CASES` (default 256), split over
+//! The number of cases is `PROPTEST_CASES` (default 256, or the target's
+//! [`TestTarget::property_cases`]), split over
 //! [`PARTS`] tests that run in parallel. On failure the
 //! minimal (shrunk) operation sequence and the seed are printed; rerun with
 //! `STREAMSTATE_PROPTEST_SEED=<seed>` to reproduce it exactly.
@@ -352,7 +353,8 @@ fn check(target: &TestTarget, ops: &[Op]) -> Result<(), TestCaseError> {
 pub const PARTS: u64 = 8;
 
 /// Runs part `part` of [`PARTS`] of the property: together the parts run
-/// `PROPTEST_CASES` cases (default 256), each part from its own seed
+/// `PROPTEST_CASES` cases (default [`TestTarget::property_cases`], 256
+/// unless the target lowers it), each part from its own seed
 /// (random, or derived from `STREAMSTATE_PROPTEST_SEED`).
 ///
 /// # Panics
@@ -361,7 +363,7 @@ pub fn run_part(target: &TestTarget, part: u64) {
     let total: u32 = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(target.property_cases);
     let cases = total.div_ceil(PARTS as u32);
     let seed: u64 = std::env::var("STREAMSTATE_PROPTEST_SEED")
         .ok()

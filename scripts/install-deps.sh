@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what streamstate needs on a Debian machine with Rust (rustup):
+#   always:  libclang-dev (the rocksdb crate's bindgen; librocksdb compiles
+#            from C++ during the first build)
+#   --test:  also the servers the tests start: s3s-fs 0.14.1 (an S3 server
+#            that checks signatures; newer releases need a newer rustc),
+#            Java 17 and Maven (Hadoop's MiniDFSCluster), clippy and rustfmt
+set -euo pipefail
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
+    exit 1
+fi
+
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -q
+    $sudo apt-get install -y -q "$@"
+}
+
+if ! dpkg -s libclang-dev >/dev/null 2>&1; then
+    apt_install libclang-dev
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    rustup component add clippy rustfmt >/dev/null 2>&1 || true
+    if ! command -v s3s-fs >/dev/null 2>&1; then
+        cargo install s3s-fs@0.14.1 --locked --features binary
+    fi
+    if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
+        apt_install openjdk-17-jdk-headless maven
+    fi
+fi

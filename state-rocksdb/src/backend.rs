@@ -1,0 +1,559 @@
+//! The RocksDB keyed backend: one RocksDB instance per operator instance,
+//! one column family per state.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+use state_api::backend::{key_outside_range, unknown_state, wrong_state_kind};
+use state_api::key_group::assign_to_key_group;
+use state_api::ttl::Clock;
+use state_api::{
+    AsyncSnapshot, Capabilities, Error, ErrorKind, FileRef, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend,
+    Result, SnapshotFormat, SnapshotTarget, StateId, StateMeta,
+};
+
+use crate::keys;
+use crate::snapshot::{CanonicalFromRocksDb, DirGuard, NativeSnapshot};
+use crate::Resources;
+
+/// What the RocksDB backend supports.
+pub const ROCKSDB_CAPABILITIES: Capabilities = Capabilities {
+    canonical_snapshots: true,
+    native_snapshots: true,
+    incremental_snapshots: true,
+    ttl: true,
+    rescaling: true,
+};
+
+/// Column family holding each state's [`StateMeta`] as JSON, so a native
+/// restore knows the states before the job registers them.
+pub(crate) const META_CF: &str = "_streamstate_meta";
+
+pub(crate) fn state_cf(name: &str) -> String {
+    format!("state:{name}")
+}
+
+pub(crate) fn rocks_error(what: &str, err: rocksdb::Error) -> Error {
+    Error::new(
+        ErrorKind::Storage,
+        format!("RocksDB {what} failed: {}", err.into_string()),
+    )
+}
+
+fn io_error(what: &str, path: &Path, err: std::io::Error) -> Error {
+    Error::new(ErrorKind::Storage, format!("{what} failed"))
+        .with_context("file", path.display().to_string())
+        .with_source(err)
+}
+
+/// Column family options: the list-append merge operator and the shared
+/// block cache.
+pub(crate) fn cf_options(resources: &Resources) -> Options {
+    let mut opts = Options::default();
+    opts.set_merge_operator_associative("streamstate-append", append_merge);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(&resources.cache);
+    table.set_cache_index_and_filter_blocks(true);
+    opts.set_block_based_table_factory(&table);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_write_buffer_size(resources.write_buffer_size);
+    opts
+}
+
+pub(crate) fn db_options(resources: &Resources) -> Options {
+    let mut opts = cf_options(resources);
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_write_buffer_manager(&resources.write_buffers);
+    opts.set_max_background_jobs(2);
+    opts.set_max_open_files(256);
+    opts
+}
+
+/// List appends concatenate frames; no read-modify-write.
+fn append_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let mut out = existing.map(<[u8]>::to_vec).unwrap_or_default();
+    for op in operands {
+        out.extend_from_slice(op);
+    }
+    Some(out)
+}
+
+#[derive(Debug)]
+struct RocksState {
+    meta: StateMeta,
+    cf: String,
+}
+
+/// Keyed state in a local RocksDB instance.
+pub struct RocksDbKeyedStateBackend {
+    pub(crate) db: Option<DB>,
+    pub(crate) dir: PathBuf,
+    options: KeyedBackendOptions,
+    resources: Arc<Resources>,
+    states: Vec<RocksState>,
+    ids: HashMap<String, StateId>,
+    current_key: Vec<u8>,
+    current_key_group: u32,
+    cell_key: Vec<u8>,
+    map_prefix: Vec<u8>,
+    scratch: Vec<u8>,
+    write_options: WriteOptions,
+    /// SST files already in `shared/` (local name -> file), for incremental
+    /// snapshots. Filled by the asynchronous phase.
+    pub(crate) uploaded: Arc<Mutex<HashMap<String, FileRef>>>,
+    pub(crate) instance: String,
+    snapshot_seq: u64,
+}
+
+impl std::fmt::Debug for RocksDbKeyedStateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbKeyedStateBackend")
+            .field("dir", &self.dir)
+            .field("range", &self.options.key_group_range)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RocksDbKeyedStateBackend {
+    fn drop(&mut self) {
+        // Close the DB, then remove the working directory (clean shutdown).
+        self.db.take();
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the RocksDB working directory");
+            }
+        }
+    }
+}
+
+impl RocksDbKeyedStateBackend {
+    /// Opens (creating) the DB in `dir/db` with the column families found
+    /// there, and registers the states recorded in its meta column family.
+    pub(crate) fn open(dir: PathBuf, options: KeyedBackendOptions, resources: Arc<Resources>) -> Result<Self> {
+        if options.max_parallelism > u32::from(u16::MAX) + 1 {
+            return Err(Error::config(
+                "the rocksdb backend supports max parallelism up to 65536",
+            ));
+        }
+        let db_path = dir.join("db");
+        let mut cf_names = DB::list_cf(&Options::default(), &db_path).unwrap_or_default();
+        for required in ["default", META_CF] {
+            if !cf_names.iter().any(|n| n == required) {
+                cf_names.push(required.to_owned());
+            }
+        }
+        let descriptors = cf_names
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(&resources)))
+            .collect::<Vec<_>>();
+        let db = DB::open_cf_descriptors(&db_options(&resources), &db_path, descriptors)
+            .map_err(|e| rocks_error("open", e).with_context("file", db_path.display().to_string()))?;
+        let mut write_options = WriteOptions::default();
+        // Checkpoints flush memtables; the WAL would only cost (as in Flink).
+        write_options.disable_wal(true);
+        let instance = format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(dir.display().to_string().as_bytes())
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0)
+        );
+        let mut backend = Self {
+            db: Some(db),
+            dir,
+            options,
+            resources,
+            states: Vec::new(),
+            ids: HashMap::new(),
+            current_key: Vec::new(),
+            current_key_group: 0,
+            cell_key: Vec::new(),
+            map_prefix: Vec::new(),
+            scratch: Vec::new(),
+            write_options,
+            uploaded: Arc::new(Mutex::new(HashMap::new())),
+            instance,
+            snapshot_seq: 0,
+        };
+        let metas: Vec<StateMeta> = {
+            let db = backend.db()?;
+            let meta_cf = db
+                .cf_handle(META_CF)
+                .ok_or_else(|| Error::corrupt("meta column family missing"))?;
+            db.iterator_cf(meta_cf, IteratorMode::Start)
+                .map(|item| {
+                    let (_, v) = item.map_err(|e| rocks_error("read", e))?;
+                    serde_json::from_slice(&v).map_err(|e| Error::corrupt("state meta does not decode").with_source(e))
+                })
+                .collect::<Result<_>>()?
+        };
+        for meta in metas {
+            backend.register_state(&meta)?;
+        }
+        Ok(backend)
+    }
+
+    pub(crate) fn db(&self) -> Result<&DB> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))
+    }
+
+    fn state(&self, id: StateId) -> Result<&RocksState> {
+        self.states.get(id).ok_or_else(|| unknown_state(id))
+    }
+
+    fn cell_cf(&self, id: StateId) -> Result<&rocksdb::ColumnFamily> {
+        let state = self.state(id)?;
+        if state.meta.kind.is_map() {
+            return Err(wrong_state_kind(&state.meta, "a cell state"));
+        }
+        self.cf(&state.cf)
+    }
+
+    fn map_cf(&self, id: StateId) -> Result<&rocksdb::ColumnFamily> {
+        let state = self.state(id)?;
+        if !state.meta.kind.is_map() {
+            return Err(wrong_state_kind(&state.meta, "a map state"));
+        }
+        self.cf(&state.cf)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db()?
+            .cf_handle(name)
+            .ok_or_else(|| Error::corrupt(format!("column family {name} is missing")))
+    }
+
+    fn require_key(&self) -> Result<()> {
+        if self.current_key.is_empty() {
+            return Err(Error::invalid_argument("no current key: call set_current_key first"));
+        }
+        Ok(())
+    }
+
+    /// Copies the key groups of `range` from the DB at `source_db` (opened
+    /// read-only) into this backend: the rescaling path.
+    pub(crate) fn copy_key_groups_from(&mut self, source_db: &Path, range: KeyGroupRange) -> Result<()> {
+        let names = DB::list_cf(&Options::default(), source_db).map_err(|e| rocks_error("list column families", e))?;
+        let descriptors = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_options(&self.resources)))
+            .collect::<Vec<_>>();
+        let source = DB::open_cf_descriptors_read_only(&db_options(&self.resources), source_db, descriptors, false)
+            .map_err(|e| rocks_error("open for restore", e).with_context("file", source_db.display().to_string()))?;
+        let meta_cf = source
+            .cf_handle(META_CF)
+            .ok_or_else(|| Error::corrupt("meta column family missing"))?;
+        let metas: Vec<StateMeta> = source
+            .iterator_cf(meta_cf, IteratorMode::Start)
+            .map(|item| {
+                let (_, v) = item.map_err(|e| rocks_error("read", e))?;
+                serde_json::from_slice(&v).map_err(|e| Error::corrupt("state meta does not decode").with_source(e))
+            })
+            .collect::<Result<_>>()?;
+        let (Some(end), false) = (range.end(), range.is_empty()) else {
+            return Ok(());
+        };
+        for meta in metas {
+            let id = self.register_state(&meta)?;
+            let from_cf = source
+                .cf_handle(&state_cf(&meta.name))
+                .ok_or_else(|| Error::corrupt(format!("column family of state {} is missing", meta.name)))?;
+            let mut read = ReadOptions::default();
+            read.set_iterate_upper_bound(keys::key_group_start(end + 1));
+            let lower = keys::key_group_start(range.start());
+            let mut batch = WriteBatch::default();
+            let to_cf = self.cf(&self.states[id].cf)?;
+            for item in source.iterator_cf_opt(from_cf, read, IteratorMode::From(&lower, rocksdb::Direction::Forward)) {
+                let (k, v) = item.map_err(|e| rocks_error("read", e))?;
+                batch.put_cf(to_cf, k, v);
+                if batch.len() >= 10_000 {
+                    self.db()?
+                        .write_opt(std::mem::take(&mut batch), &self.write_options)
+                        .map_err(|e| rocks_error("write", e))?;
+                }
+            }
+            self.db()?
+                .write_opt(batch, &self.write_options)
+                .map_err(|e| rocks_error("write", e))?;
+        }
+        Ok(())
+    }
+
+    /// Where a snapshot's hard links go: next to the working directory, not
+    /// in it, so the asynchronous phase survives this backend being dropped
+    /// (a job that ends or is cancelled while an upload runs). The name keeps
+    /// the `<pid>_` prefix, so a crash leaves nothing the next start keeps.
+    fn snapshot_dir(&mut self, kind: &str) -> PathBuf {
+        self.snapshot_seq += 1;
+        let instance = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.dir
+            .with_file_name(format!("{instance}.{kind}-{}", self.snapshot_seq))
+    }
+}
+
+impl KeyedStateBackend for RocksDbKeyedStateBackend {
+    fn backend_name(&self) -> &'static str {
+        "rocksdb"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        ROCKSDB_CAPABILITIES
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.options.key_group_range
+    }
+
+    fn max_parallelism(&self) -> u32 {
+        self.options.max_parallelism
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.options.clock.as_ref()
+    }
+
+    fn register_state(&mut self, meta: &StateMeta) -> Result<StateId> {
+        meta.validate()?;
+        if let Some(&id) = self.ids.get(&meta.name) {
+            meta.check_compatible_with(&self.states[id].meta)?;
+            self.states[id].meta.ttl = meta.ttl;
+            return Ok(id);
+        }
+        let cf = state_cf(&meta.name);
+        let cf_opts = cf_options(&self.resources);
+        let db = self
+            .db
+            .as_mut()
+            .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))?;
+        if db.cf_handle(&cf).is_none() {
+            db.create_cf(&cf, &cf_opts)
+                .map_err(|e| rocks_error("create column family", e))?;
+        }
+        let json = serde_json::to_vec(meta)
+            .map_err(|e| Error::new(ErrorKind::Serialization, "cannot encode state meta").with_source(e))?;
+        let meta_cf = db
+            .cf_handle(META_CF)
+            .ok_or_else(|| Error::corrupt("meta column family missing"))?;
+        db.put_cf(meta_cf, meta.name.as_bytes(), json)
+            .map_err(|e| rocks_error("write", e))?;
+        let id = self.states.len();
+        self.states.push(RocksState { meta: meta.clone(), cf });
+        self.ids.insert(meta.name.clone(), id);
+        Ok(id)
+    }
+
+    fn registered_states(&self) -> Vec<StateMeta> {
+        self.states.iter().map(|s| s.meta.clone()).collect()
+    }
+
+    fn set_current_key(&mut self, serialized_key: &[u8]) -> Result<()> {
+        if serialized_key.is_empty() {
+            return Err(Error::invalid_argument("keys must serialize to at least one byte"));
+        }
+        let key_group = assign_to_key_group(serialized_key, self.options.max_parallelism);
+        if !self.options.key_group_range.contains(key_group) {
+            return Err(key_outside_range(key_group, self.options.key_group_range));
+        }
+        self.current_key.clear();
+        self.current_key.extend_from_slice(serialized_key);
+        self.current_key_group = key_group;
+        self.cell_key.clear();
+        keys::put_key_group(&mut self.cell_key, key_group);
+        self.cell_key.extend_from_slice(serialized_key);
+        keys::map_prefix(&mut self.map_prefix, key_group, serialized_key);
+        Ok(())
+    }
+
+    fn current_key(&self) -> &[u8] {
+        &self.current_key
+    }
+
+    fn current_key_group(&self) -> u32 {
+        self.current_key_group
+    }
+
+    fn get(&self, state: StateId) -> Result<Option<Cow<'_, [u8]>>> {
+        self.require_key()?;
+        let cf = self.cell_cf(state)?;
+        Ok(self
+            .db()?
+            .get_pinned_cf(cf, &self.cell_key)
+            .map_err(|e| rocks_error("get", e))?
+            .map(|v| Cow::Owned(v.to_vec())))
+    }
+
+    fn put(&mut self, state: StateId, value: &[u8]) -> Result<()> {
+        self.require_key()?;
+        let cf = self.cell_cf(state)?;
+        self.db()?
+            .put_cf_opt(cf, &self.cell_key, value, &self.write_options)
+            .map_err(|e| rocks_error("put", e))
+    }
+
+    fn append(&mut self, state: StateId, bytes: &[u8]) -> Result<()> {
+        self.require_key()?;
+        let cf = self.cell_cf(state)?;
+        self.db()?
+            .merge_cf_opt(cf, &self.cell_key, bytes, &self.write_options)
+            .map_err(|e| rocks_error("merge", e))
+    }
+
+    fn clear(&mut self, state: StateId) -> Result<()> {
+        self.require_key()?;
+        let meta = &self.state(state)?.meta;
+        if meta.kind.is_map() {
+            let cf = self.map_cf(state)?;
+            let end = keys::prefix_successor(&self.map_prefix).unwrap_or_else(|| vec![0xff; self.map_prefix.len() + 1]);
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf, self.map_prefix.as_slice(), end.as_slice());
+            self.db()?
+                .write_opt(batch, &self.write_options)
+                .map_err(|e| rocks_error("delete range", e))
+        } else {
+            let cf = self.cell_cf(state)?;
+            self.db()?
+                .delete_cf_opt(cf, &self.cell_key, &self.write_options)
+                .map_err(|e| rocks_error("delete", e))
+        }
+    }
+
+    fn map_get(&self, state: StateId, user_key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
+        self.require_key()?;
+        let cf = self.map_cf(state)?;
+        let mut key = self.map_prefix.clone();
+        key.extend_from_slice(user_key);
+        Ok(self
+            .db()?
+            .get_pinned_cf(cf, &key)
+            .map_err(|e| rocks_error("get", e))?
+            .map(|v| Cow::Owned(v.to_vec())))
+    }
+
+    fn map_put(&mut self, state: StateId, user_key: &[u8], value: &[u8]) -> Result<()> {
+        self.require_key()?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.map_prefix);
+        self.scratch.extend_from_slice(user_key);
+        let cf = self.map_cf(state)?;
+        self.db()?
+            .put_cf_opt(cf, &self.scratch, value, &self.write_options)
+            .map_err(|e| rocks_error("put", e))
+    }
+
+    fn map_remove(&mut self, state: StateId, user_key: &[u8]) -> Result<()> {
+        self.require_key()?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.map_prefix);
+        self.scratch.extend_from_slice(user_key);
+        let cf = self.map_cf(state)?;
+        self.db()?
+            .delete_cf_opt(cf, &self.scratch, &self.write_options)
+            .map_err(|e| rocks_error("delete", e))
+    }
+
+    fn map_entries(&self, state: StateId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.require_key()?;
+        let cf = self.map_cf(state)?;
+        let mut read = ReadOptions::default();
+        if let Some(end) = keys::prefix_successor(&self.map_prefix) {
+            read.set_iterate_upper_bound(end);
+        }
+        let mut entries = Vec::new();
+        let iter = self.db()?.iterator_cf_opt(
+            cf,
+            read,
+            IteratorMode::From(&self.map_prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item.map_err(|e| rocks_error("iterate", e))?;
+            if !k.starts_with(&self.map_prefix) {
+                break;
+            }
+            entries.push((k[self.map_prefix.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    fn keys(&self, state: StateId) -> Result<Vec<Vec<u8>>> {
+        let s = self.state(state)?;
+        let cf = self.cf(&s.cf)?;
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for item in self.db()?.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| rocks_error("iterate", e))?;
+            let key = if s.meta.kind.is_map() {
+                keys::split_map_key(&k)?.0
+            } else {
+                &k[2..]
+            };
+            if out.last().is_none_or(|last| last.as_slice() != key) {
+                out.push(key.to_vec());
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
+        // The synchronous phase: a RocksDB checkpoint (flush + hard links).
+        let kind = if target.format == SnapshotFormat::Native {
+            "native"
+        } else {
+            "canonical"
+        };
+        // Guarded from here on: a failed checkpoint leaves no directory.
+        let dir = DirGuard(self.snapshot_dir(kind));
+        Checkpoint::new(self.db()?)
+            .and_then(|c| c.create_checkpoint(&dir.0))
+            .map_err(|e| rocks_error("checkpoint", e).with_context("file", dir.0.display().to_string()))?;
+        match target.format {
+            SnapshotFormat::Native => Ok(Box::new(NativeSnapshot {
+                dir,
+                range: self.options.key_group_range,
+                states: self.registered_states(),
+                incremental: target.incremental,
+                uploaded: Arc::clone(&self.uploaded),
+                instance: self.instance.clone(),
+            })),
+            SnapshotFormat::Canonical => Ok(Box::new(CanonicalFromRocksDb {
+                dir,
+                range: self.options.key_group_range,
+                states: self.registered_states(),
+                now_ms: self.options.clock.now_ms(),
+                resources: Arc::clone(&self.resources),
+            })),
+        }
+    }
+}
+
+pub(crate) fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a snapshot directory");
+        }
+    }
+}
+
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io_error("creating a directory", dir, e))
+}
+
+pub(crate) fn write_local(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| io_error("writing a local file", path, e))
+}
+
+pub(crate) fn read_local(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| io_error("reading a local file", path, e))
+}

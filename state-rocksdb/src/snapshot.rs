@@ -1,0 +1,156 @@
+//! Asynchronous phases of RocksDB snapshots.
+//!
+//! * Native: upload the files of a RocksDB checkpoint. In incremental mode
+//!   SST files go to `shared/` once and later snapshots reference them;
+//!   everything else (MANIFEST, CURRENT, OPTIONS) goes to the checkpoint's
+//!   own directory. File names in storage are `<owner>~<local name>`.
+//! * Canonical: open the checkpoint read-only and write the backend-neutral
+//!   format, key group by key group (savepoints; restorable into any backend).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, DB};
+use state_api::snapshot::canonical::CanonicalWriter;
+use state_api::{
+    AsyncSnapshot, CheckpointStorage, Error, FileRef, KeyGroupRange, KeyedStateHandle, Result, SnapshotFormat,
+    SnapshotTarget, StateMeta,
+};
+
+use crate::backend::{cf_options, db_options, read_local, remove_dir, rocks_error, state_cf};
+use crate::{keys, Resources};
+
+/// Separates the owner prefix from the local file name in storage names.
+pub(crate) const NAME_SEPARATOR: char = '~';
+
+/// The snapshot's local directory of hard links, removed when the snapshot
+/// is dropped: after its asynchronous phase, successful or not, or unused.
+pub(crate) struct DirGuard(pub(crate) PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        remove_dir(&self.0);
+    }
+}
+
+pub(crate) struct NativeSnapshot {
+    pub(crate) dir: DirGuard,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) states: Vec<StateMeta>,
+    pub(crate) incremental: bool,
+    pub(crate) uploaded: Arc<Mutex<HashMap<String, FileRef>>>,
+    pub(crate) instance: String,
+}
+
+impl AsyncSnapshot for NativeSnapshot {
+    fn write(self: Box<Self>, storage: &CheckpointStorage, target: &SnapshotTarget) -> Result<KeyedStateHandle> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir.0)
+            .map_err(|e| Error::new(state_api::ErrorKind::Storage, "cannot list a RocksDB checkpoint").with_source(e))?
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let (mut files, mut full_bytes, mut uploaded_bytes) = (Vec::new(), 0u64, 0u64);
+        for name in names {
+            let shared = self.incremental && name.ends_with(".sst");
+            if shared {
+                let known = self.uploaded.lock().ok().and_then(|m| m.get(&name).cloned());
+                if let Some(file) = known {
+                    full_bytes += file.size;
+                    files.push(file);
+                    continue;
+                }
+            }
+            let bytes = read_local(&self.dir.0.join(&name))?;
+            let file = if shared {
+                storage.write(
+                    &target.shared_file(&format!("{}{NAME_SEPARATOR}{name}", self.instance)),
+                    bytes,
+                )?
+            } else {
+                storage.write(
+                    &target.exclusive_file(&format!("{}{NAME_SEPARATOR}{name}", target.file_stem)),
+                    bytes,
+                )?
+            };
+            if shared {
+                if let Ok(mut m) = self.uploaded.lock() {
+                    m.insert(name, file.clone());
+                }
+            }
+            full_bytes += file.size;
+            uploaded_bytes += file.size;
+            files.push(file);
+        }
+        Ok(KeyedStateHandle {
+            backend: "rocksdb".into(),
+            format: SnapshotFormat::Native,
+            key_group_range: self.range,
+            states: self.states,
+            files,
+            full_bytes,
+            uploaded_bytes,
+        })
+    }
+}
+
+pub(crate) struct CanonicalFromRocksDb {
+    pub(crate) dir: DirGuard,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) states: Vec<StateMeta>,
+    pub(crate) now_ms: u64,
+    pub(crate) resources: Arc<Resources>,
+}
+
+impl CanonicalFromRocksDb {
+    fn encode(&self) -> Result<Vec<u8>> {
+        let names =
+            DB::list_cf(&Options::default(), &self.dir.0).map_err(|e| rocks_error("list column families", e))?;
+        let descriptors = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_options(&self.resources)))
+            .collect::<Vec<_>>();
+        let db = DB::open_cf_descriptors_read_only(&db_options(&self.resources), &self.dir.0, descriptors, false)
+            .map_err(|e| rocks_error("open checkpoint", e))?;
+        let mut writer = CanonicalWriter::new(self.states.clone(), self.range, self.now_ms);
+        for key_group in self.range.iter() {
+            writer.start_key_group(key_group)?;
+            let lower = keys::key_group_start(key_group);
+            for (index, meta) in self.states.iter().enumerate() {
+                let cf = db
+                    .cf_handle(&state_cf(&meta.name))
+                    .ok_or_else(|| Error::corrupt(format!("column family of state {} is missing", meta.name)))?;
+                let mut read = ReadOptions::default();
+                read.set_iterate_upper_bound(keys::key_group_start(key_group + 1));
+                for item in db.iterator_cf_opt(cf, read, IteratorMode::From(&lower, rocksdb::Direction::Forward)) {
+                    let (k, v) = item.map_err(|e| rocks_error("iterate", e))?;
+                    if meta.kind.is_map() {
+                        let (key, user_key) = keys::split_map_key(&k)?;
+                        writer.add_map_entry(index, key, user_key, &v)?;
+                    } else {
+                        writer.add_cell(index, &k[2..], &v)?;
+                    }
+                }
+            }
+        }
+        writer.finish()
+    }
+}
+
+impl AsyncSnapshot for CanonicalFromRocksDb {
+    fn write(self: Box<Self>, storage: &CheckpointStorage, target: &SnapshotTarget) -> Result<KeyedStateHandle> {
+        let bytes = self.encode()?;
+        let file = storage.write(&target.exclusive_file(&format!("{}.kgs", target.file_stem)), bytes)?;
+        Ok(KeyedStateHandle {
+            backend: "rocksdb".into(),
+            format: SnapshotFormat::Canonical,
+            key_group_range: self.range,
+            states: self.states.clone(),
+            full_bytes: file.size,
+            uploaded_bytes: file.size,
+            files: vec![file],
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! Incremental native checkpoints, retention of shared files, savepoints
+//! across backends, and the working-directory lifecycle.
+#![allow(clippy::unwrap_used)]
+
+use state_api::testkit::{dump, StorageFixture};
+use state_api::{
+    CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt, KeyedStateHandle,
+    ListStateDescriptor, MapStateDescriptor, OperatorSnapshot, SnapshotFormat, SnapshotKind, SnapshotManifest,
+    SnapshotTarget, StateBackend, ValueStateDescriptor,
+};
+use state_rocksdb::{RocksDbConfig, RocksDbStateBackend};
+
+const JOB: &str = "rocks";
+
+fn target(id: u64, format: SnapshotFormat, incremental: bool) -> SnapshotTarget {
+    SnapshotTarget {
+        checkpoint_id: id,
+        kind: SnapshotKind::Checkpoint,
+        format,
+        incremental,
+        base: format!("{JOB}/"),
+        exclusive_dir: format!("chk-{id}"),
+        shared_dir: "shared".into(),
+        file_stem: "op-0".into(),
+    }
+}
+
+fn commit(storage: &CheckpointStorage, id: u64, handle: KeyedStateHandle) {
+    let mut manifest = SnapshotManifest::new(JOB, id, SnapshotKind::Checkpoint, 128);
+    manifest.operators.push(OperatorSnapshot {
+        operator_id: "op".into(),
+        parallelism: 1,
+        keyed_state: vec![handle],
+        operator_state: vec![],
+    });
+    storage.commit(&manifest).unwrap();
+}
+
+fn options() -> KeyedBackendOptions {
+    KeyedBackendOptions::new(JOB, "op", KeyGroupRange::all(128), 128)
+}
+
+fn fill(b: &mut dyn KeyedStateBackend, from: u64, to: u64) {
+    let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let l = b.list_state(&ListStateDescriptor::<u64>::new("l")).unwrap();
+    let m = b.map_state(&MapStateDescriptor::<u64, String>::new("m")).unwrap();
+    for i in from..to {
+        b.set_current_key_typed(&i).unwrap();
+        v.update(b, &i).unwrap();
+        l.add(b, &i).unwrap();
+        m.put(b, &(i % 5), &format!("value-{i}")).unwrap();
+    }
+}
+
+#[test]
+fn second_incremental_checkpoint_uploads_only_new_ssts_and_survives_retention() {
+    let fixture = StorageFixture::local_dir();
+    let storage = &fixture.storage;
+    let backend = RocksDbStateBackend::default();
+    let mut keyed = backend.create_keyed_backend(options()).unwrap();
+    fill(keyed.as_mut(), 0, 50_000);
+    let t1 = target(1, SnapshotFormat::Native, true);
+    let first = keyed.snapshot(&t1).unwrap().write(storage, &t1).unwrap();
+    commit(storage, 1, first.clone());
+    assert_eq!(
+        first.uploaded_bytes, first.full_bytes,
+        "the first checkpoint uploads everything"
+    );
+
+    fill(keyed.as_mut(), 50_000, 50_100); // a small change
+    let expected = dump(keyed.as_mut()).unwrap();
+    let t2 = target(2, SnapshotFormat::Native, true);
+    let second = keyed.snapshot(&t2).unwrap().write(storage, &t2).unwrap();
+    commit(storage, 2, second.clone());
+
+    let first_ssts: Vec<&str> = first
+        .files
+        .iter()
+        .filter(|f| f.path.ends_with(".sst"))
+        .map(|f| f.path.as_str())
+        .collect();
+    let reused = second
+        .files
+        .iter()
+        .filter(|f| first_ssts.contains(&f.path.as_str()))
+        .count();
+    assert!(reused > 0, "the second checkpoint references SSTs of the first");
+    let new_bytes: u64 = second
+        .files
+        .iter()
+        .filter(|f| !first_ssts.contains(&f.path.as_str()))
+        .map(|f| f.size)
+        .sum();
+    assert_eq!(
+        second.uploaded_bytes, new_bytes,
+        "only files not uploaded before were uploaded"
+    );
+    assert!(
+        second.uploaded_bytes * 4 < first.uploaded_bytes,
+        "a small change uploads little: {} of {}",
+        second.uploaded_bytes,
+        first.uploaded_bytes
+    );
+
+    // Retention removes checkpoint 1 but not the shared SSTs 2 references.
+    let report = storage.apply_retention(JOB, 1).unwrap();
+    assert_eq!(report.deleted_checkpoints, vec![1]);
+    for file in &second.files {
+        assert!(
+            storage.exists(&file.path).unwrap(),
+            "{} must survive retention",
+            file.path
+        );
+    }
+    let loaded = storage.load("rocks/chk-2").unwrap();
+    let mut restored = backend
+        .restore_keyed_backend(options(), &loaded.manifest.operators[0].keyed_state, storage)
+        .unwrap();
+    assert_eq!(dump(restored.as_mut()).unwrap(), expected);
+}
+
+#[test]
+fn full_mode_uploads_everything_every_time() {
+    let fixture = StorageFixture::local_dir();
+    let backend = RocksDbStateBackend::default();
+    let mut keyed = backend.create_keyed_backend(options()).unwrap();
+    fill(keyed.as_mut(), 0, 10_000);
+    let t1 = target(1, SnapshotFormat::Native, false);
+    let first = keyed.snapshot(&t1).unwrap().write(&fixture.storage, &t1).unwrap();
+    let t2 = target(2, SnapshotFormat::Native, false);
+    let second = keyed.snapshot(&t2).unwrap().write(&fixture.storage, &t2).unwrap();
+    assert_eq!(second.uploaded_bytes, second.full_bytes);
+    assert!(
+        second.files.iter().all(|f| f.path.contains("/chk-2/")),
+        "no shared files in full mode"
+    );
+    assert!(first.files.iter().all(|f| !f.path.contains("/shared/")));
+}
+
+fn savepoint(b: &mut dyn KeyedStateBackend, storage: &CheckpointStorage) -> KeyedStateHandle {
+    let t = target(9, SnapshotFormat::Canonical, false);
+    b.snapshot(&t).unwrap().write(storage, &t).unwrap()
+}
+
+#[test]
+fn savepoint_from_memory_restores_into_rocksdb_and_back() {
+    let fixture = StorageFixture::local_dir();
+    let memory = state_memory::MemoryStateBackend::with_max_state_size(64 << 20);
+    let rocks = RocksDbStateBackend::default();
+    let mut source = memory.create_keyed_backend(options()).unwrap();
+    fill(source.as_mut(), 0, 2_000);
+    let expected = dump(source.as_mut()).unwrap();
+
+    let handle = savepoint(source.as_mut(), &fixture.storage);
+    let mut in_rocks = rocks
+        .restore_keyed_backend(options(), &[handle], &fixture.storage)
+        .unwrap();
+    assert_eq!(dump(in_rocks.as_mut()).unwrap(), expected, "memory -> rocksdb");
+
+    let back = savepoint(in_rocks.as_mut(), &fixture.storage);
+    assert_eq!(back.format, SnapshotFormat::Canonical);
+    let mut in_memory = memory
+        .restore_keyed_backend(options(), &[back], &fixture.storage)
+        .unwrap();
+    assert_eq!(dump(in_memory.as_mut()).unwrap(), expected, "rocksdb -> memory");
+}
+
+#[test]
+fn native_snapshot_rescales_from_two_instances_into_one_and_into_four() {
+    let fixture = StorageFixture::local_dir();
+    let rocks = RocksDbStateBackend::default();
+    let mut handles = Vec::new();
+    let mut expected = state_api::testkit::StateDump::new();
+    for i in 0..2 {
+        let range = KeyGroupRange::for_subtask(128, 2, i);
+        let mut b = rocks
+            .create_keyed_backend(KeyedBackendOptions::new(JOB, "op", range, 128))
+            .unwrap();
+        let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+        for k in 0..3_000u64 {
+            let key = state_api::codec::encode_value(&k).unwrap();
+            if range.contains(state_api::key_group::assign_to_key_group(&key, 128)) {
+                b.set_current_key(&key).unwrap();
+                v.update(b.as_mut(), &(k * 3)).unwrap();
+            }
+        }
+        expected.extend(dump(b.as_mut()).unwrap());
+        let mut t = target(1, SnapshotFormat::Native, true);
+        t.file_stem = format!("op-{i}");
+        handles.push(b.snapshot(&t).unwrap().write(&fixture.storage, &t).unwrap());
+    }
+    let mut one = rocks
+        .restore_keyed_backend(options(), &handles, &fixture.storage)
+        .unwrap();
+    assert_eq!(dump(one.as_mut()).unwrap(), expected);
+    let mut union = state_api::testkit::StateDump::new();
+    for i in 0..4 {
+        let range = KeyGroupRange::for_subtask(128, 4, i);
+        let mut part = rocks
+            .restore_keyed_backend(
+                KeyedBackendOptions::new(JOB, "op", range, 128),
+                &handles,
+                &fixture.storage,
+            )
+            .unwrap();
+        union.extend(dump(part.as_mut()).unwrap());
+    }
+    assert_eq!(union, expected);
+}
+
+#[test]
+fn working_directories_are_removed_on_drop_and_stale_ones_cleaned() {
+    let root = tempfile::tempdir().unwrap();
+    // A directory left by a process that no longer exists.
+    let stale = root.path().join("999999999_0_job_op_0");
+    std::fs::create_dir_all(stale.join("db")).unwrap();
+    let backend = RocksDbStateBackend::new(RocksDbConfig {
+        local_dir: Some(root.path().to_path_buf()),
+        ..RocksDbConfig::default()
+    });
+    let keyed = backend.create_keyed_backend(options()).unwrap();
+    assert!(!stale.exists(), "the dead process's directory is removed, not reused");
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+    drop(keyed);
+    assert_eq!(
+        std::fs::read_dir(root.path()).unwrap().count(),
+        0,
+        "clean shutdown removes the directory"
+    );
+}
