@@ -7,6 +7,11 @@
 //! (the job directory for checkpoints, the savepoint directory for
 //! savepoints) and are checked on load: no `..`, no absolute paths, nothing
 //! outside the directories a snapshot may reference.
+//!
+//! The file is pretty-printed JSON followed by one line `crc32c <8 hex>`,
+//! the CRC-32C of every byte before that line, so a flipped byte or a
+//! truncation anywhere in `_metadata` is detected, not parsed into a
+//! different checkpoint.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +19,10 @@ use crate::backend::{FileRef, KeyedStateHandle, SnapshotKind};
 use crate::{Error, ErrorKind, Result};
 
 /// The manifest format this build writes and reads.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+
+/// Starts the last line of `_metadata`.
+const CHECKSUM_LINE_PREFIX: &str = "crc32c ";
 
 /// Name of the manifest file in a snapshot directory.
 pub const METADATA_FILE: &str = "_metadata";
@@ -144,8 +152,12 @@ impl SnapshotManifest {
                 })?
                 .to_owned();
         }
-        serde_json::to_vec_pretty(&relative)
-            .map_err(|e| Error::new(ErrorKind::Serialization, "cannot encode manifest").with_source(e))
+        let mut bytes = serde_json::to_vec_pretty(&relative)
+            .map_err(|e| Error::new(ErrorKind::Serialization, "cannot encode manifest").with_source(e))?;
+        bytes.push(b'\n');
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(format!("{CHECKSUM_LINE_PREFIX}{crc:08x}\n").as_bytes());
+        Ok(bytes)
     }
 
     /// Parses `_metadata` bytes: checks the version, validates every path
@@ -153,9 +165,12 @@ impl SnapshotManifest {
     /// with) and resolves them against `base`.
     ///
     /// # Errors
-    /// [`ErrorKind::IncompatibleVersion`] for another version,
-    /// [`ErrorKind::Corrupt`] for bad JSON or a path that escapes.
+    /// [`ErrorKind::ChecksumMismatch`] when the bytes do not match their
+    /// checksum line, [`ErrorKind::IncompatibleVersion`] for another version,
+    /// [`ErrorKind::Corrupt`] for a missing checksum line, bad JSON or a path
+    /// that escapes.
     pub fn from_json(bytes: &[u8], base: &str, allowed_roots: &[&str]) -> Result<Self> {
+        let bytes = verify_checksum_line(bytes)?;
         let probe: VersionProbe = serde_json::from_slice(bytes)
             .map_err(|e| Error::corrupt("manifest is not valid JSON with a format_version").with_source(e))?;
         if probe.format_version != MANIFEST_FORMAT_VERSION {
@@ -175,6 +190,31 @@ impl SnapshotManifest {
         }
         Ok(manifest)
     }
+}
+
+/// Splits off and checks the last line (`crc32c <8 hex>`); returns the JSON.
+fn verify_checksum_line(bytes: &[u8]) -> Result<&[u8]> {
+    let without_newline = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let line_start = without_newline.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let (json, line) = without_newline.split_at(line_start);
+    let recorded = std::str::from_utf8(line)
+        .ok()
+        .and_then(|l| l.strip_prefix(CHECKSUM_LINE_PREFIX))
+        // Exactly 8 lowercase hex digits, as written: a flipped case bit in
+        // the line itself must not read as the same number.
+        .filter(|hex| hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| {
+            Error::corrupt("manifest has no `crc32c` line at its end: it is truncated, damaged or not a _metadata file")
+        })?;
+    let actual = crc32c::crc32c(json);
+    if actual != recorded {
+        return Err(Error::new(
+            ErrorKind::ChecksumMismatch,
+            format!("manifest bytes have CRC-32C {actual:08x}; its last line records {recorded:08x}"),
+        ));
+    }
+    Ok(json)
 }
 
 /// Checks that a manifest path stays inside its snapshot's directories.
@@ -241,22 +281,58 @@ mod tests {
         assert_eq!(back, m);
     }
 
+    /// Rewrites the JSON part of a manifest file and its checksum line, as
+    /// a hostile writer would.
+    fn resealed(file: &[u8], edit: impl Fn(&str) -> String) -> Vec<u8> {
+        let text = std::str::from_utf8(file).unwrap();
+        let json = &text[..text.trim_end().rfind('\n').unwrap() + 1];
+        let mut out = edit(json).into_bytes();
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(format!("crc32c {crc:08x}\n").as_bytes());
+        out
+    }
+
+    #[test]
+    fn every_flipped_byte_and_truncation_is_detected() {
+        let file = manifest().to_json("root/job/").unwrap();
+        for i in 0..file.len() {
+            for bit in [0x01u8, 0x20, 0x80] {
+                let mut bad = file.clone();
+                bad[i] ^= bit;
+                let err = SnapshotManifest::from_json(&bad, "root/job/", &["chk-3", "shared"]).unwrap_err();
+                assert!(
+                    matches!(err.kind(), ErrorKind::ChecksumMismatch | ErrorKind::Corrupt),
+                    "byte {i} ^ {bit:#x}: {err}"
+                );
+            }
+        }
+        for len in 0..file.len() - 1 {
+            let err = SnapshotManifest::from_json(&file[..len], "root/job/", &["chk-3", "shared"]).unwrap_err();
+            assert!(
+                matches!(err.kind(), ErrorKind::ChecksumMismatch | ErrorKind::Corrupt),
+                "truncated to {len}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn escaping_paths_are_refused() {
         let m = manifest();
-        let json = String::from_utf8(m.to_json("root/job/").unwrap()).unwrap();
+        let file = m.to_json("root/job/").unwrap();
         for evil in ["../other/chk-1/x", "/abs/x", "chk-3/../../x", "other-root/x"] {
-            let bad = json.replace("chk-3/sum-0.kgs", evil);
-            let err = SnapshotManifest::from_json(bad.as_bytes(), "root/job/", &["chk-3", "shared"]).unwrap_err();
+            let bad = resealed(&file, |json| json.replace("chk-3/sum-0.kgs", evil));
+            let err = SnapshotManifest::from_json(&bad, "root/job/", &["chk-3", "shared"]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Corrupt, "{evil}");
         }
     }
 
     #[test]
     fn unknown_version_is_typed() {
-        let json = String::from_utf8(manifest().to_json("root/job/").unwrap()).unwrap();
-        let newer = json.replace("\"format_version\": 1", "\"format_version\": 99");
-        let err = SnapshotManifest::from_json(newer.as_bytes(), "root/job/", &[]).unwrap_err();
+        let file = manifest().to_json("root/job/").unwrap();
+        let newer = resealed(&file, |json| {
+            json.replace("\"format_version\": 2", "\"format_version\": 99")
+        });
+        let err = SnapshotManifest::from_json(&newer, "root/job/", &[]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::IncompatibleVersion);
         let garbage = SnapshotManifest::from_json(b"{not json", "", &[]).unwrap_err();
         assert_eq!(garbage.kind(), ErrorKind::Corrupt);
