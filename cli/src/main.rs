@@ -60,9 +60,25 @@ enum CheckpointsCommand {
     },
 }
 
+/// Modules whose debug logs print credentials (reqsign logs each credential
+/// provider with its secret key at DEBUG); capped at INFO whatever `RUST_LOG`
+/// asks for.
+const SECRET_LOGGING_TARGETS: &[&str] = &["reqsign", "reqsign_core", "reqsign_aws_v4", "reqsign_file_read_tokio"];
+
+/// `RUST_LOG` (default `warn`), with [`SECRET_LOGGING_TARGETS`] capped.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    for target in SECRET_LOGGING_TARGETS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
