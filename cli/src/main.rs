@@ -79,6 +79,8 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
+        // Colours only on a terminal: logs redirected to a file stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
