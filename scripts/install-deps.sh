@@ -4,7 +4,8 @@
 #            from C++ during the first build)
 #   --test:  also the servers the tests start: s3s-fs 0.14.1 (an S3 server
 #            that checks signatures; newer releases need a newer rustc),
-#            Java 17 and Maven (Hadoop's MiniDFSCluster), clippy and rustfmt
+#            Java 17 and Maven (Hadoop's MiniDFSCluster), clippy and rustfmt,
+#            and for the fuzz targets a nightly toolchain and cargo-fuzz
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -31,5 +32,11 @@ if [ "${1:-}" = "--test" ]; then
     fi
     if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
         apt_install openjdk-17-jdk-headless maven
+    fi
+    if ! rustup toolchain list | grep -q '^nightly'; then
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        cargo install cargo-fuzz --version 0.13.1 --locked
     fi
 fi

@@ -11,6 +11,8 @@
 STREAMSTATE_SERVERS_DIR="${STREAMSTATE_SERVERS_DIR:-$(mktemp -d -t streamstate-servers.XXXXXX)}"
 S3_PORT="${STREAMSTATE_S3_PORT:-9100}"
 HDFS_PORT="${STREAMSTATE_HDFS_PORT:-9000}"
+# Line protocol to stop/restart the DataNode (storage fault tests).
+HDFS_CONTROL_PORT="${STREAMSTATE_HDFS_CONTROL_PORT:-9010}"
 STREAMSTATE_SERVER_PIDS=()
 
 # Test credentials of the throwaway local S3 server (not secrets).
@@ -73,11 +75,13 @@ start_hdfs() {
     sleep 100000 >"$STREAMSTATE_SERVERS_DIR/hdfs.stdin" &
     STREAMSTATE_SERVER_PIDS+=($!)
     java -Xmx1g -cp "$dir/target/classes:$(cat "$dir/target/classpath.txt")" streamstate.testing.MiniHdfs \
-        "$HDFS_PORT" "$STREAMSTATE_SERVERS_DIR/hdfs" <"$STREAMSTATE_SERVERS_DIR/hdfs.stdin" >"$log" 2>&1 &
+        "$HDFS_PORT" "$STREAMSTATE_SERVERS_DIR/hdfs" "$HDFS_CONTROL_PORT" \
+        <"$STREAMSTATE_SERVERS_DIR/hdfs.stdin" >"$log" 2>&1 &
     STREAMSTATE_SERVER_PIDS+=($!)
     for _ in $(seq 1 600); do
         if grep -q "MINIHDFS READY" "$log"; then
             export STREAMSTATE_TEST_HDFS_URI="hdfs://127.0.0.1:${HDFS_PORT}/streamstate/tests"
+            export STREAMSTATE_TEST_HDFS_CONTROL="127.0.0.1:${HDFS_CONTROL_PORT}"
             echo "HDFS (MiniDFSCluster: NameNode + DataNode) on 127.0.0.1:$HDFS_PORT"
             return 0
         fi

@@ -22,6 +22,9 @@ if cargo tree -p streamstate-cli --no-default-features --features fs -e normal |
     exit 1
 fi
 
+echo "== fuzz targets build (nightly, cargo-fuzz); their corpora replay in the tests"
+bash scripts/fuzz.sh build
+
 echo "== starting test servers"
 # shellcheck source=scripts/test-servers.sh
 source scripts/test-servers.sh

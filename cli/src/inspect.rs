@@ -189,10 +189,11 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
     let mut entries = Vec::new();
     for op in &manifest.operators {
         for stored in &op.keyed_state {
-            // Native snapshots (RocksDB files) are read through a canonical
-            // copy made by the backend that wrote them.
+            // Native snapshots (RocksDB files) and incremental chains (a full
+            // file and deltas) are read through one canonical file made by
+            // the backend that wrote them.
             let copy;
-            let (handle, storage) = if stored.format == SnapshotFormat::Canonical {
+            let (handle, storage) = if stored.format == SnapshotFormat::Canonical && stored.files.len() <= 1 {
                 (stored, &storage)
             } else {
                 copy = crate::native_view::canonical_copy(stored, &storage, manifest.max_parallelism)?;

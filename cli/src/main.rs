@@ -60,6 +60,12 @@ enum CheckpointsCommand {
     },
 }
 
+/// mimalloc instead of the system allocator: the dataflow allocates records
+/// on source threads and frees them on keyed threads, which glibc's malloc
+/// handles slowly (its profile share is in docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Modules whose debug logs print credentials (reqsign logs each credential
 /// provider with its secret key at DEBUG); capped at INFO whatever `RUST_LOG`
 /// asks for.

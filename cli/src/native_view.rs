@@ -1,7 +1,8 @@
-//! A canonical view of a native (backend-specific) keyed-state snapshot, so
-//! `checkpoints inspect` reads RocksDB checkpoints the way it reads
-//! canonical ones: the backend that wrote the handle restores it into a
-//! scratch working directory and writes a canonical snapshot of it to an
+//! A single canonical file for a native (backend-specific) keyed-state
+//! snapshot or an incremental chain, so `checkpoints inspect` reads RocksDB
+//! checkpoints and heap delta chains the way it reads full canonical ones:
+//! the backend that wrote the handle restores it (into a scratch working
+//! directory for RocksDB) and writes a full canonical snapshot of it to an
 //! in-memory store, which is then read like any other.
 
 use anyhow::{Context, Result};
@@ -17,7 +18,7 @@ pub struct CanonicalCopy {
     pub handle: KeyedStateHandle,
 }
 
-/// Converts `handle` (stored in `storage`) to the canonical format.
+/// Converts `handle` (stored in `storage`) to one full canonical file.
 ///
 /// # Errors
 /// The backend named by the handle is not compiled in, its files are

@@ -97,6 +97,57 @@ fn inspect_reads_a_native_rocksdb_checkpoint() {
 }
 
 #[test]
+fn inspect_reads_an_incremental_heap_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file://{}", dir.path().display());
+    let storage = CheckpointStorage::open(&uri).unwrap();
+    let mut keyed = state_fs::FsStateBackend::new()
+        .create_keyed_backend(KeyedBackendOptions::new("wc", "sum", KeyGroupRange::all(128), 128))
+        .unwrap();
+    let count = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+    let checkpoint = |keyed: &mut Box<dyn state_api::KeyedStateBackend>, id: u64| {
+        let target = SnapshotTarget {
+            checkpoint_id: id,
+            kind: SnapshotKind::Checkpoint,
+            format: SnapshotFormat::Canonical,
+            incremental: true,
+            base: "wc/".into(),
+            exclusive_dir: format!("chk-{id}"),
+            shared_dir: "shared".into(),
+            file_stem: "sum-0".into(),
+        };
+        let handle = keyed.snapshot(&target).unwrap().write(&storage, &target).unwrap();
+        let mut manifest = SnapshotManifest::new("wc", id, SnapshotKind::Checkpoint, 128);
+        manifest.operators.push(OperatorSnapshot {
+            operator_id: "sum".into(),
+            parallelism: 1,
+            keyed_state: vec![handle],
+            operator_state: vec![],
+        });
+        storage.commit(&manifest).unwrap();
+    };
+    for (word, n) in [("HELLO", 3u64), ("WORLD", 1), ("GONE", 7)] {
+        keyed.set_current_key_typed(word).unwrap();
+        count.update(keyed.as_mut(), &n).unwrap();
+    }
+    checkpoint(&mut keyed, 1);
+    // The delta: one count changed, one key removed.
+    keyed.set_current_key_typed("WORLD").unwrap();
+    count.update(keyed.as_mut(), &2).unwrap();
+    keyed.set_current_key_typed("GONE").unwrap();
+    count.clear(keyed.as_mut()).unwrap();
+    checkpoint(&mut keyed, 2);
+    let files = &storage.load("wc/chk-2").unwrap().manifest.operators[0].keyed_state[0].files;
+    assert_eq!(files.len(), 2, "a full file and a delta");
+
+    let (ok, stdout, stderr) = streamstate(&["checkpoints", "inspect", &format!("{uri}/wc/chk-2")]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"HELLO\" = 3"), "{stdout}");
+    assert!(stdout.contains("\"WORLD\" = 2"), "{stdout}");
+    assert!(!stdout.contains("GONE"), "removed in the delta: {stdout}");
+}
+
+#[test]
 fn list_shows_committed_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let uri = write_checkpoint(dir.path());

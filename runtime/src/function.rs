@@ -32,6 +32,13 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
         let _ = (backend, out);
         Ok(())
     }
+
+    /// Told before the first record whether anyone reads the records
+    /// `process` emits (`false` behind a discarding sink): a function may
+    /// then skip building them. `finish` output is always wanted.
+    fn set_records_wanted(&mut self, wanted: bool) {
+        let _ = wanted;
+    }
 }
 
 /// The running sum per key (Flink's `sum`), in a `ValueState<i64>` named
@@ -40,6 +47,7 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
 pub struct SumFunction<K, T> {
     value_of: std::sync::Arc<dyn Fn(&T) -> i64 + Send + Sync>,
     state: Option<ValueState<i64>>,
+    records_wanted: bool,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -58,6 +66,7 @@ impl<K, T> SumFunction<K, T> {
         Self {
             value_of,
             state: None,
+            records_wanted: true,
             _key: PhantomData,
         }
     }
@@ -88,8 +97,14 @@ where
         let state = self.state()?;
         let sum = state.value(backend)?.unwrap_or(0) + (self.value_of)(&value);
         state.update(backend, &sum)?;
-        out((key.clone(), sum));
+        if self.records_wanted {
+            out((key.clone(), sum));
+        }
         Ok(())
+    }
+
+    fn set_records_wanted(&mut self, wanted: bool) {
+        self.records_wanted = wanted;
     }
 
     fn finish(&mut self, backend: &mut dyn KeyedStateBackend, out: &mut dyn FnMut((K, i64))) -> Result<()> {

@@ -48,8 +48,12 @@ struct Barrier {
     kind: SnapshotKind,
 }
 
+/// Serialized keys up to this many bytes travel inline, without an
+/// allocation per record.
+type KeyBytes = smallvec::SmallVec<[u8; 24]>;
+
 struct Record<K, T> {
-    key_bytes: Vec<u8>,
+    key_bytes: KeyBytes,
     key: K,
     value: T,
 }
@@ -136,6 +140,7 @@ pub struct JobHandle<O> {
     sources: Vec<JoinHandle<Result<()>>>,
     keyed: Vec<JoinHandle<Result<Vec<O>>>>,
     coordinator: Option<JoinHandle<Result<u64>>>,
+    uploads: Uploads,
     metrics: Arc<JobMetrics>,
     storage: CheckpointStorage,
     retention: RetentionOnCancellation,
@@ -226,10 +231,13 @@ impl<O> JobHandle<O> {
 
     fn finish(&mut self, cancelled: bool) -> Result<JobResult<O>> {
         let mut first_error = None;
+        // A source fails mostly because a keyed task stopped first; report
+        // the keyed task's error, the cause, when there is one.
+        let mut source_error = None;
         let mut final_records = Vec::new();
         for h in self.sources.drain(..) {
             if let Err(e) = join(h, "source") {
-                first_error.get_or_insert(e);
+                source_error.get_or_insert(e);
             }
         }
         for h in self.keyed.drain(..) {
@@ -241,6 +249,8 @@ impl<O> JobHandle<O> {
                 }
             }
         }
+        // Uploads report to the coordinator: wait for them before it stops.
+        self.uploads.join_all();
         let _ = self.control.send(Control::Shutdown);
         let mut failed_checkpoints = 0;
         if let Some(h) = self.coordinator.take() {
@@ -251,7 +261,7 @@ impl<O> JobHandle<O> {
                 }
             }
         }
-        if let Some(e) = first_error {
+        if let Some(e) = first_error.or(source_error) {
             return Err(e);
         }
         Ok(JobResult {
@@ -372,8 +382,12 @@ fn restore(
         None => Ok(None),
         Some(RestoreFrom::Snapshot { storage: from, dir }) => {
             let snapshot = from.load(dir)?;
-            tracing::info!(path = %format!("{}/{}", from.uri(), snapshot.dir), "restoring");
-            restore_snapshot(settings, backend, job_id, source_parallelism, from, &snapshot).map(Some)
+            let path = format!("{}/{}", from.uri(), snapshot.dir);
+            tracing::info!(%path, "restoring");
+            let started = std::time::Instant::now();
+            let restored = restore_snapshot(settings, backend, job_id, source_parallelism, from, &snapshot)?;
+            tracing::info!(%path, restore_ms = started.elapsed().as_millis() as u64, "restored");
+            Ok(Some(restored))
         }
         Some(RestoreFrom::Latest) => {
             let candidates = storage.completed_checkpoints(None)?;
@@ -386,9 +400,14 @@ fn restore(
             }
             let mut last_error = None;
             for snapshot in candidates {
+                let started = std::time::Instant::now();
                 match restore_snapshot(settings, backend, job_id, source_parallelism, storage, &snapshot) {
                     Ok(restored) => {
-                        tracing::info!(path = %format!("{}/{}", storage.uri(), snapshot.dir), "restored from latest");
+                        tracing::info!(
+                            path = %format!("{}/{}", storage.uri(), snapshot.dir),
+                            restore_ms = started.elapsed().as_millis() as u64,
+                            "restored from latest"
+                        );
                         return Ok(Some(restored));
                     }
                     Err(e) if is_damage(&e) => {
@@ -483,6 +502,7 @@ where
         incremental,
     };
 
+    let uploads = Uploads::default();
     let mut keyed_handles = Vec::new();
     for (subtask, rx) in data_rx.into_iter().enumerate() {
         let task = KeyedTask {
@@ -494,6 +514,7 @@ where
             sink: Arc::clone(&sink),
             mode: settings.checkpoint.mode,
             control: control_tx.clone(),
+            uploads: uploads.clone(),
             storage: storage.clone(),
             targets: targets.clone(),
             cancel: Arc::clone(&cancel),
@@ -518,6 +539,7 @@ where
             parallelism: settings.parallelism,
             batch_size: settings.batch_size.max(1),
             control: control_tx.clone(),
+            uploads: uploads.clone(),
             storage: storage.clone(),
             targets: targets.clone(),
             cancel: Arc::clone(&cancel),
@@ -545,6 +567,7 @@ where
         sources: source_handles,
         keyed: keyed_handles,
         coordinator: Some(coordinator_handle),
+        uploads,
         metrics,
         storage,
         retention: settings.checkpoint.retention_on_cancellation,
@@ -609,16 +632,43 @@ impl TargetFactory {
     }
 }
 
+/// The threads running snapshots' asynchronous phases. A job joins them
+/// before it reports itself finished, so nothing writes to checkpoint
+/// storage after `wait`/`cancel` return (a restart, or a user cleaning up,
+/// would otherwise race with a late upload).
+#[derive(Debug, Clone, Default)]
+struct Uploads(Arc<Mutex<Vec<JoinHandle<()>>>>);
+
+impl Uploads {
+    fn push(&self, handle: JoinHandle<()>) {
+        if let Ok(mut handles) = self.0.lock() {
+            // Forget the finished ones, so the list stays short.
+            handles.retain(|h| !h.is_finished());
+            handles.push(handle);
+        }
+    }
+
+    /// Waits for every upload started so far.
+    fn join_all(&self) {
+        let handles = self.0.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
+        for handle in handles {
+            // An upload that panicked has nothing left to write.
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Runs a snapshot's asynchronous phase on its own thread and reports the
 /// outcome to the coordinator, so the processing thread never waits on
 /// storage.
 fn spawn_upload(
+    uploads: &Uploads,
     control: Sender<Control>,
     id: u64,
     sync: Duration,
     write: impl FnOnce() -> Result<TaskSnapshot> + Send + 'static,
 ) {
-    std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || {
         let started = Instant::now();
         let message = match write() {
             Ok(snapshot) => Control::Ack(Box::new(Ack {
@@ -631,6 +681,7 @@ fn spawn_upload(
         };
         let _ = control.send(message);
     });
+    uploads.push(handle);
 }
 
 struct SourceTask<K, T> {
@@ -644,6 +695,7 @@ struct SourceTask<K, T> {
     parallelism: u32,
     batch_size: usize,
     control: Sender<Control>,
+    uploads: Uploads,
     storage: CheckpointStorage,
     targets: TargetFactory,
     cancel: Arc<AtomicBool>,
@@ -675,7 +727,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
         let sync = started.elapsed();
         let (storage, subtask) = (self.storage.clone(), self.subtask);
         let target = self.targets.target(barrier, format!("{SOURCE_OPERATOR}-{subtask}"));
-        spawn_upload(self.control.clone(), barrier.id, sync, move || {
+        spawn_upload(&self.uploads, self.control.clone(), barrier.id, sync, move || {
             store.write(&storage, &target, subtask).map(TaskSnapshot::Source)
         });
         for to in 0..self.outputs.len() {
@@ -721,7 +773,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
                         let group = assign_to_key_group(&key_bytes, max_p);
                         let to = subtask_for_key_group(max_p, p, group) as usize;
                         batches[to].push(Record {
-                            key_bytes: key_bytes.clone(),
+                            key_bytes: KeyBytes::from_slice(&key_bytes),
                             key,
                             value,
                         });
@@ -761,6 +813,7 @@ struct KeyedTask<K, T, O> {
     sink: SinkFactory<O>,
     mode: CheckpointingMode,
     control: Sender<Control>,
+    uploads: Uploads,
     storage: CheckpointStorage,
     targets: TargetFactory,
     cancel: Arc<AtomicBool>,
@@ -778,7 +831,7 @@ impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O>
         match pending {
             Ok(pending) => {
                 let storage = self.storage.clone();
-                spawn_upload(self.control.clone(), barrier.id, sync, move || {
+                spawn_upload(&self.uploads, self.control.clone(), barrier.id, sync, move || {
                     pending.write(&storage, &target).map(TaskSnapshot::Keyed)
                 });
             }
@@ -792,6 +845,7 @@ impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O>
         let mut function = (self.factory)();
         function.open(self.backend.as_mut())?;
         let mut sink = (self.sink)(self.subtask, self.parallelism)?;
+        function.set_records_wanted(!sink.discards_records());
         let n = self.inputs.len();
         let (mut ended, mut seen) = (vec![false; n], vec![false; n]);
         let mut aligning: Option<Barrier> = None;

@@ -22,6 +22,12 @@ pub trait Sink<O>: Send {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// Whether the sink drops every record unseen, so operators need not
+    /// build them (their final state still counts).
+    fn discards_records(&self) -> bool {
+        false
+    }
 }
 
 /// Formats a record as Flink prints it: tuples as `(a,b)`.
@@ -152,6 +158,10 @@ pub struct DiscardSink;
 impl<O> Sink<O> for DiscardSink {
     fn write(&mut self, _record: &O) -> Result<()> {
         Ok(())
+    }
+
+    fn discards_records(&self) -> bool {
+        true
     }
 }
 

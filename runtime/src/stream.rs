@@ -399,11 +399,14 @@ opaque_debug!(Job<K, T, O>);
 /// ```
 pub fn word_count(lines: DataStream<String>) -> ProcessedStream<String, (String, i64), (String, i64)> {
     lines
-        .flat_map(|line: String| {
-            line.to_uppercase()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
+        .flat_map(|mut line: String| {
+            // In place for ASCII (no copy of the line); `to_uppercase` else.
+            if line.is_ascii() {
+                line.make_ascii_uppercase();
+            } else {
+                line = line.to_uppercase();
+            }
+            line.split_whitespace().map(str::to_owned).collect::<Vec<_>>()
         })
         .map(|word| (word, 1i64))
         .key_by(|(word, _)| word.clone())

@@ -37,6 +37,7 @@ fn word_count_job(
     storage: &CheckpointStorage,
     parallelism: u32,
     mode: CheckpointingMode,
+    incremental: bool,
     restore: bool,
 ) -> streamstate_runtime::JobHandle<(String, i64)> {
     let mut env = StreamExecutionEnvironment::new();
@@ -45,6 +46,7 @@ fn word_count_job(
         .set_state_backend(backend)
         .set_checkpoint_storage(storage.clone());
     env.checkpoint_config().mode = mode;
+    env.checkpoint_config().incremental = incremental;
     env.checkpoint_config().num_retained = 2;
     if restore {
         env.restore_from(RestoreFrom::Latest);
@@ -60,11 +62,20 @@ fn run_with_random_aborts(
     storage: &CheckpointStorage,
     parallelisms: &[u32],
     mode: CheckpointingMode,
+    incremental: bool,
 ) -> (BTreeMap<String, i64>, usize) {
     let mut seed: u64 = 12345;
     for round in 0.. {
         let parallelism = parallelisms[round % parallelisms.len()];
-        let job = word_count_job(input, Arc::clone(&backend), storage, parallelism, mode, round > 0);
+        let job = word_count_job(
+            input,
+            Arc::clone(&backend),
+            storage,
+            parallelism,
+            mode,
+            incremental,
+            round > 0,
+        );
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let wait = Duration::from_millis(20 + (seed >> 33) % 150);
         let deadline = std::time::Instant::now() + wait;
@@ -81,12 +92,28 @@ fn run_with_random_aborts(
     unreachable!()
 }
 
+/// Random aborts and restores from `latest`, with full checkpoints.
 fn check_exactly_once(backend: Arc<dyn StateBackend>, storage: CheckpointStorage, parallelisms: &[u32]) {
+    check_exactly_once_with(backend, storage, parallelisms, false);
+}
+
+fn check_exactly_once_with(
+    backend: Arc<dyn StateBackend>,
+    storage: CheckpointStorage,
+    parallelisms: &[u32],
+    incremental: bool,
+) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("words.txt");
     let expected = corpus(&input, 400_000);
-    let (counts, aborts) =
-        run_with_random_aborts(&input, backend, &storage, parallelisms, CheckpointingMode::ExactlyOnce);
+    let (counts, aborts) = run_with_random_aborts(
+        &input,
+        backend,
+        &storage,
+        parallelisms,
+        CheckpointingMode::ExactlyOnce,
+        incremental,
+    );
     assert!(
         aborts >= 2,
         "the job must have been aborted and restored (aborted {aborts} times)"
@@ -128,6 +155,23 @@ fn memory_backend_on_memory_storage_counts_exactly_once_through_aborts() {
 fn fs_backend_on_file_storage_counts_exactly_once_through_aborts() {
     let (_dir, storage) = file_storage();
     check_exactly_once(Arc::new(state_fs::FsStateBackend::new()), storage, &[2]);
+}
+
+#[test]
+fn fs_backend_with_incremental_checkpoints_counts_exactly_once_through_aborts_and_rescaling() {
+    let (_dir, storage) = file_storage();
+    check_exactly_once_with(Arc::new(state_fs::FsStateBackend::new()), storage, &[2, 2, 1, 3], true);
+}
+
+#[test]
+fn rocksdb_backend_with_incremental_checkpoints_counts_exactly_once_through_aborts() {
+    let (_dir, storage) = file_storage();
+    check_exactly_once_with(
+        Arc::new(state_rocksdb::RocksDbStateBackend::default()),
+        storage,
+        &[2],
+        true,
+    );
 }
 
 #[test]
@@ -180,6 +224,7 @@ fn at_least_once_never_loses_a_count() {
         &storage,
         &[2],
         CheckpointingMode::AtLeastOnce,
+        false,
     );
     for (word, n) in &expected {
         assert!(counts.get(word).copied().unwrap_or(0) >= *n, "{word} lost counts");
@@ -267,6 +312,7 @@ fn savepoint_restores_into_another_backend_at_another_parallelism() {
         &storage,
         1,
         CheckpointingMode::ExactlyOnce,
+        false,
         false,
     );
     std::thread::sleep(Duration::from_millis(30));

@@ -20,6 +20,32 @@ pub fn encode_value_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) ->
         .map_err(|e| Error::new(ErrorKind::Serialization, "cannot serialize value").with_source(e))
 }
 
+/// Runs `f` with an empty byte buffer reused across calls on this thread,
+/// so encoding a value per state access does not allocate. Reentrant: a
+/// nested call gets a buffer of its own.
+///
+/// ```
+/// use state_api::codec::{encode_value_into, with_scratch};
+/// let len = with_scratch(|buf| {
+///     encode_value_into(&42u64, buf).unwrap();
+///     buf.len()
+/// });
+/// assert_eq!(len, 1);
+/// ```
+pub fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buf = SCRATCH.take();
+    buf.clear();
+    let result = f(&mut buf);
+    // Keep a buffer of everyday size; let a huge one go.
+    if buf.capacity() <= 64 << 10 {
+        SCRATCH.set(buf);
+    }
+    result
+}
+
 /// Serializes a user value with postcard into a new buffer.
 ///
 /// # Errors

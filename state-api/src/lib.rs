@@ -52,6 +52,8 @@ pub mod backend;
 pub mod codec;
 pub mod descriptor;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod key_group;
 pub mod operator_state;
 pub mod snapshot;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::backend::{KeyedStateBackend, StateId};
-use crate::codec::{decode_value, encode_value_into, get_length_prefixed, put_varint};
+use crate::codec::{decode_value, encode_value_into, get_length_prefixed, put_varint, with_scratch};
 use crate::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReduceFn,
     ReducingStateDescriptor, StateMeta, ValueStateDescriptor,
@@ -40,6 +40,16 @@ fn encode_stored<T: Serialize + ?Sized>(
         out.extend_from_slice(&ttl.expiry_for(backend.clock().now_ms()).to_le_bytes());
     }
     encode_value_into(value, out)
+}
+
+/// The clock's time when `ttl` needs it; reading the clock costs a system
+/// call's worth per state access, which states without TTL skip.
+fn now_for(ttl: Option<TtlConfig>, backend: &(impl KeyedStateBackend + ?Sized)) -> ttl::TimestampMs {
+    if ttl.is_some() {
+        backend.clock().now_ms()
+    } else {
+        0
+    }
 }
 
 /// The payload of a stored value, or `None` if it has expired.
@@ -133,9 +143,10 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
     /// # Errors
     /// See [`KeyedStateBackend::set_current_key`].
     fn set_current_key_typed<K: Serialize + ?Sized>(&mut self, key: &K) -> Result<()> {
-        let mut bytes = Vec::new();
-        encode_value_into(key, &mut bytes)?;
-        self.set_current_key(&bytes)
+        with_scratch(|bytes| {
+            encode_value_into(key, bytes)?;
+            self.set_current_key(bytes)
+        })
     }
 }
 
@@ -173,7 +184,7 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
     /// Backend errors, or [`crate::ErrorKind::Serialization`] when the stored
     /// bytes are not a `T`.
     pub fn value<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Option<T>> {
-        let now = backend.clock().now_ms();
+        let now = now_for(self.ttl, backend);
         let value = match backend.get(self.id)? {
             None => return Ok(None),
             Some(stored) => match live_payload(&stored, self.ttl, now)? {
@@ -195,9 +206,10 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
     /// # Errors
     /// Backend or serialization errors.
     pub fn update<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, value: &T) -> Result<()> {
-        let mut bytes = Vec::new();
-        encode_stored(value, self.ttl, backend, &mut bytes)?;
-        backend.put(self.id, &bytes)
+        with_scratch(|bytes| {
+            encode_stored(value, self.ttl, backend, bytes)?;
+            backend.put(self.id, bytes)
+        })
     }
 
     /// Removes the current key's value.
@@ -231,11 +243,12 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
     }
 
     fn frame(&self, backend: &(impl KeyedStateBackend + ?Sized), value: &T, out: &mut Vec<u8>) -> Result<()> {
-        let mut element = Vec::new();
-        encode_stored(value, self.ttl, backend, &mut element)?;
-        put_varint(out, element.len() as u64);
-        out.extend_from_slice(&element);
-        Ok(())
+        with_scratch(|element| {
+            encode_stored(value, self.ttl, backend, element)?;
+            put_varint(out, element.len() as u64);
+            out.extend_from_slice(element);
+            Ok(())
+        })
     }
 
     /// The current key's elements in insertion order; empty when unset.
@@ -244,7 +257,7 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
     /// # Errors
     /// Backend or deserialization errors.
     pub fn get<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<T>> {
-        let now = backend.clock().now_ms();
+        let now = now_for(self.ttl, backend);
         let mut elements = Vec::new();
         // Frames of live elements, kept as stored so their expiry survives a
         // rewrite that only drops expired elements.
@@ -283,9 +296,10 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
     /// # Errors
     /// Backend or serialization errors.
     pub fn add<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, value: &T) -> Result<()> {
-        let mut frame = Vec::new();
-        self.frame(backend, value, &mut frame)?;
-        backend.append(self.id, &frame)
+        with_scratch(|frame| {
+            self.frame(backend, value, frame)?;
+            backend.append(self.id, frame)
+        })
     }
 
     /// Appends all `values` in order.
@@ -356,7 +370,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     pub fn get<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, user_key: &K) -> Result<Option<V>> {
         let mut uk = Vec::new();
         encode_value_into(user_key, &mut uk)?;
-        let now = backend.clock().now_ms();
+        let now = now_for(self.ttl, backend);
         let value = match backend.map_get(self.id, &uk)? {
             None => return Ok(None),
             Some(stored) => match live_payload(&stored, self.ttl, now)? {
@@ -377,11 +391,13 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     /// # Errors
     /// Backend or serialization errors.
     pub fn put<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, user_key: &K, value: &V) -> Result<()> {
-        let mut uk = Vec::new();
-        encode_value_into(user_key, &mut uk)?;
-        let mut bytes = Vec::new();
-        encode_stored(value, self.ttl, backend, &mut bytes)?;
-        backend.map_put(self.id, &uk, &bytes)
+        with_scratch(|uk| {
+            encode_value_into(user_key, uk)?;
+            with_scratch(|bytes| {
+                encode_stored(value, self.ttl, backend, bytes)?;
+                backend.map_put(self.id, uk, bytes)
+            })
+        })
     }
 
     /// Removes `user_key`'s entry.
@@ -389,9 +405,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     /// # Errors
     /// Backend or serialization errors.
     pub fn remove<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, user_key: &K) -> Result<()> {
-        let mut uk = Vec::new();
-        encode_value_into(user_key, &mut uk)?;
-        backend.map_remove(self.id, &uk)
+        with_scratch(|uk| {
+            encode_value_into(user_key, uk)?;
+            backend.map_remove(self.id, uk)
+        })
     }
 
     /// Whether a live entry exists under `user_key`.
@@ -407,7 +424,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     /// # Errors
     /// Backend or deserialization errors.
     pub fn entries<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<(K, V)>> {
-        let now = backend.clock().now_ms();
+        let now = now_for(self.ttl, backend);
         let mut live = Vec::new();
         let mut expired = Vec::new();
         for (uk, stored) in backend.map_entries(self.id)? {

@@ -2,23 +2,25 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use state_api::backend::{key_outside_range, unknown_state, wrong_state_kind};
 use state_api::key_group::{key_group_for_hash, key_hash};
 use state_api::ttl::Clock;
 use state_api::{
     AsyncSnapshot, Capabilities, Error, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, Result, SnapshotFormat,
-    SnapshotTarget, StateId, StateMeta,
+    SnapshotKind, SnapshotTarget, StateId, StateMeta,
 };
 
-use crate::snapshot::{FrozenState, HeapSnapshot};
-use crate::table::{StateTable, Table, UserMap};
+use crate::snapshot::{Chain, FrozenState, HeapSnapshot, IncrementalPlan};
+use crate::table::{Bytes, Epoch, StateTable, Table, UserMap, WriteEpoch};
 
 /// What the heap backends support.
 pub const HEAP_CAPABILITIES: Capabilities = Capabilities {
     canonical_snapshots: true,
     native_snapshots: false,
-    incremental_snapshots: false,
+    incremental_snapshots: true,
     ttl: true,
     rescaling: true,
 };
@@ -51,6 +53,18 @@ pub struct HeapKeyedStateBackend {
     current_key: Vec<u8>,
     current_key_group: u32,
     current_hash: u64,
+    /// Snapshot epoch: writes are stamped with it, each snapshot bumps it.
+    epoch: Epoch,
+    /// Set by the first incremental snapshot: removals leave markers.
+    keep_removals: bool,
+    /// The files of the newest uploaded incremental snapshot, which the next
+    /// delta builds on; written by asynchronous phases.
+    chain: Arc<Mutex<Option<Chain>>>,
+    /// The chain's epoch, read on the write path without the lock.
+    covered_epoch: Arc<AtomicU64>,
+    /// Makes this instance's shared file names unique across instances and
+    /// runs of the same job.
+    instance_token: String,
 }
 
 impl HeapKeyedStateBackend {
@@ -66,6 +80,20 @@ impl HeapKeyedStateBackend {
             current_key: Vec::new(),
             current_key_group: 0,
             current_hash: 0,
+            epoch: 1,
+            keep_removals: false,
+            chain: Arc::new(Mutex::new(None)),
+            covered_epoch: Arc::new(AtomicU64::new(0)),
+            instance_token: unique_token(),
+        }
+    }
+
+    #[inline]
+    fn write_epoch(&self) -> WriteEpoch {
+        WriteEpoch {
+            current: self.epoch,
+            keep_removals: self.keep_removals,
+            covered: self.covered_epoch.load(Ordering::Acquire),
         }
     }
 
@@ -73,7 +101,7 @@ impl HeapKeyedStateBackend {
         self.states.get(id).ok_or_else(|| unknown_state(id))
     }
 
-    fn cells(&self, id: StateId) -> Result<&Table<Vec<u8>>> {
+    fn cells(&self, id: StateId) -> Result<&Table<Bytes>> {
         let state = self.state(id)?;
         match &state.table {
             StateTable::Cells(t) => Ok(t),
@@ -81,7 +109,7 @@ impl HeapKeyedStateBackend {
         }
     }
 
-    fn cells_mut(&mut self, id: StateId) -> Result<&mut Table<Vec<u8>>> {
+    fn cells_mut(&mut self, id: StateId) -> Result<&mut Table<Bytes>> {
         let state = self.states.get_mut(id).ok_or_else(|| unknown_state(id))?;
         match &mut state.table {
             StateTable::Cells(t) => Ok(t),
@@ -205,62 +233,41 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     fn put(&mut self, state: StateId, value: &[u8]) -> Result<()> {
         let shard = self.current_shard(self.cells(state)?)?;
+        let epoch = self.write_epoch();
         let key = std::mem::take(&mut self.current_key);
-        let map = self.cells_mut(state)?.shard_mut(shard);
-        match map.get_mut(key.as_slice()) {
-            Some(cell) => {
-                cell.clear();
-                cell.extend_from_slice(value);
-            }
-            None => {
-                map.insert(key.as_slice().into(), value.to_vec());
-            }
-        }
+        let result = self.cells_mut(state).map(|table| {
+            let cell = table.upsert(shard, &key, epoch);
+            cell.clear();
+            cell.extend_from_slice(value);
+        });
         self.current_key = key;
-        Ok(())
+        result
     }
 
     fn append(&mut self, state: StateId, bytes: &[u8]) -> Result<()> {
         let shard = self.current_shard(self.cells(state)?)?;
+        let epoch = self.write_epoch();
         let key = std::mem::take(&mut self.current_key);
-        let map = self.cells_mut(state)?.shard_mut(shard);
-        match map.get_mut(key.as_slice()) {
-            Some(cell) => cell.extend_from_slice(bytes),
-            None => {
-                map.insert(key.as_slice().into(), bytes.to_vec());
-            }
-        }
+        let result = self
+            .cells_mut(state)
+            .map(|table| table.upsert(shard, &key, epoch).extend_from_slice(bytes));
         self.current_key = key;
-        Ok(())
+        result
     }
 
     fn clear(&mut self, state: StateId) -> Result<()> {
-        let key = std::mem::take(&mut self.current_key);
-        let result = (|| {
-            if key.is_empty() {
-                return Err(Error::invalid_argument("no current key: call set_current_key first"));
-            }
-            let (kg, hash) = (self.current_key_group, self.current_hash);
-            let state_ref = self.states.get_mut(state).ok_or_else(|| unknown_state(state))?;
-            match &mut state_ref.table {
-                StateTable::Cells(t) => {
-                    let shard = t.shard_index(kg, hash);
-                    // Only copy a shared shard when there is something to remove.
-                    if t.get(shard, &key).is_some() {
-                        t.shard_mut(shard).remove(key.as_slice());
-                    }
-                }
-                StateTable::Maps(t) => {
-                    let shard = t.shard_index(kg, hash);
-                    if t.get(shard, &key).is_some() {
-                        t.shard_mut(shard).remove(key.as_slice());
-                    }
-                }
-            }
-            Ok(())
-        })();
-        self.current_key = key;
-        result
+        if self.current_key.is_empty() {
+            return Err(Error::invalid_argument("no current key: call set_current_key first"));
+        }
+        let epoch = self.write_epoch();
+        let (kg, hash) = (self.current_key_group, self.current_hash);
+        let key = &self.current_key;
+        let state_ref = self.states.get_mut(state).ok_or_else(|| unknown_state(state))?;
+        match &mut state_ref.table {
+            StateTable::Cells(t) => t.remove(t.shard_index(kg, hash), key, epoch),
+            StateTable::Maps(t) => t.remove(t.shard_index(kg, hash), key, epoch),
+        }
+        Ok(())
     }
 
     fn map_get(&self, state: StateId, user_key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
@@ -274,15 +281,15 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     fn map_put(&mut self, state: StateId, user_key: &[u8], value: &[u8]) -> Result<()> {
         let shard = self.current_shard(self.maps(state)?)?;
+        let epoch = self.write_epoch();
         let key = std::mem::take(&mut self.current_key);
-        let shard_map = self.maps_mut(state)?.shard_mut(shard);
-        let user_map = match shard_map.get_mut(key.as_slice()) {
-            Some(m) => m,
-            None => shard_map.entry(key.as_slice().into()).or_default(),
-        };
-        user_map.insert(user_key.to_vec(), value.to_vec());
+        let result = self.maps_mut(state).map(|table| {
+            table
+                .upsert(shard, &key, epoch)
+                .insert(user_key.to_vec(), value.to_vec());
+        });
         self.current_key = key;
-        Ok(())
+        result
     }
 
     fn map_remove(&mut self, state: StateId, user_key: &[u8]) -> Result<()> {
@@ -294,16 +301,16 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         if !present {
             return Ok(());
         }
+        let epoch = self.write_epoch();
         let key = std::mem::take(&mut self.current_key);
-        let shard_map = self.maps_mut(state)?.shard_mut(shard);
-        if let Some(user_map) = shard_map.get_mut(key.as_slice()) {
-            user_map.remove(user_key);
-            if user_map.is_empty() {
-                shard_map.remove(key.as_slice());
-            }
-        }
+        let result = self.maps_mut(state).map(|table| {
+            table.modify(shard, &key, epoch, |user_map| {
+                user_map.remove(user_key);
+                user_map.is_empty()
+            });
+        });
         self.current_key = key;
-        Ok(())
+        result
     }
 
     fn map_entries(&self, state: StateId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -331,13 +338,27 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
                 self.name, target.format
             )));
         }
-        if target.incremental {
-            return Err(Error::unsupported(format!(
-                "the {} backend does not take incremental snapshots",
-                self.name
-            )));
-        }
-        // The synchronous phase: share every shard (Arc clones), copy nothing.
+        // The synchronous phase: share every shard (Arc clones), copy nothing,
+        // and start a new epoch so later writes are told apart.
+        let epoch = self.epoch;
+        self.epoch += 1;
+        // Savepoints are self-contained: never part of a chain.
+        let incremental = (target.incremental && target.kind == SnapshotKind::Checkpoint).then(|| {
+            self.keep_removals = true;
+            IncrementalPlan {
+                // A poisoned lock only means an upload thread panicked; its
+                // chain is still whole, but starting over is safer.
+                base: self
+                    .chain
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.clone())
+                    .filter(|c| !c.wants_full_snapshot()),
+                chain: Arc::clone(&self.chain),
+                covered_epoch: Arc::clone(&self.covered_epoch),
+                instance_token: self.instance_token.clone(),
+            }
+        });
         let states = self
             .states
             .iter()
@@ -352,8 +373,26 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             now_ms: self.options.clock.now_ms(),
             max_state_size: self.max_state_size,
             states,
+            epoch,
+            incremental,
         }))
     }
+}
+
+/// A token unique to this backend instance: process id, time and a
+/// process-wide counter, so shared files of two instances, or of two runs of
+/// the same job, never share a name.
+fn unique_token() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "{:x}-{:x}-{:x}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Creates heap backends and restores them from canonical snapshots.

@@ -18,6 +18,7 @@ use state_api::{
 
 use crate::keys;
 use crate::snapshot::{CanonicalFromRocksDb, DirGuard, NativeSnapshot};
+use crate::write_back::{Buffered, WriteBack};
 use crate::Resources;
 
 /// What the RocksDB backend supports.
@@ -103,6 +104,9 @@ pub struct RocksDbKeyedStateBackend {
     map_prefix: Vec<u8>,
     scratch: Vec<u8>,
     write_options: WriteOptions,
+    /// Recent cell writes not yet in RocksDB; flushed when full and before
+    /// snapshots.
+    write_back: WriteBack,
     /// SST files already in `shared/` (local name -> file), for incremental
     /// snapshots. Filled by the asynchronous phase.
     pub(crate) uploaded: Arc<Mutex<HashMap<String, FileRef>>>,
@@ -164,6 +168,7 @@ impl RocksDbKeyedStateBackend {
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(0)
         );
+        let resources_write_back = resources.write_back_entries;
         let mut backend = Self {
             db: Some(db),
             dir,
@@ -177,6 +182,7 @@ impl RocksDbKeyedStateBackend {
             map_prefix: Vec::new(),
             scratch: Vec::new(),
             write_options,
+            write_back: WriteBack::new(resources_write_back),
             uploaded: Arc::new(Mutex::new(HashMap::new())),
             instance,
             snapshot_seq: 0,
@@ -231,6 +237,35 @@ impl RocksDbKeyedStateBackend {
             .ok_or_else(|| Error::corrupt(format!("column family {name} is missing")))
     }
 
+    /// Writes the write-back buffer to RocksDB in one batch.
+    fn flush_write_back(&mut self) -> Result<()> {
+        if self.write_back.is_empty() {
+            return Ok(());
+        }
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))?;
+        let states = &self.states;
+        let mut batch = WriteBatch::default();
+        self.write_back.drain_into(&mut batch, |id| {
+            let name = &states.get(id).ok_or_else(|| unknown_state(id))?.cf;
+            db.cf_handle(name)
+                .ok_or_else(|| Error::corrupt(format!("column family {name} is missing")))
+        })?;
+        db.write_opt(batch, &self.write_options)
+            .map_err(|e| rocks_error("write", e))
+    }
+
+    /// Buffers a cell write (`None`: removal), flushing a full buffer.
+    fn buffer_cell(&mut self, state: StateId, value: Option<&[u8]>) -> Result<()> {
+        self.write_back.put(state, &self.cell_key, value);
+        if self.write_back.is_full() {
+            self.flush_write_back()?;
+        }
+        Ok(())
+    }
+
     fn require_key(&self) -> Result<()> {
         if self.current_key.is_empty() {
             return Err(Error::invalid_argument("no current key: call set_current_key first"));
@@ -241,6 +276,7 @@ impl RocksDbKeyedStateBackend {
     /// Copies the key groups of `range` from the DB at `source_db` (opened
     /// read-only) into this backend: the rescaling path.
     pub(crate) fn copy_key_groups_from(&mut self, source_db: &Path, range: KeyGroupRange) -> Result<()> {
+        self.flush_write_back()?;
         let names = DB::list_cf(&Options::default(), source_db).map_err(|e| rocks_error("list column families", e))?;
         let descriptors = names
             .iter()
@@ -387,6 +423,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     fn get(&self, state: StateId) -> Result<Option<Cow<'_, [u8]>>> {
         self.require_key()?;
         let cf = self.cell_cf(state)?;
+        if let Buffered::Known(value) = self.write_back.get(state, &self.cell_key) {
+            return Ok(value.map(Cow::Borrowed));
+        }
         Ok(self
             .db()?
             .get_pinned_cf(cf, &self.cell_key)
@@ -397,6 +436,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     fn put(&mut self, state: StateId, value: &[u8]) -> Result<()> {
         self.require_key()?;
         let cf = self.cell_cf(state)?;
+        if self.write_back.enabled() {
+            return self.buffer_cell(state, Some(value));
+        }
         self.db()?
             .put_cf_opt(cf, &self.cell_key, value, &self.write_options)
             .map_err(|e| rocks_error("put", e))
@@ -404,6 +446,10 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn append(&mut self, state: StateId, bytes: &[u8]) -> Result<()> {
         self.require_key()?;
+        self.cell_cf(state)?;
+        if self.write_back.append(state, &self.cell_key, bytes) {
+            return Ok(());
+        }
         let cf = self.cell_cf(state)?;
         self.db()?
             .merge_cf_opt(cf, &self.cell_key, bytes, &self.write_options)
@@ -421,6 +467,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             self.db()?
                 .write_opt(batch, &self.write_options)
                 .map_err(|e| rocks_error("delete range", e))
+        } else if self.write_back.enabled() {
+            self.cell_cf(state)?;
+            self.buffer_cell(state, None)
         } else {
             let cf = self.cell_cf(state)?;
             self.db()?
@@ -501,8 +550,21 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
                 out.push(key.to_vec());
             }
         }
+        // Buffered writes supersede RocksDB: add new keys, drop removed ones.
+        let mut removed = Vec::new();
+        for (cell_key, present) in self.write_back.keys(state) {
+            if present {
+                out.push(cell_key[2..].to_vec());
+            } else {
+                removed.push(&cell_key[2..]);
+            }
+        }
         out.sort_unstable();
         out.dedup();
+        if !removed.is_empty() {
+            removed.sort_unstable();
+            out.retain(|k| removed.binary_search(&k.as_slice()).is_err());
+        }
         Ok(out)
     }
 
@@ -513,6 +575,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         } else {
             "canonical"
         };
+        self.flush_write_back()?;
         // Guarded from here on: a failed checkpoint leaves no directory.
         let dir = DirGuard(self.snapshot_dir(kind));
         Checkpoint::new(self.db()?)

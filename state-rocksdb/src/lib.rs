@@ -22,6 +22,7 @@
 mod backend;
 mod keys;
 mod snapshot;
+mod write_back;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,10 @@ pub struct RocksDbConfig {
     pub write_buffer_bytes: usize,
     /// One column family's memtable size, bytes.
     pub write_buffer_size: usize,
+    /// Keys of cell states each instance keeps in its write-back buffer
+    /// before writing them to RocksDB in one batch (0: every write goes to
+    /// RocksDB at once).
+    pub write_back_entries: usize,
 }
 
 impl Default for RocksDbConfig {
@@ -54,15 +59,22 @@ impl Default for RocksDbConfig {
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 64 << 20,
             write_buffer_size: 16 << 20,
+            write_back_entries: DEFAULT_WRITE_BACK_ENTRIES,
         }
     }
 }
+
+/// Default [`RocksDbConfig::write_back_entries`]: small enough that the
+/// flush before a snapshot stays a few milliseconds, large enough to hold
+/// the hot keys of a skewed stream.
+pub const DEFAULT_WRITE_BACK_ENTRIES: usize = 16_384;
 
 /// Process-wide RocksDB resources shared by every instance of a backend.
 pub struct Resources {
     pub(crate) cache: rocksdb::Cache,
     pub(crate) write_buffers: rocksdb::WriteBufferManager,
     pub(crate) write_buffer_size: usize,
+    pub(crate) write_back_entries: usize,
 }
 
 impl std::fmt::Debug for Resources {
@@ -97,6 +109,7 @@ impl RocksDbStateBackend {
                 cache,
                 write_buffers,
                 write_buffer_size: config.write_buffer_size,
+                write_back_entries: config.write_back_entries,
             }),
         }
     }

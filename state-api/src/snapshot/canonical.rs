@@ -7,11 +7,22 @@
 //!            varint state_index | varint key_len | key
 //!            [varint user_key_len | user_key]     (map states only)
 //!            varint value_len | value
+//!          in a delta file (index `"delta": true`) the first varint is
+//!          `state_index << 1 | removed`; a removal record is that varint
+//!          and the key only
 //! index    JSON CanonicalIndex: states, key-group range, and per block
 //!          { key_group, offset, len, records, crc32c }
 //! footer   index_offset u64 | index_len u64 | index_crc32c u32 |
 //!          version u32 | "SSKGSNAP"                                  32 bytes
 //! ```
+//!
+//! A full file holds every key. A *delta* file (incremental heap
+//! checkpoints) holds only the keys that changed since an earlier snapshot:
+//! a removal record for each key removed, and each changed key's whole
+//! current value; a changed map key is written as a removal followed by all
+//! its entries, so applying records in order replaces the key's map. A
+//! snapshot is then a chain, one full file and the deltas after it, applied
+//! in order ([`read_handles`], [`restore_into`]).
 //!
 //! Values are stored exactly as the typed layer wrote them (TTL prefix, list
 //! framing), so any backend can restore any canonical file. Expired TTL
@@ -64,6 +75,10 @@ pub struct CanonicalIndex {
     pub states: Vec<StateMeta>,
     /// Blocks of non-empty key groups, ascending by key group.
     pub blocks: Vec<KeyGroupBlock>,
+    /// Whether this is a delta file: its records change an earlier file's
+    /// keys and include removals.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delta: bool,
 }
 
 impl CanonicalIndex {
@@ -84,8 +99,12 @@ pub struct CanonicalRecord<'a> {
     pub key: &'a [u8],
     /// Serialized user key, for map states.
     pub user_key: Option<&'a [u8]>,
-    /// Stored value bytes (TTL prefix and list framing included).
+    /// Stored value bytes (TTL prefix and list framing included); empty for
+    /// a removal.
     pub value: &'a [u8],
+    /// Whether the record removes the key from the state (delta files only):
+    /// its value and, for map states, all its entries.
+    pub removed: bool,
 }
 
 /// Builds a canonical file in memory, key group by key group.
@@ -113,6 +132,15 @@ pub struct CanonicalWriter {
 }
 
 impl CanonicalWriter {
+    /// A writer of a delta file: see the [module docs](self). Cells whose
+    /// values all expired at `now_ms` are written as removals, so a stale
+    /// value of an earlier file does not come back.
+    pub fn new_delta(states: Vec<StateMeta>, range: KeyGroupRange, now_ms: TimestampMs) -> Self {
+        let mut writer = Self::new(states, range, now_ms);
+        writer.index.delta = true;
+        writer
+    }
+
     /// A writer for `states` covering `range`. TTL values that are expired
     /// at `now_ms` are dropped.
     pub fn new(states: Vec<StateMeta>, range: KeyGroupRange, now_ms: TimestampMs) -> Self {
@@ -126,6 +154,7 @@ impl CanonicalWriter {
                 key_group_range: range,
                 states,
                 blocks: Vec::new(),
+                delta: false,
             },
             open_block: None,
             now_ms,
@@ -227,13 +256,43 @@ impl CanonicalWriter {
             return Err(crate::backend::wrong_state_kind(self.state(state)?, "a cell state"));
         }
         let mut buf = std::mem::take(&mut self.buf);
-        if let Some(live) = self.live_cell(state, value)? {
-            put_varint(&mut buf, state as u64);
-            put_length_prefixed(&mut buf, key);
-            put_length_prefixed(&mut buf, live);
-            self.bump_records();
+        let delta = self.index.delta;
+        match self.live_cell(state, value) {
+            Ok(Some(live)) => {
+                put_varint(&mut buf, state_tag(state, delta, false));
+                put_length_prefixed(&mut buf, key);
+                put_length_prefixed(&mut buf, live);
+                self.bump_records();
+            }
+            Ok(None) if delta => {
+                put_varint(&mut buf, state_tag(state, delta, true));
+                put_length_prefixed(&mut buf, key);
+                self.bump_records();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.buf = buf;
+                return Err(e);
+            }
         }
         self.buf = buf;
+        Ok(())
+    }
+
+    /// Adds a removal of `key` from `state` (delta files only).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] in a full file, without an open key
+    /// group, or for an unknown state.
+    pub fn add_removal(&mut self, state: StateId, key: &[u8]) -> Result<()> {
+        self.open_key_group()?;
+        self.state(state)?;
+        if !self.index.delta {
+            return Err(Error::invalid_argument("removal records belong in delta files only"));
+        }
+        put_varint(&mut self.buf, state_tag(state, true, true));
+        put_length_prefixed(&mut self.buf, key);
+        self.bump_records();
         Ok(())
     }
 
@@ -253,7 +312,7 @@ impl CanonicalWriter {
                 return Ok(());
             }
         }
-        put_varint(&mut self.buf, state as u64);
+        put_varint(&mut self.buf, state_tag(state, self.index.delta, false));
         put_length_prefixed(&mut self.buf, key);
         put_length_prefixed(&mut self.buf, user_key);
         put_length_prefixed(&mut self.buf, value);
@@ -291,6 +350,16 @@ impl CanonicalWriter {
     /// As [`CanonicalWriter::finish_with_index`].
     pub fn finish(self) -> Result<Vec<u8>> {
         Ok(self.finish_with_index()?.0)
+    }
+}
+
+/// The leading varint of a record: the state index, and in delta files the
+/// removal flag in the low bit.
+fn state_tag(state: StateId, delta: bool, removed: bool) -> u64 {
+    if delta {
+        (state as u64) << 1 | u64::from(removed)
+    } else {
+        state as u64
     }
 }
 
@@ -423,7 +492,12 @@ pub fn parse_block<'a>(
     // A record takes at least 3 bytes, which bounds the allocation.
     let mut records = Vec::with_capacity((block.records as usize).min(bytes.len() / 3 + 1));
     while !rest.is_empty() {
-        let state_index = get_varint(&mut rest)? as usize;
+        let tag = get_varint(&mut rest)?;
+        let (state_index, removed) = if index.delta {
+            ((tag >> 1) as usize, tag & 1 == 1)
+        } else {
+            (tag as usize, false)
+        };
         let meta = index.states.get(state_index).ok_or_else(|| {
             Error::corrupt(format!(
                 "record names state index {state_index}, the file has {} states",
@@ -431,6 +505,17 @@ pub fn parse_block<'a>(
             ))
         })?;
         let key = get_length_prefixed(&mut rest)?;
+        if removed {
+            records.push(CanonicalRecord {
+                state_index,
+                key_group: block.key_group,
+                key,
+                user_key: None,
+                value: &[],
+                removed,
+            });
+            continue;
+        }
         let user_key = if meta.kind.is_map() {
             Some(get_length_prefixed(&mut rest)?)
         } else {
@@ -443,6 +528,7 @@ pub fn parse_block<'a>(
             key,
             user_key,
             value,
+            removed,
         });
     }
     if records.len() as u64 != block.records {
@@ -500,6 +586,8 @@ fn check_header(header: &[u8]) -> Result<()> {
 
 /// Reads every canonical record of `handles` whose key group is in `range`
 /// and passes it to `apply`, with the states of the file it came from.
+/// A handle's files are read in order: a full file, then the deltas after
+/// it, whose removal records (`removed`) `apply` must carry out.
 ///
 /// A file whose whole range is wanted is read at once and its CRC-32C checked
 /// against the manifest; otherwise only its footer, index and the wanted
@@ -603,6 +691,7 @@ pub fn restore_into(
         }
         backend.set_current_key(record.key)?;
         match record.user_key {
+            _ if record.removed => backend.clear(state),
             Some(user_key) => backend.map_put(state, user_key, record.value),
             None => backend.put(state, record.value),
         }
@@ -658,6 +747,67 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(parse_file(&bytes[..len]).is_err(), "truncation to {len} went unnoticed");
         }
+    }
+
+    fn sample_delta() -> Vec<u8> {
+        let mut w = CanonicalWriter::new_delta(states(), KeyGroupRange::new(0, 9), 0);
+        w.start_key_group(2).unwrap();
+        w.add_removal(0, b"a").unwrap();
+        w.add_removal(1, b"a").unwrap();
+        w.add_map_entry(1, b"a", b"y", b"4").unwrap();
+        w.start_key_group(7).unwrap();
+        w.add_cell(0, b"b", b"5").unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn delta_files_carry_removals_in_order() {
+        let bytes = sample_delta();
+        let (index, records) = parse_file(&bytes).unwrap();
+        assert!(index.delta);
+        let summary: Vec<_> = records
+            .iter()
+            .map(|r| (r.state_index, r.key, r.user_key, r.value, r.removed))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0, &b"a"[..], None, &b""[..], true),
+                (1, &b"a"[..], None, &b""[..], true),
+                (1, &b"a"[..], Some(&b"y"[..]), &b"4"[..], false),
+                (0, &b"b"[..], None, &b"5"[..], false),
+            ]
+        );
+        for i in 0..bytes.len() {
+            let mut copy = bytes.clone();
+            copy[i] ^= 0x40;
+            assert!(parse_file(&copy).is_err(), "flip at {i} went unnoticed");
+        }
+        // A full file has no removals and its index says so.
+        let full = sample();
+        let (index, records) = parse_file(&full).unwrap();
+        assert!(!index.delta && records.iter().all(|r| !r.removed));
+        let mut full = CanonicalWriter::new(states(), KeyGroupRange::new(0, 9), 0);
+        full.start_key_group(1).unwrap();
+        assert_eq!(
+            full.add_removal(0, b"a").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn expired_cells_become_removals_in_deltas() {
+        let mut meta = StateMeta::new::<u64>("t", StateKind::Value);
+        meta.ttl = Some(TtlConfig::new(std::time::Duration::from_millis(5)));
+        let mut expired = Vec::new();
+        ttl::wrap_into(10, b"e", &mut expired);
+        let mut w = CanonicalWriter::new_delta(vec![meta], KeyGroupRange::new(0, 0), 50);
+        w.start_key_group(0).unwrap();
+        w.add_cell(0, b"k", &expired).unwrap();
+        let bytes = w.finish().unwrap();
+        let (_, records) = parse_file(&bytes).unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(records[0].removed);
     }
 
     #[test]

@@ -781,13 +781,18 @@ pub fn latest_ignores_checkpoint_without_metadata(t: &TestTarget) {
     commit(&fixture.storage, 1, vec![h1]);
     // Checkpoint 2 uploads its files but never writes _metadata.
     snapshot(t, b.as_mut(), &fixture.storage, 2, "op-0");
-    let listing = fixture.storage.list_checkpoints(JOB).unwrap();
-    assert_eq!(
-        listing
-            .iter()
-            .map(|l| (l.checkpoint_id, l.complete))
-            .collect::<Vec<_>>(),
-        vec![(1, true), (2, false)]
+    // Checkpoint 2 is listed as incomplete, or not at all when all its files
+    // went to `shared/` (incremental heap snapshots).
+    let listing: Vec<_> = fixture
+        .storage
+        .list_checkpoints(JOB)
+        .unwrap()
+        .iter()
+        .map(|l| (l.checkpoint_id, l.complete))
+        .collect();
+    assert!(
+        listing == vec![(1, true), (2, false)] || listing == vec![(1, true)],
+        "{listing:?}"
     );
     assert_eq!(
         fixture

@@ -144,6 +144,14 @@ impl TestTarget {
         self
     }
 
+    /// Runs the suite with incremental snapshots in the canonical format
+    /// (the heap backends' delta chains).
+    #[must_use]
+    pub fn with_incremental_snapshots(mut self) -> Self {
+        self.incremental = true;
+        self
+    }
+
     /// Runs the suite with native, incremental snapshots (backends that
     /// have them).
     #[must_use]

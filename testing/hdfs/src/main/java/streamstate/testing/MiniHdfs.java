@@ -1,6 +1,13 @@
 package streamstate.testing;
 
+import java.io.BufferedReader;
 import java.io.File;
+import java.io.InputStreamReader;
+import java.io.PrintWriter;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
 
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.hdfs.DFSConfigKeys;
@@ -11,9 +18,14 @@ import org.apache.hadoop.hdfs.MiniDFSCluster;
  * A real HDFS for streamstate's tests: one NameNode and one DataNode of
  * Hadoop's MiniDFSCluster, on 127.0.0.1 and a fixed port.
  *
- * Usage: MiniHdfs PORT BASE_DIR. Prints "MINIHDFS READY hdfs://127.0.0.1:PORT"
- * once the cluster accepts writes, then runs until it is killed or its
- * standard input closes.
+ * Usage: MiniHdfs PORT BASE_DIR [CONTROL_PORT]. Prints
+ * "MINIHDFS READY hdfs://127.0.0.1:PORT" once the cluster accepts writes,
+ * then runs until it is killed or its standard input closes.
+ *
+ * With CONTROL_PORT, a line protocol on 127.0.0.1:CONTROL_PORT lets storage
+ * fault tests stop and restart the DataNode: send "stop-datanode" or
+ * "restart-datanode" (same port, same blocks), read back "ok" or
+ * "error ...".
  */
 public final class MiniHdfs {
     private MiniHdfs() {}
@@ -37,6 +49,9 @@ public final class MiniHdfs {
                 .build();
         cluster.waitActive();
         Runtime.getRuntime().addShutdownHook(new Thread(cluster::shutdown));
+        if (args.length > 2) {
+            startControl(cluster, Integer.parseInt(args[2]));
+        }
         System.out.println("MINIHDFS READY hdfs://127.0.0.1:" + port);
         System.out.flush();
         // Run until stdin closes (the test script holds it open) or a signal.
@@ -44,5 +59,40 @@ public final class MiniHdfs {
             // keep running
         }
         cluster.shutdown();
+    }
+
+    private static void startControl(MiniDFSCluster cluster, int controlPort) throws Exception {
+        ServerSocket server = new ServerSocket(controlPort, 8, InetAddress.getLoopbackAddress());
+        Thread thread = new Thread(() -> {
+            MiniDFSCluster.DataNodeProperties stopped = null;
+            while (true) {
+                try (Socket client = server.accept();
+                        BufferedReader in = new BufferedReader(
+                                new InputStreamReader(client.getInputStream(), StandardCharsets.UTF_8));
+                        PrintWriter out = new PrintWriter(client.getOutputStream(), true, StandardCharsets.UTF_8)) {
+                    String command = in.readLine();
+                    try {
+                        if ("stop-datanode".equals(command) && stopped == null) {
+                            stopped = cluster.stopDataNode(0);
+                            out.println("ok");
+                        } else if ("restart-datanode".equals(command) && stopped != null) {
+                            cluster.restartDataNode(stopped, true);
+                            stopped = null;
+                            cluster.waitActive();
+                            cluster.triggerHeartbeats();
+                            out.println("ok");
+                        } else {
+                            out.println("error unknown or out-of-order command: " + command);
+                        }
+                    } catch (Exception e) {
+                        out.println("error " + e);
+                    }
+                } catch (Exception e) {
+                    System.err.println("control connection failed: " + e);
+                }
+            }
+        }, "minihdfs-control");
+        thread.setDaemon(true);
+        thread.start();
     }
 }

@@ -1,8 +1,8 @@
 //! Storage that goes away mid-checkpoint: a real S3 server (s3s-fs) is
-//! killed between the files of a checkpoint upload. That checkpoint fails
-//! with an error naming the URI, the committed one before it stays intact,
-//! and once the server is back the next checkpoint succeeds and restores
-//! exactly.
+//! killed, and the real HDFS's only DataNode is stopped, between the files
+//! of a checkpoint upload. That checkpoint fails with an error naming the
+//! URI, the committed one before it stays intact, and once storage is back
+//! the next checkpoint succeeds and restores exactly.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -130,12 +130,12 @@ fn restore_all(storage: &CheckpointStorage, handles: &[KeyedStateHandle]) -> sta
     dump(restored.as_mut()).unwrap()
 }
 
-#[test]
-fn s3_server_killed_mid_checkpoint_then_back_next_checkpoint_succeeds() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = S3Server::start(root.path(), port);
-    let storage = storage(server.port);
+/// Checkpoint 1 commits; storage goes down (`down`) after the first
+/// subtask's file of checkpoint 2 is written, so checkpoint 2 fails naming
+/// `uri` and its file while processing goes on; storage comes back (`up`);
+/// checkpoint 1 was never damaged, checkpoint 3 commits and restores
+/// exactly, and retention then removes 1 and the abandoned 2.
+fn checkpoint_through_outage(storage: &CheckpointStorage, uri: &str, down: impl FnOnce(), up: impl FnOnce()) {
     let backend = state_fs::FsStateBackend::new();
     let mut subtasks: Vec<Box<dyn KeyedStateBackend>> = (0..PARALLELISM)
         .map(|i| {
@@ -145,23 +145,25 @@ fn s3_server_killed_mid_checkpoint_then_back_next_checkpoint_succeeds() {
                 .unwrap()
         })
         .collect();
+    let checkpoint = |subtasks: &mut [Box<dyn KeyedStateBackend>], id: u64| {
+        let handles: Vec<_> = subtasks
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| {
+                b.snapshot(&target(id, i as u32))
+                    .unwrap()
+                    .write(storage, &target(id, i as u32))
+                    .unwrap()
+            })
+            .collect();
+        commit(storage, id, handles);
+    };
 
-    // Checkpoint 1 commits.
     count(&mut subtasks, 0..50_000);
     let at_chk1 = full_dump(&mut subtasks);
-    let handles: Vec<_> = subtasks
-        .iter_mut()
-        .enumerate()
-        .map(|(i, b)| {
-            b.snapshot(&target(1, i as u32))
-                .unwrap()
-                .write(&storage, &target(1, i as u32))
-                .unwrap()
-        })
-        .collect();
-    commit(&storage, 1, handles);
+    checkpoint(&mut subtasks, 1);
 
-    // Checkpoint 2: the server dies after the first subtask's file is up.
+    // Checkpoint 2: storage goes down after the first subtask's file is up.
     count(&mut subtasks, 50_000..80_000);
     let pending: Vec<_> = subtasks
         .iter_mut()
@@ -169,65 +171,98 @@ fn s3_server_killed_mid_checkpoint_then_back_next_checkpoint_succeeds() {
         .map(|(i, b)| b.snapshot(&target(2, i as u32)).unwrap())
         .collect();
     let mut results = Vec::new();
+    let mut down = Some(down);
     for (i, p) in pending.into_iter().enumerate() {
-        results.push(p.write(&storage, &target(2, i as u32)));
-        if i == 0 {
-            server.kill();
+        results.push(p.write(storage, &target(2, i as u32)));
+        if let Some(down) = down.take() {
+            down();
         }
     }
-    assert!(results[0].is_ok(), "the first file went up before the kill");
+    assert!(results[0].is_ok(), "the first file went up before the outage");
     let err = results[1].as_ref().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
-    assert!(
-        err.to_string().contains("s3://faults/checkpoints"),
-        "the error names the URI: {err}"
-    );
+    assert!(err.to_string().contains(uri), "the error names the URI {uri}: {err}");
     assert!(err.to_string().contains("chk-2"), "the error names the file: {err}");
     // Processing goes on while storage is down.
     count(&mut subtasks, 80_000..90_000);
 
-    // The server comes back on the same port with the same data.
-    let _server = S3Server::start(root.path(), port);
+    up();
     let latest = storage.latest_completed(Some(JOB)).unwrap().unwrap();
     assert_eq!(
         latest.manifest.checkpoint_id, 1,
         "the failed checkpoint 2 never committed"
     );
-    assert_eq!(
-        restore_all(&storage, &latest.manifest.operators[0].keyed_state),
-        at_chk1
-    );
+    assert_eq!(restore_all(storage, &latest.manifest.operators[0].keyed_state), at_chk1);
 
     // The next checkpoint succeeds and restores exactly.
     let at_chk3 = full_dump(&mut subtasks);
-    let handles: Vec<_> = subtasks
-        .iter_mut()
-        .enumerate()
-        .map(|(i, b)| {
-            b.snapshot(&target(3, i as u32))
-                .unwrap()
-                .write(&storage, &target(3, i as u32))
-                .unwrap()
-        })
-        .collect();
-    commit(&storage, 3, handles);
+    checkpoint(&mut subtasks, 3);
     let latest = storage.latest_completed(Some(JOB)).unwrap().unwrap();
     assert_eq!(latest.manifest.checkpoint_id, 3);
-    assert_eq!(
-        restore_all(&storage, &latest.manifest.operators[0].keyed_state),
-        at_chk3
-    );
+    assert_eq!(restore_all(storage, &latest.manifest.operators[0].keyed_state), at_chk3);
 
     // Retention after the commit removes 1 and the abandoned 2, keeps 3.
     let report = storage.apply_retention(JOB, 1).unwrap();
     assert_eq!(report.deleted_checkpoints, vec![1, 2]);
-    assert_eq!(
-        restore_all(
-            &storage,
-            &storage.load("faults/chk-3").unwrap().manifest.operators[0].keyed_state
-        ),
-        at_chk3
+    let chk3 = storage.load(&format!("{JOB}/chk-3")).unwrap();
+    assert_eq!(restore_all(storage, &chk3.manifest.operators[0].keyed_state), at_chk3);
+}
+
+#[test]
+fn s3_server_killed_mid_checkpoint_then_back_next_checkpoint_succeeds() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = S3Server::start(root.path(), port);
+    let storage = storage(server.port);
+    let mut restarted = None;
+    checkpoint_through_outage(
+        &storage,
+        "s3://faults/checkpoints",
+        || server.kill(),
+        || {
+            // The server comes back on the same port with the same data.
+            restarted = Some(S3Server::start(root.path(), port));
+        },
     );
+    assert!(restarted.is_some());
+}
+
+/// Sends one command to the MiniDFSCluster's control port.
+fn hdfs_control(command: &str) {
+    use std::io::{BufRead, Write};
+    let address = std::env::var("STREAMSTATE_TEST_HDFS_CONTROL")
+        .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_HDFS_CONTROL is not set: run the tests with scripts/test.sh"));
+    let mut stream = std::net::TcpStream::connect(&address)
+        .unwrap_or_else(|e| panic!("cannot reach the MiniDFSCluster control port {address}: {e}"));
+    writeln!(stream, "{command}").unwrap();
+    let mut reply = String::new();
+    std::io::BufReader::new(stream).read_line(&mut reply).unwrap();
+    assert_eq!(reply.trim(), "ok", "{command}: {reply}");
+}
+
+#[test]
+fn hdfs_datanode_stopped_mid_checkpoint_then_restarted_next_checkpoint_succeeds() {
+    let base = std::env::var("STREAMSTATE_TEST_HDFS_URI")
+        .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_HDFS_URI is not set: run the tests with scripts/test.sh"));
+    let uri = format!("{base}/datanode-faults-{}", std::process::id());
+    let options = StorageOptions {
+        max_retries: 1,
+        operation_timeout: Duration::from_secs(20),
+        io_timeout: Duration::from_secs(20),
+        ..StorageOptions::default()
+    };
+    let storage = CheckpointStorage::open_with(&uri, &options).unwrap();
+    let mut stopped = false;
+    checkpoint_through_outage(
+        &storage,
+        &uri,
+        || {
+            hdfs_control("stop-datanode");
+            stopped = true;
+        },
+        || hdfs_control("restart-datanode"),
+    );
+    assert!(stopped);
 }
 
 #[test]

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The benchmark command: word count throughput, checkpoint pauses and sizes,
+# restore time, and a state-size sweep, all in one run against a bare
+# single-thread baseline on the same input (ratios are what to compare: the
+# machines are shared). Writes a dated section into docs/BENCHMARKS.md and
+# the plot docs/bench/scaling.png.
+#
+# Usage: scripts/bench.sh [--no-sweep] [--no-docs]
+#   BENCH_WORDS (default 10000000) and BENCH_VOCAB (default 1000000) size
+#   the main corpus, made by ../shared/bench/gen_corpus.py.
+#
+# Every run is the release `streamstate wordcount --input … --output …`
+# process timed end to end under /usr/bin/time -v, checkpoints every 1 s to
+# file://, its counts compared with the baseline's (a mismatch fails the
+# bench). Checkpoint statistics come from the job's own `snapshot completed`
+# log lines (RUST_LOG=streamstate_runtime=info).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}"
+sweep=1 docs=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-sweep) sweep=0 ;;
+        --no-docs) docs=0 ;;
+        *) echo "usage: scripts/bench.sh [--no-sweep] [--no-docs]" >&2; exit 2 ;;
+    esac
+done
+words="${BENCH_WORDS:-10000000}"
+vocab="${BENCH_VOCAB:-1000000}"
+started=$(date +%s)
+cache="$HOME/.cache/streamstate"
+generator="$repo/../shared/bench/gen_corpus.py"
+
+# The plot needs matplotlib; a venv keeps it off the system Python.
+venv="$cache/bench-venv"
+if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet 'matplotlib>=3.8,<4'
+fi
+
+# corpus WORDS VOCAB [SKEW]: prints the path of a cached corpus.
+corpus() {
+    local path="$cache/corpus/words-$1-vocab-$2${3:+-skew-$3}.txt"
+    if [ ! -s "$path" ]; then
+        mkdir -p "$cache/corpus"
+        python3 "$generator" --words "$1" --vocab "$2" ${3:+--skew "$3"} > "$path.tmp"
+        mv "$path.tmp" "$path"
+    fi
+    echo "$path"
+}
+
+cargo build --release -p streamstate-cli --bin streamstate --example baseline_wordcount
+bin="$CARGO_TARGET_DIR/release/streamstate"
+baseline_bin="$CARGO_TARGET_DIR/release/examples/baseline_wordcount"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+results="$work/results.jsonl"
+: > "$results"
+
+# run NAME GROUP CORPUS COMMAND...: times COMMAND, appends one JSON line
+# with its wall time, peak RSS and log to $results.
+run() {
+    local name="$1" group="$2" input="$3"
+    shift 3
+    local log="$work/log.txt" report="$work/time.txt" start end
+    start=$(date +%s.%N)
+    if ! RUST_LOG=streamstate_runtime=info /usr/bin/time -v -o "$report" "$@" 2> "$log"; then
+        echo "error: $name failed:" >&2
+        tail -20 "$log" >&2
+        exit 1
+    fi
+    end=$(date +%s.%N)
+    "$venv/bin/python" "$repo/scripts/bench_report.py" record \
+        --name "$name" --group "$group" --corpus "$input" \
+        --seconds "$(echo "$end - $start" | bc -l)" --time-report "$report" --log "$log" \
+        --keys-file "$work/expected.tsv" >> "$results"
+    echo "  $name: $(tail -1 "$results" | cut -c1-160)" >&2
+}
+
+# wordcount NAME GROUP CORPUS BACKEND PARALLELISM INCREMENTAL [EXTRA...]:
+# one checked word count run.
+wordcount() {
+    local name="$1" group="$2" input="$3" backend="$4" parallelism="$5" incremental="$6"
+    shift 6
+    local dir="$work/run"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    run "$name" "$group" "$input" "$bin" wordcount --input "$input" --state-backend "$backend" \
+        --parallelism "$parallelism" "--$incremental" --checkpoint-dir "file://$dir/checkpoints" \
+        --checkpoint-interval 1s --output "$dir/counts.tsv" "$@"
+    if ! cmp -s "$work/expected.tsv" "$dir/counts.tsv"; then
+        echo "error: $name counted differently from the baseline" >&2
+        exit 1
+    fi
+}
+
+baseline() { # GROUP CORPUS
+    run "baseline" "$1" "$2" "$baseline_bin" "$2" "$work/expected.tsv"
+}
+
+main=$(corpus "$words" "$vocab")
+echo "== throughput, pauses and checkpoint sizes on $main" >&2
+baseline main "$main"
+wordcount "fs p1" main "$main" fs 1 no-incremental
+wordcount "fs p2" main "$main" fs 2 no-incremental
+wordcount "fs incremental p1" main "$main" fs 1 incremental
+wordcount "fs incremental p2" main "$main" fs 2 incremental
+wordcount "rocksdb p1" main "$main" rocksdb 1 incremental
+wordcount "rocksdb p2" main "$main" rocksdb 2 incremental
+
+echo "== restore of a checkpoint taken at ~8M words" >&2
+prefix="$work/prefix.txt"
+head -n $((words * 8 / 10 / 10)) "$main" > "$prefix"
+baseline restore "$prefix"
+for backend in fs rocksdb; do
+    dir="$work/restore-$backend"
+    mkdir -p "$dir"
+    "$bin" wordcount --input "$prefix" --state-backend "$backend" --no-incremental \
+        --checkpoint-dir "file://$dir" --checkpoint-interval 1s --output "$dir/counts.tsv" 2> /dev/null
+    cmp -s "$work/expected.tsv" "$dir/counts.tsv" || { echo "error: $backend miscounted the prefix" >&2; exit 1; }
+    # Restarting on the same input from `latest` restores the last
+    # checkpoint (full, every key counted by then) and reads only what came
+    # after it; the job's `restored … restore_ms` line is the measure.
+    run "$backend restore" restore "$prefix" "$bin" wordcount --input "$prefix" --state-backend "$backend" \
+        --no-incremental --checkpoint-dir "file://$dir" --from-checkpoint latest --checkpoint-interval 1h \
+        --output "$dir/after.tsv"
+done
+
+if [ "$sweep" = 1 ]; then
+    echo "== state-size sweep (fs and rocksdb at parallelism 1)" >&2
+    # Zipf corpora of 10M words over growing vocabularies, and a uniform one
+    # (skew 0) for the largest state: 15M words drawn from 10M give ~7.8M
+    # distinct keys.
+    # The main corpus above is the sweep's middle point.
+    for spec in "10000000 10000" "10000000 100000" "15000000 10000000 0"; do
+        # shellcheck disable=SC2086
+        input=$(corpus $spec)
+        group="sweep $spec"
+        baseline "$group" "$input"
+        wordcount "fs p1" "$group" "$input" fs 1 no-incremental
+        wordcount "rocksdb p1" "$group" "$input" rocksdb 1 incremental
+    done
+fi
+
+elapsed=$(($(date +%s) - started))
+report_args=(--results "$results" --elapsed "$elapsed" --commit "$(git rev-parse --short HEAD)"
+    --command "scripts/bench.sh $*")
+if [ "$docs" = 1 ]; then
+    mkdir -p docs/bench
+    "$venv/bin/python" scripts/bench_report.py report "${report_args[@]}" \
+        --plot docs/bench/scaling.png --doc docs/BENCHMARKS.md
+    cp "$results" docs/bench/results.jsonl
+else
+    "$venv/bin/python" scripts/bench_report.py report "${report_args[@]}"
+fi
