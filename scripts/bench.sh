@@ -18,7 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}"
+# A target directory of its own: a release build here never waits on (or
+# invalidates) a test build running in ~/.cache/streamstate/target.
+export CARGO_TARGET_DIR="${STREAMSTATE_BENCH_TARGET:-$HOME/.cache/streamstate/bench-target}"
 sweep=1 docs=1
 for arg in "$@"; do
     case "$arg" in

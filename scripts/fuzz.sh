@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fuzzing with cargo-fuzz (libFuzzer) on nightly Rust; targets in fuzz/.
 #   scripts/fuzz.sh build            build every target (CI does this)
-#   scripts/fuzz.sh run [SECONDS]    run each target SECONDS (default 600)
-#                                    from its seeds in fuzz/corpus/<target>;
+#   scripts/fuzz.sh run [SECONDS [TARGET...]]
+#                                    run each target (or those named)
+#                                    SECONDS (default 600), one after the
+#                                    other, from its seeds in fuzz/corpus/<target>;
 #                                    inputs it finds go to a working corpus
 #                                    under ~/.cache/streamstate/fuzz-corpus,
 #                                    a crash stops the run and is saved under
@@ -28,6 +30,14 @@ case "$mode" in
         ;;
     run)
         seconds="${2:-600}"
+        # Named targets only, when given (two invocations with different
+        # targets use both cores).
+        if [ $# -gt 2 ]; then
+            for wanted in "${@:3}"; do
+                echo "$targets" | grep -qx "$wanted" || { echo "error: no fuzz target $wanted" >&2; exit 2; }
+            done
+            targets="${*:3}"
+        fi
         for target in $targets; do
             working="$HOME/.cache/streamstate/fuzz-corpus/$target"
             mkdir -p "$working"
@@ -42,7 +52,7 @@ case "$mode" in
         done
         ;;
     *)
-        echo "usage: scripts/fuzz.sh build | run [SECONDS]" >&2
+        echo "usage: scripts/fuzz.sh build | run [SECONDS [TARGET...]]" >&2
         exit 2
         ;;
 esac

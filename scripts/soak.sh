@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}"
+# Release builds share scripts/bench.sh's target directory.
+export CARGO_TARGET_DIR="${STREAMSTATE_BENCH_TARGET:-$HOME/.cache/streamstate/bench-target}"
 minutes="${1:-30}"
 backend="${2:-rocksdb}"
 rate="${SOAK_RATE:-20000}"
@@ -88,8 +89,9 @@ job_pid=""
 mkdir -p docs/bench
 cp "$work/samples.csv" "docs/bench/soak-$backend.csv"
 {
-    echo "checkpoint,duration_ms,sync_us,uploaded_bytes"
-    grep "snapshot completed" "$work/log.txt" | sed -E 's/.* id=([0-9]+).*duration_ms=([0-9]+) sync_us=([0-9]+).*uploaded_bytes=([0-9]+).*/\1,\2,\3,\4/'
+    echo "checkpoint,duration_ms,sync_us,async_ms,uploaded_bytes"
+    grep "snapshot completed" "$work/log.txt" |
+        sed -E 's/.* id=([0-9]+).*duration_ms=([0-9]+) sync_us=([0-9]+) async_ms=([0-9]+).*uploaded_bytes=([0-9]+).*/\1,\2,\3,\4,\5/'
 } > "docs/bench/soak-$backend-checkpoints.csv"
 python3 - "$work/samples.csv" "$work/log.txt" <<'EOF'
 import re, statistics, sys

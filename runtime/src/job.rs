@@ -99,9 +99,14 @@ pub struct JobMetrics {
     pub input_progress: Mutex<Option<(u64, u64)>>,
     /// URI of the last completed checkpoint or savepoint.
     pub last_snapshot_path: Mutex<Option<String>>,
-    /// Statistics of every completed snapshot.
-    pub completed: Mutex<Vec<CompletedStats>>,
+    /// Statistics of the most recent completed snapshots, oldest first: at
+    /// most [`COMPLETED_HISTORY`], so a job running for months does not
+    /// grow (Flink keeps a bounded history too, `web.checkpoints.history`).
+    pub completed: Mutex<VecDeque<CompletedStats>>,
 }
+
+/// How many completed snapshots [`JobMetrics::completed`] remembers.
+pub const COMPLETED_HISTORY: usize = 1000;
 
 /// Statistics of one completed checkpoint or savepoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +129,8 @@ pub struct JobResult<O> {
     /// Records the keyed operator's `finish` emitted (final results of a
     /// bounded input; empty after a cancel).
     pub final_records: Vec<O>,
-    /// Completed checkpoints and savepoints.
+    /// Completed checkpoints and savepoints (the last
+    /// [`COMPLETED_HISTORY`] of them).
     pub completed: Vec<CompletedStats>,
     /// URI of the last completed checkpoint or savepoint, to restart from.
     pub last_snapshot_path: Option<String>,
@@ -267,7 +273,12 @@ impl<O> JobHandle<O> {
         Ok(JobResult {
             job_id: self.job_id.clone(),
             final_records,
-            completed: self.metrics.completed.lock().map(|c| c.clone()).unwrap_or_default(),
+            completed: self
+                .metrics
+                .completed
+                .lock()
+                .map(|c| c.iter().cloned().collect())
+                .unwrap_or_default(),
             last_snapshot_path: self.metrics.last_snapshot_path.lock().ok().and_then(|p| p.clone()),
             failed_checkpoints,
         })
@@ -452,7 +463,7 @@ where
     state_api::storage::layout::validate_job_id(&job_id)?;
 
     let restored = restore(&settings, &backend, &storage, &job_id, source_spec.parallelism)?;
-    let (first_id, mut keyed_backends, mut source_stores) = match restored {
+    let (first_id, keyed_backends, mut source_stores) = match restored {
         Some(r) => (r.checkpoint_id + 1, r.keyed, r.source_stores),
         None => {
             let mut keyed = Vec::new();
@@ -488,28 +499,23 @@ where
         }
         data_tx.push(row);
     }
-    let format = |kind: SnapshotKind| {
-        if kind == SnapshotKind::Checkpoint && backend.capabilities().native_snapshots {
-            SnapshotFormat::Native
-        } else {
-            SnapshotFormat::Canonical
-        }
-    };
     let incremental = settings.checkpoint.incremental && backend.capabilities().incremental_snapshots;
     let targets = TargetFactory {
         job_id: job_id.clone(),
-        native: format(SnapshotKind::Checkpoint) == SnapshotFormat::Native,
+        // Checkpoints in the backend's own format when it has one;
+        // savepoints are always canonical (see `TargetFactory::target`).
+        native: backend.capabilities().native_snapshots,
         incremental,
     };
 
     let uploads = Uploads::default();
     let mut keyed_handles = Vec::new();
-    for (subtask, rx) in data_rx.into_iter().enumerate() {
+    for (subtask, (rx, keyed_backend)) in data_rx.into_iter().zip(keyed_backends).enumerate() {
         let task = KeyedTask {
             subtask: subtask as u32,
             parallelism: settings.parallelism,
             inputs: rx,
-            backend: keyed_backends.remove(0),
+            backend: keyed_backend,
             factory: Arc::clone(&factory),
             sink: Arc::clone(&sink),
             mode: settings.checkpoint.mode,
@@ -1022,7 +1028,10 @@ impl Coordinator {
             *slot = Some(path.clone());
         }
         if let Ok(mut completed) = self.metrics.completed.lock() {
-            completed.push(CompletedStats {
+            if completed.len() == COMPLETED_HISTORY {
+                completed.pop_front();
+            }
+            completed.push_back(CompletedStats {
                 id: manifest.checkpoint_id,
                 kind,
                 path: path.clone(),
@@ -1065,9 +1074,9 @@ impl Coordinator {
                             last_end = Some(Instant::now());
                             match (&result, reply) {
                                 (_, Some(reply)) => {
-                                    let _ = reply.send(result.clone_result());
+                                    let _ = reply.send(result.as_ref().map(String::clone).map_err(Error::to_detached));
                                 }
-                                (Err(e), None) => failure = Some(e.clone_error()),
+                                (Err(e), None) => failure = Some(e.to_detached()),
                                 (Ok(_), None) => consecutive_failures = 0,
                             }
                         }
@@ -1154,36 +1163,5 @@ impl Coordinator {
                 }
             }
         }
-    }
-}
-
-/// Clones of results and errors for replies (errors keep kind and text).
-trait CloneResult {
-    fn clone_result(&self) -> Result<String>;
-}
-
-impl CloneResult for Result<String> {
-    fn clone_result(&self) -> Result<String> {
-        match self {
-            Ok(path) => Ok(path.clone()),
-            Err(e) => Err(e.clone_error()),
-        }
-    }
-}
-
-trait CloneError {
-    fn clone_error(&self) -> Error;
-}
-
-impl CloneError for Error {
-    fn clone_error(&self) -> Error {
-        let mut copy = Error::new(self.kind(), self.message()).set_temporary(self.is_temporary());
-        for (key, value) in self.context() {
-            copy = copy.with_context(key, value.clone());
-        }
-        if let Some(source) = std::error::Error::source(self) {
-            copy = copy.with_context("cause", source.to_string());
-        }
-        copy
     }
 }

@@ -141,6 +141,31 @@ impl Error {
         self.context.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
     }
 
+    /// A copy for handing one error to several receivers (a savepoint's
+    /// caller and the job's failure, say). `Error` is not `Clone` because
+    /// its source is any boxed error; the copy keeps kind, message, context
+    /// and temporariness, and carries the source's text as a `cause`
+    /// context entry.
+    ///
+    /// ```
+    /// use state_api::{Error, ErrorKind};
+    /// let io = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+    /// let err = Error::new(ErrorKind::Storage, "cannot write").with_context("file", "a.kgs").with_source(io);
+    /// let copy = err.to_detached();
+    /// assert_eq!(copy.kind(), ErrorKind::Storage);
+    /// assert_eq!(copy.context_value("file"), Some("a.kgs"));
+    /// assert_eq!(copy.context_value("cause"), Some("disk on fire"));
+    /// ```
+    #[must_use]
+    pub fn to_detached(&self) -> Error {
+        let mut copy = Error::new(self.kind, self.message.clone()).set_temporary(self.temporary);
+        copy.context = self.context.clone();
+        if let Some(source) = &self.source {
+            copy.context.push(("cause", source.to_string()));
+        }
+        copy
+    }
+
     // Shorthands for the kinds raised most often; they keep call sites short.
 
     /// A [`ErrorKind::Corrupt`] error.

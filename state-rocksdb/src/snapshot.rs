@@ -53,17 +53,17 @@ impl AsyncSnapshot for NativeSnapshot {
             .collect();
         names.sort();
         let (mut files, mut full_bytes, mut uploaded_bytes) = (Vec::new(), 0u64, 0u64);
-        for name in names {
+        for name in &names {
             let shared = self.incremental && name.ends_with(".sst");
             if shared {
-                let known = self.uploaded.lock().ok().and_then(|m| m.get(&name).cloned());
+                let known = self.uploaded.lock().ok().and_then(|m| m.get(name.as_str()).cloned());
                 if let Some(file) = known {
                     full_bytes += file.size;
                     files.push(file);
                     continue;
                 }
             }
-            let bytes = read_local(&self.dir.0.join(&name))?;
+            let bytes = read_local(&self.dir.0.join(name))?;
             let file = if shared {
                 storage.write(
                     &target.shared_file(&format!("{}{NAME_SEPARATOR}{name}", self.instance)),
@@ -77,12 +77,20 @@ impl AsyncSnapshot for NativeSnapshot {
             };
             if shared {
                 if let Ok(mut m) = self.uploaded.lock() {
-                    m.insert(name, file.clone());
+                    m.insert(name.clone(), file.clone());
                 }
             }
             full_bytes += file.size;
             uploaded_bytes += file.size;
             files.push(file);
+        }
+        if self.incremental {
+            // SSTs compacted away never come back (RocksDB never reuses a
+            // file number): forget them, so the map stays as small as the
+            // database instead of growing with every flush of a long job.
+            if let Ok(mut uploaded) = self.uploaded.lock() {
+                uploaded.retain(|name, _| names.binary_search(name).is_ok());
+            }
         }
         Ok(KeyedStateHandle {
             backend: "rocksdb".into(),

@@ -53,7 +53,7 @@ fn fill(b: &mut dyn KeyedStateBackend, from: u64, to: u64) {
 }
 
 #[test]
-fn second_incremental_checkpoint_uploads_only_new_ssts_and_survives_retention() {
+fn incremental_checkpoints_upload_only_new_files_and_survive_retention() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
     let backend = RocksDbStateBackend::default();
@@ -66,53 +66,66 @@ fn second_incremental_checkpoint_uploads_only_new_ssts_and_survives_retention() 
         first.uploaded_bytes, first.full_bytes,
         "the first checkpoint uploads everything"
     );
-
-    fill(keyed.as_mut(), 50_000, 50_100); // a small change
-    let expected = dump(keyed.as_mut()).unwrap();
+    // The first checkpoint holds the 50k keys in its WAL copy (checkpoints
+    // do not flush on the task thread); the flush that follows it turns
+    // them into SSTs, which the second checkpoint uploads once.
+    fill(keyed.as_mut(), 50_000, 50_100);
     let t2 = target(2, SnapshotFormat::Native, true);
     let second = keyed.snapshot(&t2).unwrap().write(storage, &t2).unwrap();
     commit(storage, 2, second.clone());
-
-    let first_ssts: Vec<&str> = first
+    let second_ssts: Vec<&str> = second
         .files
         .iter()
         .filter(|f| f.path.ends_with(".sst"))
         .map(|f| f.path.as_str())
         .collect();
-    let reused = second
+    assert!(!second_ssts.is_empty(), "the flush after a checkpoint made SSTs");
+
+    fill(keyed.as_mut(), 50_100, 50_200); // a small change
+    let expected = dump(keyed.as_mut()).unwrap();
+    let t3 = target(3, SnapshotFormat::Native, true);
+    let third = keyed.snapshot(&t3).unwrap().write(storage, &t3).unwrap();
+    commit(storage, 3, third.clone());
+
+    let reused = third
         .files
         .iter()
-        .filter(|f| first_ssts.contains(&f.path.as_str()))
+        .filter(|f| second_ssts.contains(&f.path.as_str()))
         .count();
-    assert!(reused > 0, "the second checkpoint references SSTs of the first");
-    let new_bytes: u64 = second
+    assert_eq!(
+        reused,
+        second_ssts.len(),
+        "the third checkpoint references the SSTs of the second"
+    );
+    let new_bytes: u64 = third
         .files
         .iter()
-        .filter(|f| !first_ssts.contains(&f.path.as_str()))
+        .filter(|f| !second_ssts.contains(&f.path.as_str()))
         .map(|f| f.size)
         .sum();
     assert_eq!(
-        second.uploaded_bytes, new_bytes,
+        third.uploaded_bytes, new_bytes,
         "only files not uploaded before were uploaded"
     );
     assert!(
-        second.uploaded_bytes * 4 < first.uploaded_bytes,
+        third.uploaded_bytes * 4 < second.full_bytes,
         "a small change uploads little: {} of {}",
-        second.uploaded_bytes,
-        first.uploaded_bytes
+        third.uploaded_bytes,
+        second.full_bytes
     );
 
-    // Retention removes checkpoint 1 but not the shared SSTs 2 references.
+    // Retention removes checkpoints 1 and 2 but not the shared SSTs 3
+    // references.
     let report = storage.apply_retention(JOB, 1).unwrap();
-    assert_eq!(report.deleted_checkpoints, vec![1]);
-    for file in &second.files {
+    assert_eq!(report.deleted_checkpoints, vec![1, 2]);
+    for file in &third.files {
         assert!(
             storage.exists(&file.path).unwrap(),
             "{} must survive retention",
             file.path
         );
     }
-    let loaded = storage.load("rocks/chk-2").unwrap();
+    let loaded = storage.load("rocks/chk-3").unwrap();
     let mut restored = backend
         .restore_keyed_backend(options(), &loaded.manifest.operators[0].keyed_state, storage)
         .unwrap();
