@@ -27,6 +27,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "execution.checkpointing.tolerable-failed-checkpoints",
     "execution.checkpointing.min-pause",
     "state.backend.rocksdb.localdir",
+    "state.backend.rocksdb.write-back.entries",
     "parallelism.default",
     "pipeline.max-parallelism",
     "s3.endpoint",
@@ -119,6 +120,17 @@ impl FlinkConfig {
             .transpose()
     }
 
+    /// A non-negative integer value.
+    pub fn get_usize(&self, keys: &[&str]) -> Result<Option<usize>> {
+        self.get(keys)
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| anyhow::anyhow!("{} must be a non-negative integer, not {v:?}", keys[0]))
+            })
+            .transpose()
+    }
+
     /// The `s3.*` settings.
     pub fn s3_options(&self) -> BTreeMap<String, String> {
         self.values
@@ -168,6 +180,17 @@ mod tests {
         assert!(FlinkConfig::parse("a: [1, 2").is_err());
         assert!(FlinkConfig::parse("- just\n- a list\n").is_err());
         assert!(FlinkConfig::parse("x: {y: [1]}").is_err());
+    }
+
+    #[test]
+    fn integers_are_checked() {
+        let key = "state.backend.rocksdb.write-back.entries";
+        let c = FlinkConfig::parse(&format!("{key}: 4096\n")).unwrap();
+        assert_eq!(c.get_usize(&[key]).unwrap(), Some(4096));
+        assert_eq!(FlinkConfig::default().get_usize(&[key]).unwrap(), None);
+        let bad = FlinkConfig::parse(&format!("{key}: -1\n")).unwrap();
+        let message = bad.get_usize(&[key]).unwrap_err().to_string();
+        assert!(message.contains(key) && message.contains("-1"), "{message}");
     }
 
     #[test]

@@ -114,6 +114,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         backend_kind,
         &BackendConfig {
             rocksdb_local_dir: config.get(&["state.backend.rocksdb.localdir"]).map(PathBuf::from),
+            rocksdb_write_back_entries: config.get_usize(&["state.backend.rocksdb.write-back.entries"])?,
         },
     )?;
     let checkpoint_dir = match args.checkpoint_dir.clone().or_else(|| {

@@ -70,6 +70,10 @@ fn not_compiled(kind: StateBackendKind) -> Error {
 pub struct BackendConfig {
     /// RocksDB working directory root (`state.backend.rocksdb.localdir`).
     pub rocksdb_local_dir: Option<std::path::PathBuf>,
+    /// Keys of RocksDB's write-back buffer
+    /// (`state.backend.rocksdb.write-back.entries`; 0 turns it off; default
+    /// `state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES`).
+    pub rocksdb_write_back_entries: Option<usize>,
 }
 
 /// The backend `kind` with default settings, if this build includes it.
@@ -95,6 +99,9 @@ pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Res
         StateBackendKind::RocksDb => Ok(Arc::new(state_rocksdb::RocksDbStateBackend::new(
             state_rocksdb::RocksDbConfig {
                 local_dir: config.rocksdb_local_dir.clone(),
+                write_back_entries: config
+                    .rocksdb_write_back_entries
+                    .unwrap_or(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES),
                 ..state_rocksdb::RocksDbConfig::default()
             },
         ))),
