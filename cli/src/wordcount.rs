@@ -8,7 +8,7 @@
 //! path to restart from is printed.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -258,12 +258,8 @@ pub fn run(args: WordCountArgs) -> Result<()> {
             }
             if let Some(path) = &args.output {
                 let mut finals = result.final_records;
-                finals.sort();
-                let mut text = String::new();
-                for (word, count) in finals {
-                    text.push_str(&format!("{word}\t{count}\n"));
-                }
-                std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                finals.sort_unstable();
+                write_counts(path, &finals).with_context(|| format!("cannot write {}", path.display()))?;
             }
             match &result.last_snapshot_path {
                 Some(path) => eprintln!("job finished; last checkpoint: {path}"),
@@ -311,4 +307,16 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Writes `word<TAB>count` lines, streamed (a large state's text is never
+/// held in memory at once).
+fn write_counts(path: &Path, counts: &[(String, i64)]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (word, count) in counts {
+        writeln!(out, "{word}\t{count}")?;
+    }
+    out.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?
+        .sync_all()
 }
