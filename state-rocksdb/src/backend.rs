@@ -259,9 +259,10 @@ impl RocksDbKeyedStateBackend {
             .ok_or_else(|| Error::corrupt(format!("column family {name} is missing")))
     }
 
-    /// Writes the write-back buffer to RocksDB in one batch.
-    fn flush_write_back(&mut self) -> Result<()> {
-        if self.write_back.is_empty() {
+    /// Writes the write-back cache's dirty cells to RocksDB in one batch
+    /// (they stay cached, clean).
+    fn write_dirty_cells(&mut self) -> Result<()> {
+        if !self.write_back.has_dirty() {
             return Ok(());
         }
         let db = self
@@ -270,13 +271,17 @@ impl RocksDbKeyedStateBackend {
             .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))?;
         let states = &self.states;
         let mut batch = WriteBatch::default();
-        self.write_back.drain_into(&mut batch, |id| {
+        self.write_back.write_dirty_into(&mut batch, |id| {
             let name = &states.get(id).ok_or_else(|| unknown_state(id))?.cf;
             db.cf_handle(name)
                 .ok_or_else(|| Error::corrupt(format!("column family {name} is missing")))
         })?;
-        db.write_opt(batch, &self.write_options)
-            .map_err(|e| rocks_error("write", e))
+        if let Err(e) = db.write_opt(batch, &self.write_options) {
+            // The cache took the entries for written: it no longer matches.
+            self.write_back.clear();
+            return Err(rocks_error("write", e));
+        }
+        Ok(())
     }
 
     /// Column families that may hold data: default, meta and every state's.
@@ -324,11 +329,15 @@ impl RocksDbKeyedStateBackend {
             .map_err(|e| rocks_error("flush", e))
     }
 
-    /// Buffers a cell write (`None`: removal), flushing a full buffer.
+    /// Caches a cell write (`None`: removal); writes the dirty cells when
+    /// there are enough of them, and empties a full cache.
     fn buffer_cell(&mut self, state: StateId, value: Option<&[u8]>) -> Result<()> {
         self.write_back.put(state, &self.cell_key, value);
         if self.write_back.is_full() {
-            self.flush_write_back()?;
+            self.write_dirty_cells()?;
+            self.write_back.clear();
+        } else if self.write_back.should_write() {
+            self.write_dirty_cells()?;
         }
         Ok(())
     }
@@ -343,7 +352,9 @@ impl RocksDbKeyedStateBackend {
     /// Copies the key groups of `range` from the DB at `source_db` (opened
     /// read-only) into this backend: the rescaling path.
     pub(crate) fn copy_key_groups_from(&mut self, source_db: &Path, range: KeyGroupRange) -> Result<()> {
-        self.flush_write_back()?;
+        // The copy writes RocksDB directly: nothing cached may outlive it.
+        self.write_dirty_cells()?;
+        self.write_back.clear();
         let names = DB::list_cf(&Options::default(), source_db).map_err(|e| rocks_error("list column families", e))?;
         let descriptors = names
             .iter()
@@ -636,7 +647,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
-        // The synchronous phase: the write-back buffer into RocksDB, then a
+        // The synchronous phase: the write-back cache's dirty cells into
+        // RocksDB (at most an eighth of its capacity), then a
         // RocksDB checkpoint: hard links to the SSTs and a copy of the WAL,
         // which holds what the memtables hold. Flink's checkpoint flushes the
         // memtables here instead, which makes the pause grow with them (tens
@@ -648,7 +660,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             "canonical"
         };
         let started = std::time::Instant::now();
-        self.flush_write_back()?;
+        self.write_dirty_cells()?;
         let write_back_done = started.elapsed();
         // Guarded from here on: a failed checkpoint leaves no directory.
         let dir = DirGuard(self.snapshot_dir(kind));

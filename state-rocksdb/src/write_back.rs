@@ -1,16 +1,19 @@
-//! A bounded write-back buffer for cell states (value, list, reducing,
-//! aggregating): the latest value of recently written keys, kept in a hash
-//! map and written to RocksDB in one `WriteBatch` when the buffer is full and
-//! before every snapshot.
+//! A bounded write-back cache for cell states (value, list, reducing,
+//! aggregating): the latest value of recently used keys, kept in a hash map.
 //!
 //! A read-modify-write per record (a running count) then costs a hash lookup
-//! for keys written since the last flush instead of a RocksDB get and put,
-//! and RocksDB receives batches instead of single writes. Hot keys of a
-//! skewed stream stay in the buffer between flushes. Map states bypass it:
-//! their entries are read by prefix scans, which must see every write.
+//! for cached keys instead of a RocksDB get and put. Entries are *dirty*
+//! (newer than RocksDB) or *clean* (written, kept for reads). Dirty entries
+//! are written to RocksDB in one `WriteBatch` when there are
+//! `capacity / 8` of them and before every snapshot, so the snapshot's
+//! synchronous phase writes at most that many; clean entries stay, so the
+//! cache is still warm after a checkpoint. A full cache is written and
+//! emptied. Map states bypass it: their entries are read by prefix scans,
+//! which must see every write.
 //!
-//! Invariant: a buffered key's value (or removal, `None`) supersedes what
-//! RocksDB holds for it; reads check the buffer first.
+//! Invariant: a cached key's value (or removal, `None`) is what a read must
+//! return; a clean entry equals what RocksDB holds. Anything that writes a
+//! cached key to RocksDB directly must [`WriteBack::clear`] first.
 
 use std::collections::HashMap;
 
@@ -19,48 +22,67 @@ use state_api::StateId;
 
 type FastHasher = foldhash::fast::RandomState;
 
-/// One state's buffered cells: RocksDB key to latest value (`None`: removed).
-type Cells = HashMap<Box<[u8]>, Option<Vec<u8>>, FastHasher>;
+/// One cached cell: the latest value (`None`: removed) and whether RocksDB
+/// has it yet.
+#[derive(Debug)]
+struct Slot {
+    value: Option<Vec<u8>>,
+    dirty: bool,
+}
 
-/// Buffered cells: per state, RocksDB key to latest value (`None`: removed).
+/// One state's cached cells, by RocksDB key.
+type Cells = HashMap<Box<[u8]>, Slot, FastHasher>;
+
+/// Cached cells of every state.
 #[derive(Debug)]
 pub(crate) struct WriteBack {
     states: Vec<Cells>,
     entries: usize,
+    dirty: usize,
     capacity: usize,
+    dirty_limit: usize,
 }
 
-/// What the buffer knows of a key.
+/// What the cache knows of a key.
 pub(crate) enum Buffered<'a> {
-    /// Not buffered: RocksDB has the answer.
+    /// Not cached: RocksDB has the answer.
     Unknown,
-    /// Buffered with this value, or removed (`None`).
+    /// Cached with this value, or removed (`None`).
     Known(Option<&'a [u8]>),
 }
 
 impl WriteBack {
-    /// A buffer of at most `capacity` keys (0 disables it).
+    /// A cache of at most `capacity` keys (0 disables it), of which at most
+    /// an eighth are dirty.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             states: Vec::new(),
             entries: 0,
+            dirty: 0,
             capacity,
+            dirty_limit: (capacity / 8).max(1),
         }
     }
 
-    /// Whether writes go through the buffer at all.
+    /// Whether writes go through the cache at all.
     pub(crate) fn enabled(&self) -> bool {
         self.capacity > 0
     }
 
-    /// Whether the buffer has reached its capacity and must be flushed.
+    /// Whether the cache holds `capacity` keys and must be written and
+    /// emptied.
     pub(crate) fn is_full(&self) -> bool {
         self.entries >= self.capacity
     }
 
-    /// Whether nothing is buffered.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries == 0
+    /// Whether enough entries are dirty to write them.
+    pub(crate) fn should_write(&self) -> bool {
+        self.dirty >= self.dirty_limit
+    }
+
+    /// Whether some entry is newer than RocksDB.
+    pub(crate) fn has_dirty(&self) -> bool {
+        self.dirty > 0
     }
 
     fn state_mut(&mut self, state: StateId) -> &mut Cells {
@@ -71,51 +93,67 @@ impl WriteBack {
         &mut self.states[state]
     }
 
-    /// The buffered value of `key` in `state`.
+    /// The cached value of `key` in `state`.
     pub(crate) fn get(&self, state: StateId, key: &[u8]) -> Buffered<'_> {
         match self.states.get(state).and_then(|cells| cells.get(key)) {
             None => Buffered::Unknown,
-            Some(value) => Buffered::Known(value.as_deref()),
+            Some(slot) => Buffered::Known(slot.value.as_deref()),
         }
     }
 
-    /// Buffers `value` (or a removal) as `key`'s latest.
+    /// Caches `value` (or a removal) as `key`'s latest, dirty.
     pub(crate) fn put(&mut self, state: StateId, key: &[u8], value: Option<&[u8]>) {
         let cells = self.state_mut(state);
-        match cells.get_mut(key) {
-            Some(slot) => match (slot.as_mut(), value) {
-                // Reuse the buffer's allocation for the common overwrite.
-                (Some(old), Some(new)) => {
-                    old.clear();
-                    old.extend_from_slice(new);
-                }
-                _ => *slot = value.map(<[u8]>::to_vec),
-            },
-            None => {
-                cells.insert(key.into(), value.map(<[u8]>::to_vec));
-                self.entries += 1;
-            }
-        }
-    }
-
-    /// Appends `bytes` to a buffered cell; `false` when `key` is not
-    /// buffered (the caller merges in RocksDB instead).
-    pub(crate) fn append(&mut self, state: StateId, key: &[u8], bytes: &[u8]) -> bool {
-        match self.states.get_mut(state).and_then(|cells| cells.get_mut(key)) {
-            None => false,
+        let newly_dirty = match cells.get_mut(key) {
             Some(slot) => {
-                slot.get_or_insert_with(Vec::new).extend_from_slice(bytes);
+                match (slot.value.as_mut(), value) {
+                    // Reuse the allocation for the common overwrite.
+                    (Some(old), Some(new)) => {
+                        old.clear();
+                        old.extend_from_slice(new);
+                    }
+                    _ => slot.value = value.map(<[u8]>::to_vec),
+                }
+                !std::mem::replace(&mut slot.dirty, true)
+            }
+            None => {
+                cells.insert(
+                    key.into(),
+                    Slot {
+                        value: value.map(<[u8]>::to_vec),
+                        dirty: true,
+                    },
+                );
+                self.entries += 1;
                 true
             }
+        };
+        if newly_dirty {
+            self.dirty += 1;
         }
     }
 
-    /// Moves every buffered write into `batch`; `cf_of` finds each state's
-    /// column family. Nothing is taken out unless every family is found.
+    /// Appends `bytes` to a cached cell; `false` when `key` is not cached
+    /// (the caller merges in RocksDB instead).
+    pub(crate) fn append(&mut self, state: StateId, key: &[u8], bytes: &[u8]) -> bool {
+        let Some(slot) = self.states.get_mut(state).and_then(|cells| cells.get_mut(key)) else {
+            return false;
+        };
+        slot.value.get_or_insert_with(Vec::new).extend_from_slice(bytes);
+        if !std::mem::replace(&mut slot.dirty, true) {
+            self.dirty += 1;
+        }
+        true
+    }
+
+    /// Adds every dirty entry to `batch` and marks it clean; `cf_of` finds
+    /// each state's column family. Nothing changes unless every family is
+    /// found. The caller must write `batch`; if that fails, the cache no
+    /// longer matches RocksDB and must be [`WriteBack::clear`]ed.
     ///
     /// # Errors
-    /// `cf_of`'s error, with the buffer unchanged.
-    pub(crate) fn drain_into<'a>(
+    /// `cf_of`'s error, with the cache unchanged.
+    pub(crate) fn write_dirty_into<'a>(
         &mut self,
         batch: &mut WriteBatch,
         cf_of: impl Fn(StateId) -> state_api::Result<&'a ColumnFamily>,
@@ -133,22 +171,32 @@ impl WriteBack {
             let Some(cf) = cf else {
                 continue;
             };
-            for (key, value) in cells.drain() {
-                match value {
+            for (key, slot) in cells.iter_mut().filter(|(_, slot)| slot.dirty) {
+                match &slot.value {
                     Some(value) => batch.put_cf(cf, key, value),
                     None => batch.delete_cf(cf, key),
                 }
+                slot.dirty = false;
             }
         }
-        self.entries = 0;
+        self.dirty = 0;
         Ok(())
     }
 
-    /// Buffered keys of `state`: those with a value and those removed.
+    /// Forgets every entry (dirty ones are lost: write them first).
+    pub(crate) fn clear(&mut self) {
+        for cells in &mut self.states {
+            cells.clear();
+        }
+        self.entries = 0;
+        self.dirty = 0;
+    }
+
+    /// Cached keys of `state`: those with a value and those removed.
     pub(crate) fn keys(&self, state: StateId) -> impl Iterator<Item = (&[u8], bool)> {
         self.states
             .get(state)
             .into_iter()
-            .flat_map(|cells| cells.iter().map(|(k, v)| (&**k, v.is_some())))
+            .flat_map(|cells| cells.iter().map(|(k, slot)| (&**k, slot.value.is_some())))
     }
 }

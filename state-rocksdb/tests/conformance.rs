@@ -26,6 +26,29 @@ mod rocksdb_native_on_file_storage {
     .with_native_incremental_snapshots());
 }
 
+/// A write-back cache of 16 keys (2 dirty at most): the property tests'
+/// few keys then go through every path of the cache (dirty writes, clean
+/// reads, emptying a full cache, removals) instead of staying cached.
+fn tiny_write_back_cache() -> RocksDbStateBackend {
+    RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
+        write_back_entries: 16,
+        ..state_rocksdb::RocksDbConfig::default()
+    })
+}
+
+mod rocksdb_tiny_write_back_cache_on_file_storage {
+    state_api::conformance_tests!(super::TestTarget::new(
+        super::tiny_write_back_cache(),
+        super::StorageFixture::local_dir
+    )
+    .with_native_incremental_snapshots());
+    state_api::property_tests!(super::TestTarget::new(
+        super::tiny_write_back_cache(),
+        super::StorageFixture::local_dir
+    )
+    .with_native_incremental_snapshots());
+}
+
 mod rocksdb_canonical_on_file_storage {
     state_api::conformance_tests!(super::TestTarget::new(
         super::RocksDbStateBackend::default(),
