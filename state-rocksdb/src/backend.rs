@@ -329,15 +329,13 @@ impl RocksDbKeyedStateBackend {
             .map_err(|e| rocks_error("flush", e))
     }
 
-    /// Caches a cell write (`None`: removal); writes the dirty cells when
-    /// there are enough of them, and empties a full cache.
+    /// Caches a cell write (`None`: removal); a full cache is written and
+    /// emptied.
     fn buffer_cell(&mut self, state: StateId, value: Option<&[u8]>) -> Result<()> {
         self.write_back.put(state, &self.cell_key, value);
         if self.write_back.is_full() {
             self.write_dirty_cells()?;
             self.write_back.clear();
-        } else if self.write_back.should_write() {
-            self.write_dirty_cells()?;
         }
         Ok(())
     }
@@ -648,7 +646,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
         // The synchronous phase: the write-back cache's dirty cells into
-        // RocksDB (at most an eighth of its capacity), then a
+        // RocksDB, then a
         // RocksDB checkpoint: hard links to the SSTs and a copy of the WAL,
         // which holds what the memtables hold. Flink's checkpoint flushes the
         // memtables here instead, which makes the pause grow with them (tens

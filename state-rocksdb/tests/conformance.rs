@@ -26,7 +26,7 @@ mod rocksdb_native_on_file_storage {
     .with_native_incremental_snapshots());
 }
 
-/// A write-back cache of 16 keys (2 dirty at most): the property tests'
+/// A write-back cache of 16 keys: the property tests'
 /// few keys then go through every path of the cache (dirty writes, clean
 /// reads, emptying a full cache, removals) instead of staying cached.
 fn tiny_write_back_cache() -> RocksDbStateBackend {
