@@ -645,12 +645,12 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
         // The synchronous phase: the write-back cache's dirty cells into
-        // RocksDB, then a
-        // RocksDB checkpoint: hard links to the SSTs and a copy of the WAL,
-        // which holds what the memtables hold. Flink's checkpoint flushes the
-        // memtables here instead, which makes the pause grow with them (tens
-        // to hundreds of ms); the flush starts in the background afterwards,
-        // so the next checkpoint's WAL holds only what changes until then.
+        // RocksDB, then a RocksDB checkpoint: hard links to the SSTs and a
+        // copy of the WAL, which holds what the memtables hold. Flink's
+        // checkpoint flushes the memtables here instead, which makes the
+        // pause grow with them (tens to hundreds of ms); the flush starts in
+        // the background afterwards, so the next checkpoint's WAL holds only
+        // what changes until then.
         let kind = if target.format == SnapshotFormat::Native {
             "native"
         } else {
