@@ -10,12 +10,14 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use state_api::{CheckpointStorage, StorageOptions};
 use streamstate_runtime::backends::{state_backend_with, BackendConfig, StateBackendKind};
+use streamstate_runtime::sink::Sink;
+use streamstate_runtime::stream::SinkFactory;
 use streamstate_runtime::{CheckpointingMode, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment};
 
 use crate::config::{parse_duration, FlinkConfig};
@@ -70,8 +72,9 @@ pub struct WordCountArgs {
     /// Restore from a checkpoint or savepoint directory URI, or `latest`.
     #[arg(long, value_name = "PATH|latest")]
     from_checkpoint: Option<String>,
-    /// Bounded input: write the final counts here, `WORD<TAB>COUNT` sorted
-    /// by word, instead of printing every update.
+    /// Bounded input: write the final counts here, `WORD<TAB>COUNT` per
+    /// line, unsorted (`LC_ALL=C sort FILE` sorts them), instead of printing
+    /// every update.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// YAML file with Flink's key names; flags override it.
@@ -230,10 +233,10 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         (None, None) => bail!("give --socket HOST:PORT or --input FILE"),
     };
     let counts = streamstate_runtime::stream::word_count(lines);
-    let job = if args.output.is_some() {
-        counts.discard()
-    } else {
-        counts.print()
+    let output = args.output.as_deref().map(CountsFile::create).transpose()?;
+    let job = match &output {
+        Some(file) => counts.discard().with_final_sink(file.sink_factory()),
+        None => counts.print(),
     };
 
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -256,10 +259,8 @@ pub fn run(args: WordCountArgs) -> Result<()> {
             if status_line {
                 eprintln!();
             }
-            if let Some(path) = &args.output {
-                let mut finals = result.final_records;
-                finals.sort_unstable();
-                write_counts(path, &finals).with_context(|| format!("cannot write {}", path.display()))?;
+            if let Some(file) = output {
+                file.commit()?;
             }
             match &result.last_snapshot_path {
                 Some(path) => eprintln!("job finished; last checkpoint: {path}"),
@@ -309,14 +310,111 @@ pub fn run(args: WordCountArgs) -> Result<()> {
     }
 }
 
-/// Writes `word<TAB>count` lines, streamed (a large state's text is never
-/// held in memory at once).
-fn write_counts(path: &Path, counts: &[(String, i64)]) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for (word, count) in counts {
-        writeln!(out, "{word}\t{count}")?;
+/// `--output`: the final counts as `WORD<TAB>COUNT` lines, written while
+/// the keyed subtasks emit them (a key group at a time, unsorted: a large
+/// state's counts are never all in memory). They go to `FILE.partial`,
+/// renamed to `FILE` once the job has finished, so a cancelled or failed
+/// job leaves no partial output behind.
+struct CountsFile {
+    path: PathBuf,
+    partial: PathBuf,
+    writer: Arc<Mutex<std::io::BufWriter<std::fs::File>>>,
+    committed: bool,
+}
+
+impl CountsFile {
+    fn create(path: &Path) -> Result<Self> {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            partial,
+            writer: Arc::new(Mutex::new(std::io::BufWriter::new(file))),
+            committed: false,
+        })
     }
-    out.into_inner()
-        .map_err(std::io::IntoInnerError::into_error)?
-        .sync_all()
+
+    /// One sink per keyed subtask, all appending to this file.
+    fn sink_factory(&self) -> SinkFactory<(String, i64)> {
+        let writer = Arc::clone(&self.writer);
+        let path = self.partial.clone();
+        Arc::new(move |_, _| {
+            Ok(Box::new(CountsSink {
+                writer: Arc::clone(&writer),
+                path: path.clone(),
+                lines: Vec::new(),
+            }) as Box<_>)
+        })
+    }
+
+    /// Syncs the file and gives it its final name (the job has finished:
+    /// no sink writes any more).
+    fn commit(mut self) -> Result<()> {
+        {
+            let mut writer = self
+                .writer
+                .lock()
+                .map_err(|_| anyhow::anyhow!("a subtask failed while writing {}", self.partial.display()))?;
+            writer
+                .flush()
+                .and_then(|()| writer.get_ref().sync_all())
+                .with_context(|| format!("cannot write {}", self.partial.display()))?;
+        }
+        std::fs::rename(&self.partial, &self.path)
+            .with_context(|| format!("cannot rename {} to {}", self.partial.display(), self.path.display()))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for CountsFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// A subtask's side of [`CountsFile`]: lines gather in a local buffer and
+/// are appended whole, so subtasks never interleave within a line.
+struct CountsSink {
+    writer: Arc<Mutex<std::io::BufWriter<std::fs::File>>>,
+    path: PathBuf,
+    lines: Vec<u8>,
+}
+
+const COUNTS_CHUNK_BYTES: usize = 64 << 10;
+
+impl Sink<(String, i64)> for CountsSink {
+    fn write(&mut self, (word, count): &(String, i64)) -> state_api::Result<()> {
+        self.lines.extend_from_slice(word.as_bytes());
+        self.lines.push(b'\t');
+        self.lines.extend_from_slice(count.to_string().as_bytes());
+        self.lines.push(b'\n');
+        if self.lines.len() >= COUNTS_CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> state_api::Result<()> {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        let failed = |message: String| {
+            state_api::Error::new(state_api::ErrorKind::Storage, message)
+                .with_context("file", self.path.display().to_string())
+        };
+        let mut writer = self
+            .writer
+            .lock()
+            .map_err(|_| failed("another subtask failed while writing the output".into()))?;
+        writer
+            .write_all(&self.lines)
+            .map_err(|e| failed(format!("writing the output failed: {e}")))?;
+        self.lines.clear();
+        Ok(())
+    }
 }

@@ -109,10 +109,14 @@ where
 
     fn finish(&mut self, backend: &mut dyn KeyedStateBackend, out: &mut dyn FnMut((K, i64))) -> Result<()> {
         let state = self.state()?;
-        for key_bytes in backend.keys(state.id())? {
-            backend.set_current_key(&key_bytes)?;
-            if let Some(sum) = state.value(backend)? {
-                out((state_api::codec::decode_value::<K>(&key_bytes)?, sum));
+        // A key group at a time: a large state's keys are never all in
+        // memory at once.
+        for key_group in backend.key_group_range().iter() {
+            for key_bytes in backend.keys_in_key_group(state.id(), key_group)? {
+                backend.set_current_key(&key_bytes)?;
+                if let Some(sum) = state.value(backend)? {
+                    out((state_api::codec::decode_value::<K>(&key_bytes)?, sum));
+                }
             }
         }
         Ok(())

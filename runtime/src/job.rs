@@ -127,7 +127,8 @@ pub struct JobResult<O> {
     /// The job id.
     pub job_id: String,
     /// Records the keyed operator's `finish` emitted (final results of a
-    /// bounded input; empty after a cancel).
+    /// bounded input; empty after a cancel, and when they went to a
+    /// [`crate::stream::Job::with_final_sink`]).
     pub final_records: Vec<O>,
     /// Completed checkpoints and savepoints (the last
     /// [`COMPLETED_HISTORY`] of them).
@@ -439,7 +440,11 @@ where
     T: Send + 'static,
     O: Send + 'static,
 {
-    let Job { processed, sink } = job;
+    let Job {
+        processed,
+        sink,
+        final_sink,
+    } = job;
     let factory = processed.factory;
     let key_of = processed.keyed.key_of;
     let stream = processed.keyed.stream;
@@ -518,6 +523,7 @@ where
             backend: keyed_backend,
             factory: Arc::clone(&factory),
             sink: Arc::clone(&sink),
+            final_sink: final_sink.clone(),
             mode: settings.checkpoint.mode,
             control: control_tx.clone(),
             uploads: uploads.clone(),
@@ -817,6 +823,7 @@ struct KeyedTask<K, T, O> {
     backend: Box<dyn KeyedStateBackend>,
     factory: ProcessFactory<K, T, O>,
     sink: SinkFactory<O>,
+    final_sink: Option<SinkFactory<O>>,
     mode: CheckpointingMode,
     control: Sender<Control>,
     uploads: Uploads,
@@ -916,7 +923,22 @@ impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O>
         }
         sink.flush()?;
         let mut finals = Vec::new();
-        function.finish(self.backend.as_mut(), &mut |o| finals.push(o))?;
+        match &self.final_sink {
+            Some(factory) => {
+                let mut final_sink = factory(self.subtask, self.parallelism)?;
+                let mut write_error = None;
+                function.finish(self.backend.as_mut(), &mut |o| {
+                    if write_error.is_none() {
+                        write_error = final_sink.write(&o).err();
+                    }
+                })?;
+                if let Some(e) = write_error {
+                    return Err(e);
+                }
+                final_sink.flush()?;
+            }
+            None => function.finish(self.backend.as_mut(), &mut |o| finals.push(o))?,
+        }
         Ok(finals)
     }
 }

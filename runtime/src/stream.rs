@@ -318,7 +318,11 @@ where
 {
     /// Sends the output to `sink` and returns the job, ready to execute.
     pub fn add_sink(self, sink: SinkFactory<O>) -> Job<K, T, O> {
-        Job { processed: self, sink }
+        Job {
+            processed: self,
+            sink,
+            final_sink: None,
+        }
     }
 
     /// Flink's `print()`.
@@ -352,6 +356,7 @@ where
 pub struct Job<K, T, O> {
     pub(crate) processed: ProcessedStream<K, T, O>,
     pub(crate) sink: SinkFactory<O>,
+    pub(crate) final_sink: Option<SinkFactory<O>>,
 }
 
 impl<K, T, O> Job<K, T, O>
@@ -360,6 +365,46 @@ where
     T: Send + 'static,
     O: Send + 'static,
 {
+    /// Sends what the keyed operator's `finish` emits at the end of a
+    /// bounded input (a word count's final counts) to `sink`, one per keyed
+    /// subtask, as it is produced, instead of collecting it in
+    /// [`crate::JobResult::final_records`]: a large state's final results are
+    /// never all in memory at once. Each subtask emits its keys a key group
+    /// at a time; nothing is sorted.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamstate_runtime::{sink::Sink, stream::word_count, StreamExecutionEnvironment};
+    ///
+    /// struct Collect(Arc<Mutex<Vec<(String, i64)>>>);
+    /// impl Sink<(String, i64)> for Collect {
+    ///     fn write(&mut self, record: &(String, i64)) -> state_api::Result<()> {
+    ///         self.0.lock().unwrap().push(record.clone());
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let finals = Arc::new(Mutex::new(Vec::new()));
+    /// let into = Arc::clone(&finals);
+    /// let env = StreamExecutionEnvironment::new();
+    /// let lines = env.from_lines(vec!["to be or".into(), "not to be".into()], 1);
+    /// let result = word_count(lines)
+    ///     .discard()
+    ///     .with_final_sink(Arc::new(move |_, _| Ok(Box::new(Collect(Arc::clone(&into))) as Box<_>)))
+    ///     .execute()
+    ///     .unwrap()
+    ///     .wait()
+    ///     .unwrap();
+    /// assert!(result.final_records.is_empty());
+    /// let mut finals = finals.lock().unwrap().clone();
+    /// finals.sort();
+    /// assert_eq!(finals[0], ("BE".to_string(), 2));
+    /// ```
+    pub fn with_final_sink(mut self, sink: SinkFactory<O>) -> Self {
+        self.final_sink = Some(sink);
+        self
+    }
+
     /// Restores (if asked), starts every thread and returns the handle.
     ///
     /// # Errors

@@ -254,6 +254,16 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// [`ErrorKind::InvalidArgument`] for an unknown state id.
     fn keys(&self, state: StateId) -> Result<Vec<Vec<u8>>>;
 
+    /// The keys of `state` in one key group of this backend's range, ordered
+    /// by serialized key bytes: [`KeyedStateBackend::keys`] one group at a
+    /// time, so a caller visiting every key (a bounded job's final results)
+    /// holds one group's keys in memory instead of all of them.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an unknown state id or a key group
+    /// outside this backend's range.
+    fn keys_in_key_group(&self, state: StateId, key_group: u32) -> Result<Vec<Vec<u8>>>;
+
     /// The synchronous phase of a snapshot: captures a consistent view and
     /// returns the asynchronous phase that writes it.
     ///
@@ -349,6 +359,14 @@ pub fn wrong_state_kind(meta: &StateMeta, wanted: &str) -> Error {
         format!("state is a {:?} state, not {wanted}", meta.kind),
     )
     .with_context("state", meta.name.clone())
+}
+
+/// The error for a key group outside a backend's range, named by what asked.
+pub fn key_group_outside_range(key_group: u32, range: KeyGroupRange) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!("key group {key_group} is outside this backend's range {range}"),
+    )
 }
 
 /// The error for a key whose group this backend does not own.

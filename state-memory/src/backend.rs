@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use state_api::backend::{key_outside_range, unknown_state, wrong_state_kind};
+use state_api::backend::{key_group_outside_range, key_outside_range, unknown_state, wrong_state_kind};
 use state_api::key_group::{key_group_for_hash, key_hash};
 use state_api::ttl::Clock;
 use state_api::{
@@ -326,6 +326,26 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         let mut keys: Vec<Vec<u8>> = match &self.state(state)?.table {
             StateTable::Cells(t) => t.iter().map(|(k, _)| k.to_vec()).collect(),
             StateTable::Maps(t) => t.iter().map(|(k, _)| k.to_vec()).collect(),
+        };
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    fn keys_in_key_group(&self, state: StateId, key_group: u32) -> Result<Vec<Vec<u8>>> {
+        let range = self.options.key_group_range;
+        if !range.contains(key_group) {
+            return Err(key_group_outside_range(key_group, range));
+        }
+        fn collect<V: Clone>(table: &Table<V>, key_group: u32) -> Vec<Vec<u8>> {
+            table
+                .key_group_shards(key_group)
+                .iter()
+                .flat_map(|shard| shard.iter().map(|(k, _)| k.to_vec()))
+                .collect()
+        }
+        let mut keys = match &self.state(state)?.table {
+            StateTable::Cells(t) => collect(t, key_group),
+            StateTable::Maps(t) => collect(t, key_group),
         };
         keys.sort_unstable();
         Ok(keys)

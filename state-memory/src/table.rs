@@ -16,7 +16,10 @@
 //! an uploaded snapshot covers the removal; the first write to a shard in a
 //! new epoch drops the markers already covered.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -167,23 +170,28 @@ impl<V: Clone> Table<V> {
         V: Default,
     {
         let data = self.shard_for_write(shard, epoch);
-        // Look up by slice first: inserting needs an owned key, most writes
-        // hit an existing one.
-        if !data.entries.contains_key(key) {
-            data.entries.insert(
-                Bytes::from_slice(key),
-                Entry {
-                    value: None,
-                    changed: epoch.current,
-                },
-            );
-            data.removals += 1;
-        }
-        let entry = data.entries.get_mut(key).expect("present: inserted above");
-        entry.changed = epoch.current;
-        if entry.value.is_none() {
+        // One lookup by slice; the owned key is made only on insertion.
+        let (entry, was_removal_marker) = match data.entries.entry_ref(key) {
+            EntryRef::Occupied(occupied) => {
+                let entry = occupied.into_mut();
+                let marker = entry.value.is_none();
+                (entry, marker)
+            }
+            EntryRef::Vacant(vacant) => (
+                vacant.insert_with_key(
+                    Bytes::from_slice(key),
+                    Entry {
+                        value: None,
+                        changed: epoch.current,
+                    },
+                ),
+                false,
+            ),
+        };
+        if was_removal_marker {
             data.removals -= 1;
         }
+        entry.changed = epoch.current;
         entry.value.get_or_insert_with(V::default)
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamilyDescriptor, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
-use state_api::backend::{key_outside_range, unknown_state, wrong_state_kind};
+use state_api::backend::{key_group_outside_range, key_outside_range, unknown_state, wrong_state_kind};
 use state_api::key_group::assign_to_key_group;
 use state_api::ttl::Clock;
 use state_api::{
@@ -58,14 +58,16 @@ pub(crate) fn cf_options(resources: &Resources) -> Options {
     opts.set_merge_operator_associative("streamstate-append", append_merge);
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_block_cache(&resources.cache);
-    table.set_cache_index_and_filter_blocks(true);
-    // No bloom filter: whole-file filters of large SSTs are megabytes, and
-    // with a small block cache under random keys they were evicted and read
-    // back for nearly every get (5 TB read in 9 minutes at 7.8M keys,
-    // against 4 minutes for the whole run without); partitioned filters
-    // avoided that but cost 1.5x at 760k keys. L0 files are the ones every
-    // get consults: keep their indexes cached.
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    // Whole-file bloom filters (10 bits per key: ~1% false positives), held
+    // by the open table readers rather than the block cache: a get of a new
+    // key (every word seen for the first time) then skips every SST instead
+    // of reading an index and a data block from each. Charged to the block
+    // cache instead, the filters of large SSTs (megabytes each) were evicted
+    // by data blocks and read back for nearly every get: 5 TB read in 9
+    // minutes at 7.8M keys. Held outside it they cost ~1.25 bytes per key
+    // (10 MB at 7.8M keys), bounded by `max_open_files`.
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(false);
     opts.set_block_based_table_factory(&table);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_write_buffer_size(resources.write_buffer_size);
@@ -86,9 +88,24 @@ pub(crate) fn db_options(resources: &Resources) -> Options {
     opts
 }
 
+/// [`db_options`] for opening a working directory, where a restored
+/// checkpoint's WAL copy replays: what it replays stays in memtables (the
+/// next checkpoint's background flush writes it) instead of being flushed
+/// to L0 while the job waits. The crate has no setter for
+/// `avoid_flush_during_recovery`; RocksDB's option-string parser sets it.
+fn db_options_for_open(resources: &Resources) -> Result<Options> {
+    db_options(resources)
+        .get_options_from_string("avoid_flush_during_recovery=true")
+        .map_err(|e| rocks_error("set avoid_flush_during_recovery", e))
+}
+
 /// Upper bound of the WAL's size before RocksDB flushes the memtables that
 /// hold it back.
 const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+
+/// How long a checkpoint polls for the previous checkpoint's background
+/// flush before it flushes and waits itself.
+const FLUSH_POLL_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `log_size_for_flush` for checkpoints: never flush, copy the WAL instead.
 const CHECKPOINT_WITHOUT_FLUSH: u64 = u64::MAX;
@@ -173,7 +190,7 @@ impl RocksDbKeyedStateBackend {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options(&resources)))
             .collect::<Vec<_>>();
-        let db = DB::open_cf_descriptors(&db_options(&resources), &db_path, descriptors)
+        let db = DB::open_cf_descriptors(&db_options_for_open(&resources)?, &db_path, descriptors)
             .map_err(|e| rocks_error("open", e).with_context("file", db_path.display().to_string()))?;
         // The WAL is on, but never synced and written from a memory buffer
         // (`manual_wal_flush`): it is not for crash recovery of this working
@@ -298,43 +315,119 @@ impl RocksDbKeyedStateBackend {
     /// checkpoint interval is seconds). A checkpoint's WAL copy then holds
     /// at most one interval of writes, and memtables cannot pile up when
     /// flushes fall behind: the task slows down instead.
-    fn wait_for_background_flush(&self) -> Result<()> {
+    ///
+    /// Polling is bounded: after `FLUSH_POLL_LIMIT`, or as soon as RocksDB
+    /// reports a background error (a disk that stays full), a waiting flush
+    /// takes over. It returns RocksDB's background error, so the checkpoint
+    /// fails naming the working directory instead of waiting forever.
+    fn wait_for_background_flush(&self, families: &[&rocksdb::ColumnFamily]) -> Result<()> {
         let db = self.db()?;
-        let families = self.families()?;
+        let property = |cf: Option<&rocksdb::ColumnFamily>, name: &str| -> Result<u64> {
+            let value = match cf {
+                Some(cf) => db.property_int_value_cf(cf, name),
+                None => db.property_int_value(name),
+            };
+            Ok(value.map_err(|e| rocks_error("read a property", e))?.unwrap_or(0))
+        };
+        let started = std::time::Instant::now();
         loop {
             let mut pending = 0;
-            for cf in &families {
-                pending += db
-                    .property_int_value_cf(*cf, "rocksdb.num-immutable-mem-table")
-                    .map_err(|e| rocks_error("read a property", e))?
-                    .unwrap_or(0);
+            for cf in families {
+                pending += property(Some(cf), "rocksdb.num-immutable-mem-table")?;
             }
             if pending == 0 {
                 return Ok(());
             }
+            if started.elapsed() >= FLUSH_POLL_LIMIT || property(None, "rocksdb.background-errors")? > 0 {
+                break;
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        tracing::warn!(
+            dir = %self.dir.display(),
+            "the previous checkpoint's background flush has not finished; flushing and waiting"
+        );
+        let mut options = FlushOptions::default();
+        options.set_wait(true);
+        db.flush_cfs_opt(families, &options)
+            .map_err(|e| rocks_error("flush", e).with_context("dir", self.dir.display().to_string()))
     }
 
     /// Starts flushing every column family's memtable without waiting: the
     /// memtables are switched now (so later writes go to new ones and a new
     /// WAL file), the flush itself runs on RocksDB's background threads.
-    fn start_background_flush(&self) -> Result<()> {
-        let db = self.db()?;
-        let families = self.families()?;
+    fn start_background_flush(&self, families: &[&rocksdb::ColumnFamily]) -> Result<()> {
         let mut options = FlushOptions::default();
         options.set_wait(false);
-        db.flush_cfs_opt(&families, &options)
-            .map_err(|e| rocks_error("flush", e))
+        self.db()?
+            .flush_cfs_opt(families, &options)
+            .map_err(|e| rocks_error("flush", e).with_context("dir", self.dir.display().to_string()))
+    }
+
+    /// The keys of `state`, of one key group or all, sorted: RocksDB's keys
+    /// merged with the write-back cache's (which supersede them).
+    fn keys_of(&self, state: StateId, key_group: Option<u32>) -> Result<Vec<Vec<u8>>> {
+        let s = self.state(state)?;
+        let cf = self.cf(&s.cf)?;
+        let mut read_options = ReadOptions::default();
+        let group_start = key_group.map(keys::key_group_start);
+        let mode = match &group_start {
+            Some(start) => {
+                read_options.set_iterate_upper_bound(keys::key_group_start(key_group.unwrap_or(0) + 1));
+                IteratorMode::From(start, rocksdb::Direction::Forward)
+            }
+            None => IteratorMode::Start,
+        };
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for item in self.db()?.iterator_cf_opt(cf, read_options, mode) {
+            let (k, _) = item.map_err(|e| rocks_error("iterate", e))?;
+            let key = if s.meta.kind.is_map() {
+                keys::split_map_key(&k)?.0
+            } else {
+                &k[2..]
+            };
+            if out.last().is_none_or(|last| last.as_slice() != key) {
+                out.push(key.to_vec());
+            }
+        }
+        // Buffered writes supersede RocksDB: add new keys, drop removed ones.
+        let mut removed = Vec::new();
+        let cached = self
+            .write_back
+            .keys(state)
+            .filter(|(cell_key, _)| group_start.as_ref().is_none_or(|start| cell_key.starts_with(start)));
+        for (cell_key, present) in cached {
+            if present {
+                out.push(cell_key[2..].to_vec());
+            } else {
+                removed.push(&cell_key[2..]);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        if !removed.is_empty() {
+            removed.sort_unstable();
+            out.retain(|k| removed.binary_search(&k.as_slice()).is_err());
+        }
+        Ok(out)
+    }
+
+    /// Writes the write-back cache's dirty cells and empties it: for a full
+    /// cache, and before anything writes RocksDB around the cache.
+    fn write_and_empty_cache(&mut self) -> Result<()> {
+        self.write_dirty_cells()?;
+        self.write_back.clear();
+        Ok(())
     }
 
     /// Caches a cell write (`None`: removal); a full cache is written and
-    /// emptied.
+    /// emptied, dirty entries at the dirty limit are written.
     fn buffer_cell(&mut self, state: StateId, value: Option<&[u8]>) -> Result<()> {
         self.write_back.put(state, &self.cell_key, value);
         if self.write_back.is_full() {
+            self.write_and_empty_cache()?;
+        } else if self.write_back.must_write() {
             self.write_dirty_cells()?;
-            self.write_back.clear();
         }
         Ok(())
     }
@@ -350,8 +443,7 @@ impl RocksDbKeyedStateBackend {
     /// read-only) into this backend: the rescaling path.
     pub(crate) fn copy_key_groups_from(&mut self, source_db: &Path, range: KeyGroupRange) -> Result<()> {
         // The copy writes RocksDB directly: nothing cached may outlive it.
-        self.write_dirty_cells()?;
-        self.write_back.clear();
+        self.write_and_empty_cache()?;
         let names = DB::list_cf(&Options::default(), source_db).map_err(|e| rocks_error("list column families", e))?;
         let descriptors = names
             .iter()
@@ -611,36 +703,15 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn keys(&self, state: StateId) -> Result<Vec<Vec<u8>>> {
-        let s = self.state(state)?;
-        let cf = self.cf(&s.cf)?;
-        let mut out: Vec<Vec<u8>> = Vec::new();
-        for item in self.db()?.iterator_cf(cf, IteratorMode::Start) {
-            let (k, _) = item.map_err(|e| rocks_error("iterate", e))?;
-            let key = if s.meta.kind.is_map() {
-                keys::split_map_key(&k)?.0
-            } else {
-                &k[2..]
-            };
-            if out.last().is_none_or(|last| last.as_slice() != key) {
-                out.push(key.to_vec());
-            }
+        self.keys_of(state, None)
+    }
+
+    fn keys_in_key_group(&self, state: StateId, key_group: u32) -> Result<Vec<Vec<u8>>> {
+        let range = self.options.key_group_range;
+        if !range.contains(key_group) {
+            return Err(key_group_outside_range(key_group, range));
         }
-        // Buffered writes supersede RocksDB: add new keys, drop removed ones.
-        let mut removed = Vec::new();
-        for (cell_key, present) in self.write_back.keys(state) {
-            if present {
-                out.push(cell_key[2..].to_vec());
-            } else {
-                removed.push(&cell_key[2..]);
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        if !removed.is_empty() {
-            removed.sort_unstable();
-            out.retain(|k| removed.binary_search(&k.as_slice()).is_err());
-        }
-        Ok(out)
+        self.keys_of(state, Some(key_group))
     }
 
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
@@ -661,17 +732,20 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let write_back_done = started.elapsed();
         // Guarded from here on: a failed checkpoint leaves no directory.
         let dir = DirGuard(self.snapshot_dir(kind));
-        self.wait_for_background_flush()?;
+        let families = self.families()?;
+        self.wait_for_background_flush(&families)?;
+        let flush_wait_done = started.elapsed();
         let db = self.db()?;
         db.flush_wal(false).map_err(|e| rocks_error("write the WAL", e))?;
         Checkpoint::new(db)
             .and_then(|c| c.create_checkpoint_with_log_size(&dir.0, CHECKPOINT_WITHOUT_FLUSH))
             .map_err(|e| rocks_error("checkpoint", e).with_context("file", dir.0.display().to_string()))?;
         let checkpoint_done = started.elapsed();
-        self.start_background_flush()?;
+        self.start_background_flush(&families)?;
         tracing::debug!(
             write_back_us = write_back_done.as_micros() as u64,
-            checkpoint_us = (checkpoint_done - write_back_done).as_micros() as u64,
+            flush_wait_us = (flush_wait_done - write_back_done).as_micros() as u64,
+            checkpoint_us = (checkpoint_done - flush_wait_done).as_micros() as u64,
             flush_start_us = (started.elapsed() - checkpoint_done).as_micros() as u64,
             "rocksdb synchronous phase"
         );

@@ -3,15 +3,17 @@
 //!
 //! A read-modify-write per record (a running count) then costs a hash lookup
 //! for cached keys instead of a RocksDB get and put. Entries are *dirty*
-//! (newer than RocksDB) or *clean* (written, kept for reads). Before every
-//! snapshot the dirty entries are written to RocksDB in one `WriteBatch`
-//! and stay cached, clean, so the cache is still warm after a checkpoint; a
-//! full cache is written and emptied. (Writing dirty entries more often,
-//! in batches of an eighth of the capacity, shortened the snapshot's
-//! synchronous phase but cost 1.5–4× the word count's throughput: hot keys
-//! were written to RocksDB that much more often.) Map states bypass the
-//! cache: their entries are read by prefix scans, which must see every
-//! write.
+//! (newer than RocksDB) or *clean* (written, kept for reads). The dirty
+//! entries are written to RocksDB in one `WriteBatch` before every snapshot
+//! and whenever the dirty entries reach the dirty limit; they stay
+//! cached, clean, so hot keys stay cached across writes and checkpoints. A
+//! cache holding `capacity` keys is written and emptied. The dirty limit
+//! (at most `MAX_DIRTY_ENTRIES`) bounds what a snapshot's synchronous phase
+//! writes; the larger capacity holds the hot keys of a skewed stream.
+//! (Writing dirty entries far more often, every 2,048, cost 1.5–4× the
+//! word count's throughput: hot keys were written to RocksDB that much more
+//! often.) Map states bypass the cache: their entries are read by prefix
+//! scans, which must see every write.
 //!
 //! Invariant: a cached key's value (or removal, `None`) is what a read must
 //! return; a clean entry equals what RocksDB holds. Anything that writes a
@@ -42,7 +44,12 @@ pub(crate) struct WriteBack {
     entries: usize,
     dirty: usize,
     capacity: usize,
+    dirty_limit: usize,
 }
+
+/// The most dirty entries a cache holds before writing them: what the
+/// synchronous phase of a snapshot may have to write (~1–2 µs each).
+pub(crate) const MAX_DIRTY_ENTRIES: usize = 16_384;
 
 /// What the cache knows of a key.
 pub(crate) enum Buffered<'a> {
@@ -53,13 +60,15 @@ pub(crate) enum Buffered<'a> {
 }
 
 impl WriteBack {
-    /// A cache of at most `capacity` keys (0 disables it).
+    /// A cache of at most `capacity` keys (0 disables it), of which at most
+    /// half, and at most `MAX_DIRTY_ENTRIES`, dirty.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             states: Vec::new(),
             entries: 0,
             dirty: 0,
             capacity,
+            dirty_limit: (capacity / 2).clamp(1, MAX_DIRTY_ENTRIES),
         }
     }
 
@@ -72,6 +81,12 @@ impl WriteBack {
     /// emptied.
     pub(crate) fn is_full(&self) -> bool {
         self.entries >= self.capacity
+    }
+
+    /// Whether the dirty entries reached the dirty limit and must be
+    /// written (the cache keeps them, clean).
+    pub(crate) fn must_write(&self) -> bool {
+        self.dirty >= self.dirty_limit
     }
 
     /// Whether some entry is newer than RocksDB.

@@ -375,6 +375,47 @@ pub fn keys_lists_every_key_with_state(t: &TestTarget) {
     assert_eq!(b.keys(s.id()).unwrap(), expected);
 }
 
+pub fn keys_in_key_group_partitions_keys_by_group(t: &TestTarget) {
+    let mut b = backend(t);
+    let cells = b.value_state(&ValueStateDescriptor::<u8>::new("v")).unwrap();
+    let maps = b.map_state(&MapStateDescriptor::<u8, u8>::new("m")).unwrap();
+    for i in 0..300u32 {
+        let k = format!("k{i}");
+        key(b.as_mut(), &k);
+        cells.update(b.as_mut(), &1).unwrap();
+        if i % 3 == 0 {
+            maps.put(b.as_mut(), &1, &1).unwrap();
+            maps.put(b.as_mut(), &2, &2).unwrap();
+        }
+    }
+    for removed in ["k7", "k9"] {
+        key(b.as_mut(), removed);
+        cells.clear(b.as_mut()).unwrap();
+        maps.clear(b.as_mut()).unwrap();
+    }
+    let max_parallelism = b.max_parallelism();
+    for state in [cells.id(), maps.id()] {
+        let mut by_group = Vec::new();
+        for key_group in b.key_group_range().iter() {
+            let keys = b.keys_in_key_group(state, key_group).unwrap();
+            assert!(
+                keys.windows(2).all(|w| w[0] < w[1]),
+                "group {key_group}: unsorted or repeated keys"
+            );
+            for k in &keys {
+                assert_eq!(assign_to_key_group(k, max_parallelism), key_group);
+            }
+            by_group.extend(keys);
+        }
+        by_group.sort();
+        assert_eq!(by_group, b.keys(state).unwrap());
+    }
+    assert_eq!(b.keys(maps.id()).unwrap().len(), 99);
+    let outside = b.key_group_range().end().map_or(0, |last| last + 1);
+    let err = b.keys_in_key_group(cells.id(), outside).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
+
 pub fn states_with_different_names_are_independent(t: &TestTarget) {
     let mut b = backend(t);
     let s1 = b.value_state(&ValueStateDescriptor::<u64>::new("one")).unwrap();
