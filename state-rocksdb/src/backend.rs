@@ -71,6 +71,12 @@ pub(crate) fn cf_options(resources: &Resources) -> Options {
     opts.set_block_based_table_factory(&table);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_write_buffer_size(resources.write_buffer_size);
+    // A bloom filter over the memtable's keys (2% of its size): most gets
+    // that miss the write-back cache ask for keys the memtable lacks, and
+    // its skiplist search (cache misses at every level) was a fifth of the
+    // keyed thread's samples.
+    opts.set_memtable_whole_key_filtering(true);
+    opts.set_memtable_prefix_bloom_ratio(0.02);
     opts
 }
 

@@ -268,11 +268,19 @@ impl StateBackend for RocksDbStateBackend {
         ) {
             // Same range: download the files and open them as they are.
             let dir = self.instance_dir(&options)?;
+            let started = std::time::Instant::now();
             if let Err(e) = download(storage, native[0], &dir.join("db")) {
                 backend::remove_dir(&dir);
                 return Err(e);
             }
-            return Ok(Box::new(self.open_or_remove(dir, options)?));
+            let downloaded = started.elapsed();
+            let backend = self.open_or_remove(dir, options)?;
+            tracing::debug!(
+                download_ms = downloaded.as_millis() as u64,
+                open_ms = (started.elapsed() - downloaded).as_millis() as u64,
+                "rocksdb restore"
+            );
+            return Ok(Box::new(backend));
         }
         let mut backend = self.create(options)?;
         for (i, handle) in native.iter().enumerate() {
