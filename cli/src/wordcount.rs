@@ -389,10 +389,8 @@ const COUNTS_CHUNK_BYTES: usize = 64 << 10;
 
 impl Sink<(String, i64)> for CountsSink {
     fn write(&mut self, (word, count): &(String, i64)) -> state_api::Result<()> {
-        self.lines.extend_from_slice(word.as_bytes());
-        self.lines.push(b'\t');
-        self.lines.extend_from_slice(count.to_string().as_bytes());
-        self.lines.push(b'\n');
+        // Writing into a Vec cannot fail; the count is formatted in place.
+        let _ = writeln!(self.lines, "{word}\t{count}");
         if self.lines.len() >= COUNTS_CHUNK_BYTES {
             self.flush()?;
         }

@@ -376,12 +376,12 @@ impl RocksDbKeyedStateBackend {
         let s = self.state(state)?;
         let cf = self.cf(&s.cf)?;
         let mut read_options = ReadOptions::default();
+        if let Some(key_group) = key_group {
+            read_options.set_iterate_upper_bound(keys::key_group_start(key_group + 1));
+        }
         let group_start = key_group.map(keys::key_group_start);
         let mode = match &group_start {
-            Some(start) => {
-                read_options.set_iterate_upper_bound(keys::key_group_start(key_group.unwrap_or(0) + 1));
-                IteratorMode::From(start, rocksdb::Direction::Forward)
-            }
+            Some(start) => IteratorMode::From(start, rocksdb::Direction::Forward),
             None => IteratorMode::Start,
         };
         let mut out: Vec<Vec<u8>> = Vec::new();
