@@ -28,6 +28,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "execution.checkpointing.min-pause",
     "state.backend.rocksdb.localdir",
     "state.backend.rocksdb.write-back.entries",
+    "state.backend.rocksdb.memory.fixed-per-tm",
+    "state.backend.rocksdb.memory.write-buffer-ratio",
     "parallelism.default",
     "pipeline.max-parallelism",
     "s3.endpoint",
@@ -131,6 +133,24 @@ impl FlinkConfig {
             .transpose()
     }
 
+    /// A memory size (`64mb`, `1 gb`, `512kb`, plain bytes), as Flink's
+    /// `MemorySize` reads it.
+    pub fn get_memory_size(&self, keys: &[&str]) -> Result<Option<usize>> {
+        self.get(keys)
+            .map(|v| parse_memory_size(v).with_context(|| format!("in {}", keys[0])))
+            .transpose()
+    }
+
+    /// A fraction in (0, 1).
+    pub fn get_fraction(&self, keys: &[&str]) -> Result<Option<f64>> {
+        self.get(keys)
+            .map(|v| match v.trim().parse::<f64>() {
+                Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
+                _ => bail!("{} must be a number between 0 and 1 (exclusive), not {v:?}", keys[0]),
+            })
+            .transpose()
+    }
+
     /// The `s3.*` settings.
     pub fn s3_options(&self) -> BTreeMap<String, String> {
         self.values
@@ -139,6 +159,29 @@ impl FlinkConfig {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
+}
+
+/// Parses Flink-style memory sizes: a number and a unit (`b`, `kb`, `mb`,
+/// `gb`, `tb`, or their one-letter and long forms, case-insensitive, powers
+/// of 1024), or plain bytes.
+pub fn parse_memory_size(text: &str) -> Result<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("memory size {text:?} must be a number with a unit such as 64mb"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 0,
+        "k" | "kb" | "kibibytes" => 10,
+        "m" | "mb" | "mebibytes" => 20,
+        "g" | "gb" | "gibibytes" => 30,
+        "t" | "tb" | "tebibytes" => 40,
+        other => bail!("memory size {text:?} has an unknown unit {other:?} (use b, kb, mb, gb or tb)"),
+    };
+    n.checked_mul(1 << shift)
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .with_context(|| format!("memory size {text:?} is too large"))
 }
 
 /// Parses Flink-style durations: `6s`, `500ms`, `2min`, `1h`, or plain
@@ -191,6 +234,33 @@ mod tests {
         let bad = FlinkConfig::parse(&format!("{key}: -1\n")).unwrap();
         let message = bad.get_usize(&[key]).unwrap_err().to_string();
         assert!(message.contains(key) && message.contains("-1"), "{message}");
+    }
+
+    #[test]
+    fn memory_sizes_parse_like_flink() {
+        assert_eq!(parse_memory_size("64mb").unwrap(), 64 << 20);
+        assert_eq!(parse_memory_size("1 GB").unwrap(), 1 << 30);
+        assert_eq!(parse_memory_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_memory_size("4096").unwrap(), 4096);
+        for bad in ["", "mb", "12 parsecs", "-1mb", "99999999999tb"] {
+            assert!(parse_memory_size(bad).is_err(), "{bad:?}");
+        }
+        let key = "state.backend.rocksdb.memory.fixed-per-tm";
+        let c = FlinkConfig::parse(&format!("{key}: 12 furlongs\n")).unwrap();
+        let message = format!("{:#}", c.get_memory_size(&[key]).unwrap_err());
+        assert!(message.contains(key) && message.contains("furlongs"), "{message}");
+    }
+
+    #[test]
+    fn fractions_are_checked() {
+        let key = "state.backend.rocksdb.memory.write-buffer-ratio";
+        let c = FlinkConfig::parse(&format!("{key}: 0.25\n")).unwrap();
+        assert_eq!(c.get_fraction(&[key]).unwrap(), Some(0.25));
+        for bad in ["0", "1", "1.5", "half"] {
+            let c = FlinkConfig::parse(&format!("{key}: {bad}\n")).unwrap();
+            let message = c.get_fraction(&[key]).unwrap_err().to_string();
+            assert!(message.contains(key), "{message}");
+        }
     }
 
     #[test]

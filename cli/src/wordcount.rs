@@ -100,6 +100,28 @@ fn split_host_port(address: &str) -> Result<(String, u16)> {
     Ok((host.to_owned(), port))
 }
 
+/// RocksDB's memory, sized from Flink's keys as Flink sizes it:
+/// `state.backend.rocksdb.memory.fixed-per-tm` is the process's total, of
+/// which the block cache gets `(3 - r) / 3` and the memtables (charged to
+/// the cache) `2r / 3`, `r` being `state.backend.rocksdb.memory.write-buffer-ratio`
+/// (default 0.5). Memtables may overshoot their budget by about half before
+/// RocksDB flushes them, so cache and memtables together stay within the
+/// total.
+fn rocksdb_memory(config: &FlinkConfig) -> Result<BackendConfig> {
+    let Some(total) = config.get_memory_size(&["state.backend.rocksdb.memory.fixed-per-tm"])? else {
+        return Ok(BackendConfig::default());
+    };
+    let ratio = config
+        .get_fraction(&["state.backend.rocksdb.memory.write-buffer-ratio"])?
+        .unwrap_or(0.5);
+    let total_f = total as f64;
+    Ok(BackendConfig {
+        rocksdb_block_cache_bytes: Some((total_f * (3.0 - ratio) / 3.0) as usize),
+        rocksdb_write_buffer_bytes: Some((total_f * 2.0 * ratio / 3.0) as usize),
+        ..BackendConfig::default()
+    })
+}
+
 /// Runs the word count until its input ends or a signal arrives.
 pub fn run(args: WordCountArgs) -> Result<()> {
     let config = match &args.config {
@@ -118,6 +140,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         &BackendConfig {
             rocksdb_local_dir: config.get(&["state.backend.rocksdb.localdir"]).map(PathBuf::from),
             rocksdb_write_back_entries: config.get_usize(&["state.backend.rocksdb.write-back.entries"])?,
+            ..rocksdb_memory(&config)?
         },
     )?;
     let checkpoint_dir = match args.checkpoint_dir.clone().or_else(|| {

@@ -74,6 +74,11 @@ pub struct BackendConfig {
     /// (`state.backend.rocksdb.write-back.entries`; 0 turns it off; default
     /// `state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES`).
     pub rocksdb_write_back_entries: Option<usize>,
+    /// RocksDB's shared block cache, bytes (default
+    /// `state_rocksdb::RocksDbConfig::default().block_cache_bytes`).
+    pub rocksdb_block_cache_bytes: Option<usize>,
+    /// RocksDB's memtable budget, charged to the block cache, bytes.
+    pub rocksdb_write_buffer_bytes: Option<usize>,
 }
 
 /// The backend `kind` with default settings, if this build includes it.
@@ -96,15 +101,18 @@ pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Res
         #[cfg(feature = "fs")]
         StateBackendKind::Fs => Ok(Arc::new(state_fs::FsStateBackend::new())),
         #[cfg(feature = "rocksdb")]
-        StateBackendKind::RocksDb => Ok(Arc::new(state_rocksdb::RocksDbStateBackend::new(
-            state_rocksdb::RocksDbConfig {
-                local_dir: config.rocksdb_local_dir.clone(),
-                write_back_entries: config
-                    .rocksdb_write_back_entries
-                    .unwrap_or(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES),
-                ..state_rocksdb::RocksDbConfig::default()
-            },
-        ))),
+        StateBackendKind::RocksDb => {
+            let defaults = state_rocksdb::RocksDbConfig::default();
+            Ok(Arc::new(state_rocksdb::RocksDbStateBackend::new(
+                state_rocksdb::RocksDbConfig {
+                    local_dir: config.rocksdb_local_dir.clone(),
+                    write_back_entries: config.rocksdb_write_back_entries.unwrap_or(defaults.write_back_entries),
+                    block_cache_bytes: config.rocksdb_block_cache_bytes.unwrap_or(defaults.block_cache_bytes),
+                    write_buffer_bytes: config.rocksdb_write_buffer_bytes.unwrap_or(defaults.write_buffer_bytes),
+                    ..defaults
+                },
+            )))
+        }
         #[allow(unreachable_patterns)]
         other => Err(not_compiled(other)),
     }

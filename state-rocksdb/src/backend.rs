@@ -17,6 +17,7 @@ use state_api::{
 };
 
 use crate::keys;
+use crate::pending_cells::{self, PendingCellsWriter};
 use crate::snapshot::{CanonicalFromRocksDb, DirGuard, NativeSnapshot};
 use crate::write_back::{Buffered, WriteBack};
 use crate::Resources;
@@ -430,10 +431,70 @@ impl RocksDbKeyedStateBackend {
     /// emptied, dirty entries at the dirty limit are written.
     fn buffer_cell(&mut self, state: StateId, value: Option<&[u8]>) -> Result<()> {
         self.write_back.put(state, &self.cell_key, value);
+        self.enforce_write_back_limits()
+    }
+
+    /// Writes the cache when a put made it full or reached the dirty limit.
+    fn enforce_write_back_limits(&mut self) -> Result<()> {
         if self.write_back.is_full() {
             self.write_and_empty_cache()?;
         } else if self.write_back.must_write() {
             self.write_dirty_cells()?;
+        }
+        Ok(())
+    }
+
+    /// The write-back cache's dirty cells as a pending-cells file, or
+    /// `None` when none is dirty.
+    fn pending_cells(&self) -> Option<Vec<u8>> {
+        if !self.write_back.has_dirty() {
+            return None;
+        }
+        let names = self.states.iter().map(|s| s.meta.name.clone()).collect();
+        let mut writer = PendingCellsWriter::new(names);
+        self.write_back.add_dirty_to(&mut writer);
+        Some(writer.finish())
+    }
+
+    /// Lays a native snapshot's pending cells (`bytes`, read from `file`)
+    /// over this backend: those of key groups in `range`, through the
+    /// write-back cache as dirty entries (or straight into RocksDB when the
+    /// cache is off).
+    ///
+    /// # Errors
+    /// Corrupt when the file does not decode or names a state this backend
+    /// lacks or holds as a map; RocksDB write errors.
+    pub(crate) fn apply_pending_cells(&mut self, bytes: &[u8], file: &str, range: KeyGroupRange) -> Result<()> {
+        let corrupt = |message: String| Error::corrupt(message).with_context("file", file.to_owned());
+        let cells = pending_cells::decode(bytes).map_err(|e| e.with_context("stored as", file.to_owned()))?;
+        let mut batch = WriteBatch::default();
+        for cell in cells {
+            let key_group = u32::from(u16::from_be_bytes([cell.key[0], cell.key[1]]));
+            if !range.contains(key_group) {
+                continue;
+            }
+            let id = *self
+                .ids
+                .get(cell.state)
+                .ok_or_else(|| corrupt(format!("a pending cell of state {} the checkpoint lacks", cell.state)))?;
+            if self.states[id].meta.kind.is_map() {
+                return Err(corrupt(format!("a pending cell of map state {}", cell.state)));
+            }
+            if self.write_back.enabled() {
+                self.write_back.put(id, cell.key, cell.value);
+                self.enforce_write_back_limits()?;
+            } else {
+                let cf = self.cf(&self.states[id].cf)?;
+                match cell.value {
+                    Some(value) => batch.put_cf(cf, cell.key, value),
+                    None => batch.delete_cf(cf, cell.key),
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.db()?
+                .write_opt(batch, &self.write_options)
+                .map_err(|e| rocks_error("write", e))?;
         }
         Ok(())
     }
@@ -721,20 +782,22 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
-        // The synchronous phase: the write-back cache's dirty cells into
-        // RocksDB, then a RocksDB checkpoint: hard links to the SSTs and a
-        // copy of the WAL, which holds what the memtables hold. Flink's
+        // The synchronous phase: the write-back cache's dirty cells copied
+        // into a pending-cells file (native) or written into RocksDB
+        // (canonical), then a RocksDB checkpoint: hard links to the SSTs and
+        // a copy of the WAL, which holds what the memtables hold. Flink's
         // checkpoint flushes the memtables here instead, which makes the
         // pause grow with them (tens to hundreds of ms); the flush starts in
         // the background afterwards, so the next checkpoint's WAL holds only
         // what changes until then.
-        let kind = if target.format == SnapshotFormat::Native {
-            "native"
-        } else {
-            "canonical"
-        };
         let started = std::time::Instant::now();
-        self.write_dirty_cells()?;
+        let (kind, pending_cells) = match target.format {
+            SnapshotFormat::Native => ("native", self.pending_cells()),
+            SnapshotFormat::Canonical => {
+                self.write_dirty_cells()?;
+                ("canonical", None)
+            }
+        };
         let write_back_done = started.elapsed();
         // Guarded from here on: a failed checkpoint leaves no directory.
         let dir = DirGuard(self.snapshot_dir(kind));
@@ -763,6 +826,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
                 incremental: target.incremental,
                 uploaded: Arc::clone(&self.uploaded),
                 instance: self.instance.clone(),
+                pending_cells,
             })),
             SnapshotFormat::Canonical => Ok(Box::new(CanonicalFromRocksDb {
                 dir,

@@ -6,8 +6,9 @@
 //! share one block cache and one write-buffer manager charged to it
 //! ([`RocksDbConfig`]).
 //!
-//! Snapshots: the synchronous phase is a RocksDB checkpoint (a memtable
-//! flush plus hard links); the asynchronous phase uploads the files through
+//! Snapshots: the synchronous phase copies the write-back cache's dirty
+//! cells into a buffer and takes a RocksDB checkpoint (hard links to the
+//! SSTs and a copy of the WAL, no flush); the asynchronous phase uploads the files through
 //! the same [`CheckpointStorage`] as every backend. Incremental mode uploads
 //! each SST file once to `shared/` and references it afterwards; retention
 //! never deletes a shared file a retained checkpoint references. Savepoints
@@ -21,6 +22,7 @@
 
 mod backend;
 mod keys;
+mod pending_cells;
 mod snapshot;
 mod write_back;
 
@@ -193,17 +195,23 @@ fn local_name(path: &str) -> Result<&str> {
     Ok(name)
 }
 
-/// Downloads (checksums verified) the files of `handle` into `dir`, four at
-/// a time.
-fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) -> Result<()> {
+/// Downloads (checksums verified) the RocksDB files of `handle` into `dir`,
+/// four at a time, and returns its pending-cells file (stored path and
+/// bytes), which is not RocksDB's and stays in memory.
+fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) -> Result<Option<(String, Vec<u8>)>> {
     backend::create_dir(dir)?;
-    let chunks: Vec<Vec<&state_api::FileRef>> = {
-        let mut chunks = vec![Vec::new(); 4];
-        for (i, f) in handle.files.iter().enumerate() {
+    let mut pending = None;
+    let mut chunks: Vec<Vec<&state_api::FileRef>> = vec![Vec::new(); 4];
+    for (i, f) in handle.files.iter().enumerate() {
+        if local_name(&f.path)? == pending_cells::PENDING_CELLS_FILE {
+            pending = Some(f);
+        } else {
             chunks[i % 4].push(f);
         }
-        chunks
-    };
+    }
+    let pending = pending
+        .map(|file| storage.read_verified(file).map(|bytes| (file.path.clone(), bytes)))
+        .transpose()?;
     std::thread::scope(|scope| {
         let workers: Vec<_> = chunks
             .into_iter()
@@ -222,8 +230,9 @@ fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) 
                 .join()
                 .unwrap_or_else(|_| Err(Error::invalid_argument("a download thread panicked")))?;
         }
-        Ok(())
-    })
+        Ok::<(), Error>(())
+    })?;
+    Ok(pending)
 }
 
 impl StateBackend for RocksDbStateBackend {
@@ -269,12 +278,19 @@ impl StateBackend for RocksDbStateBackend {
             // Same range: download the files and open them as they are.
             let dir = self.instance_dir(&options)?;
             let started = std::time::Instant::now();
-            if let Err(e) = download(storage, native[0], &dir.join("db")) {
-                backend::remove_dir(&dir);
-                return Err(e);
-            }
+            let pending = download(storage, native[0], &dir.join("db"));
+            let pending = match pending {
+                Ok(pending) => pending,
+                Err(e) => {
+                    backend::remove_dir(&dir);
+                    return Err(e);
+                }
+            };
             let downloaded = started.elapsed();
-            let backend = self.open_or_remove(dir, options)?;
+            let mut backend = self.open_or_remove(dir, options)?;
+            if let Some((file, bytes)) = pending {
+                backend.apply_pending_cells(&bytes, &file, range)?;
+            }
             tracing::debug!(
                 download_ms = downloaded.as_millis() as u64,
                 open_ms = (started.elapsed() - downloaded).as_millis() as u64,
@@ -285,10 +301,14 @@ impl StateBackend for RocksDbStateBackend {
         let mut backend = self.create(options)?;
         for (i, handle) in native.iter().enumerate() {
             let temp = backend.dir.join(format!("restore-{i}"));
-            download(storage, handle, &temp)?;
-            let copied = backend.copy_key_groups_from(&temp, handle.key_group_range.intersection(&range));
+            let pending = download(storage, handle, &temp)?;
+            let owned = handle.key_group_range.intersection(&range);
+            let copied = backend.copy_key_groups_from(&temp, owned);
             backend::remove_dir(&temp);
             copied?;
+            if let Some((file, bytes)) = pending {
+                backend.apply_pending_cells(&bytes, &file, owned)?;
+            }
         }
         state_api::snapshot::canonical::restore_into(&mut backend, &canonical, storage)?;
         Ok(Box::new(backend))

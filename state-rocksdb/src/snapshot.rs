@@ -3,7 +3,9 @@
 //! * Native: upload the files of a RocksDB checkpoint. In incremental mode
 //!   SST files go to `shared/` once and later snapshots reference them;
 //!   everything else (MANIFEST, CURRENT, OPTIONS) goes to the checkpoint's
-//!   own directory. File names in storage are `<owner>~<local name>`.
+//!   own directory. File names in storage are `<owner>~<local name>`. The
+//!   write-back cache's dirty cells go along as the checkpoint's own
+//!   pending-cells file ([`crate::pending_cells`]).
 //! * Canonical: open the checkpoint read-only and write the backend-neutral
 //!   format, key group by key group (savepoints; restorable into any backend).
 
@@ -19,6 +21,7 @@ use state_api::{
 };
 
 use crate::backend::{cf_options, db_options, read_local, remove_dir, rocks_error, state_cf};
+use crate::pending_cells::PENDING_CELLS_FILE;
 use crate::{keys, Resources};
 
 /// Separates the owner prefix from the local file name in storage names.
@@ -41,6 +44,8 @@ pub(crate) struct NativeSnapshot {
     pub(crate) incremental: bool,
     pub(crate) uploaded: Arc<Mutex<HashMap<String, FileRef>>>,
     pub(crate) instance: String,
+    /// The write-back cache's dirty cells, a file of this snapshot alone.
+    pub(crate) pending_cells: Option<Vec<u8>>,
 }
 
 impl AsyncSnapshot for NativeSnapshot {
@@ -80,6 +85,15 @@ impl AsyncSnapshot for NativeSnapshot {
                     m.insert(name.clone(), file.clone());
                 }
             }
+            full_bytes += file.size;
+            uploaded_bytes += file.size;
+            files.push(file);
+        }
+        if let Some(bytes) = self.pending_cells {
+            let file = storage.write(
+                &target.exclusive_file(&format!("{}{NAME_SEPARATOR}{PENDING_CELLS_FILE}", target.file_stem)),
+                bytes,
+            )?;
             full_bytes += file.size;
             uploaded_bytes += file.size;
             files.push(file);

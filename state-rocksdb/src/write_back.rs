@@ -4,9 +4,11 @@
 //! A read-modify-write per record (a running count) then costs a hash lookup
 //! for cached keys instead of a RocksDB get and put. Entries are *dirty*
 //! (newer than RocksDB) or *clean* (written, kept for reads). The dirty
-//! entries are written to RocksDB in one `WriteBatch` before every snapshot
-//! and whenever the dirty entries reach the dirty limit; they stay
-//! cached, clean, so hot keys stay cached across writes and checkpoints. A
+//! entries are written to RocksDB in one `WriteBatch` whenever they reach
+//! the dirty limit and before canonical snapshots; they stay cached, clean,
+//! so hot keys stay cached across writes and checkpoints. A native snapshot
+//! copies the dirty entries into its pending-cells file instead
+//! ([`crate::pending_cells`]) and leaves them dirty. A
 //! cache holding `capacity` keys is written and emptied. The dirty limit
 //! (at most `MAX_DIRTY_ENTRIES`) bounds what a snapshot's synchronous phase
 //! writes; the larger capacity holds the hot keys of a skewed stream.
@@ -23,6 +25,8 @@ use std::collections::HashMap;
 
 use rocksdb::{ColumnFamily, WriteBatch};
 use state_api::StateId;
+
+use crate::pending_cells::PendingCellsWriter;
 
 type FastHasher = foldhash::fast::RandomState;
 
@@ -47,8 +51,9 @@ pub(crate) struct WriteBack {
     dirty_limit: usize,
 }
 
-/// The most dirty entries a cache holds before writing them: what the
-/// synchronous phase of a snapshot may have to write (~1–2 µs each).
+/// The most dirty entries a cache holds before writing them (~1–2 µs each):
+/// what a savepoint's synchronous phase may have to write, and what a
+/// checkpoint's pending-cells file may hold.
 pub(crate) const MAX_DIRTY_ENTRIES: usize = 16_384;
 
 /// What the cache knows of a key.
@@ -190,6 +195,16 @@ impl WriteBack {
         }
         self.dirty = 0;
         Ok(())
+    }
+
+    /// Adds every dirty entry to `writer`, under its state's id; the cache
+    /// is unchanged (the entries stay dirty).
+    pub(crate) fn add_dirty_to(&self, writer: &mut PendingCellsWriter) {
+        for (state, cells) in self.states.iter().enumerate() {
+            for (key, slot) in cells.iter().filter(|(_, slot)| slot.dirty) {
+                writer.add(state, key, slot.value.as_deref());
+            }
+        }
     }
 
     /// Forgets every entry (dirty ones are lost: write them first).

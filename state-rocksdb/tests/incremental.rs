@@ -241,3 +241,111 @@ fn working_directories_are_removed_on_drop_and_stale_ones_cleaned() {
         "clean shutdown removes the directory"
     );
 }
+
+/// Removes the value of every seventh key in `0..to`: removals the
+/// write-back cache holds as dirty entries.
+fn remove_some(b: &mut dyn KeyedStateBackend, to: u64) {
+    let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+    for i in (0..to).step_by(7) {
+        b.set_current_key_typed(&i).unwrap();
+        v.clear(b).unwrap();
+    }
+}
+
+fn pending_cells_file(handle: &KeyedStateHandle) -> Option<&state_api::FileRef> {
+    handle
+        .files
+        .iter()
+        .find(|f| f.path.ends_with("~streamstate-pending-cells"))
+}
+
+#[test]
+fn dirty_cells_travel_in_a_pending_cells_file_and_restore_with_or_without_a_cache() {
+    let fixture = StorageFixture::local_dir();
+    let storage = &fixture.storage;
+    let rocks = RocksDbStateBackend::default();
+    let mut keyed = rocks.create_keyed_backend(options()).unwrap();
+    fill(keyed.as_mut(), 0, 2_000);
+    remove_some(keyed.as_mut(), 2_000);
+    let expected = dump(keyed.as_mut()).unwrap();
+    let t = target(1, SnapshotFormat::Native, true);
+    let handle = keyed.snapshot(&t).unwrap().write(storage, &t).unwrap();
+    assert!(
+        pending_cells_file(&handle).is_some(),
+        "cached writes must travel with the checkpoint: {:?}",
+        handle.files
+    );
+    // The snapshot left the cells dirty: the backend goes on unchanged.
+    assert_eq!(dump(keyed.as_mut()).unwrap(), expected);
+
+    let mut same = rocks
+        .restore_keyed_backend(options(), std::slice::from_ref(&handle), storage)
+        .unwrap();
+    assert_eq!(dump(same.as_mut()).unwrap(), expected, "into a cache");
+    let uncached = RocksDbStateBackend::new(RocksDbConfig {
+        write_back_entries: 0,
+        ..RocksDbConfig::default()
+    });
+    let mut direct = uncached
+        .restore_keyed_backend(options(), std::slice::from_ref(&handle), storage)
+        .unwrap();
+    assert_eq!(dump(direct.as_mut()).unwrap(), expected, "straight into RocksDB");
+    let mut union = state_api::testkit::StateDump::new();
+    for i in 0..3 {
+        let range = KeyGroupRange::for_subtask(128, 3, i);
+        let mut part = rocks
+            .restore_keyed_backend(
+                KeyedBackendOptions::new(JOB, "op", range, 128),
+                std::slice::from_ref(&handle),
+                storage,
+            )
+            .unwrap();
+        union.extend(dump(part.as_mut()).unwrap());
+    }
+    assert_eq!(union, expected, "rescaled to three");
+
+    // Without a cache nothing is pending, and no such file is written.
+    let mut plain = uncached.create_keyed_backend(options()).unwrap();
+    fill(plain.as_mut(), 0, 100);
+    let t2 = target(2, SnapshotFormat::Native, true);
+    let plain_handle = plain.snapshot(&t2).unwrap().write(storage, &t2).unwrap();
+    assert!(pending_cells_file(&plain_handle).is_none());
+}
+
+#[test]
+fn a_malformed_pending_cells_file_fails_the_restore_naming_it() {
+    let fixture = StorageFixture::local_dir();
+    let storage = &fixture.storage;
+    let rocks = RocksDbStateBackend::default();
+    let mut keyed = rocks.create_keyed_backend(options()).unwrap();
+    fill(keyed.as_mut(), 0, 300);
+    let t = target(1, SnapshotFormat::Native, false);
+    let handle = keyed.snapshot(&t).unwrap().write(storage, &t).unwrap();
+    let original = pending_cells_file(&handle).unwrap().clone();
+    let bytes = storage.read(&original.path).unwrap();
+
+    // Each replacement carries a valid checksum: decoding must catch it.
+    let unknown_state = {
+        let mut b = b"SSPCELL1\x01\x04nope".to_vec();
+        b.extend_from_slice(b"\x00\x03\x00\x01k\x01\x01\x07");
+        b
+    };
+    let cases = [
+        ("truncated", bytes[..bytes.len() - 1].to_vec(), "pending-cells"),
+        ("unknown state", unknown_state, "state nope the checkpoint lacks"),
+        ("wrong header", b"NOTCELLS".to_vec(), "pending-cells"),
+    ];
+    for (what, replacement, expected_text) in cases {
+        let path = format!("{JOB}/chk-1/{what}~streamstate-pending-cells").replace(' ', "-");
+        let file = storage.write(&path, replacement).unwrap();
+        let mut broken = handle.clone();
+        broken.files.retain(|f| f.path != original.path);
+        broken.files.push(file);
+        let err = rocks
+            .restore_keyed_backend(options(), &[broken], storage)
+            .expect_err(what);
+        assert_eq!(err.kind(), state_api::ErrorKind::Corrupt, "{what}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(expected_text) && text.contains(&path), "{what}: {text}");
+    }
+}
