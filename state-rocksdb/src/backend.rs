@@ -89,6 +89,10 @@ pub(crate) fn db_options(resources: &Resources) -> Options {
     opts.set_max_background_jobs(2);
     opts.set_max_open_files(256);
     opts.set_manual_wal_flush(true);
+    // The WAL since the last memtable switch is what a checkpoint copies
+    // (and syncs) during its pause, and what a restore downloads and
+    // replays: compressed, all three shrink.
+    opts.set_wal_compression_type(rocksdb::DBCompressionType::Zstd);
     // Checkpoints flush every memtable in the background, so the WAL stays
     // small; this bounds it when checkpointing is off, too.
     opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
@@ -109,10 +113,6 @@ fn db_options_for_open(resources: &Resources) -> Result<Options> {
 /// Upper bound of the WAL's size before RocksDB flushes the memtables that
 /// hold it back.
 const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
-
-/// How long a checkpoint polls for the previous checkpoint's background
-/// flush before it flushes and waits itself.
-const FLUSH_POLL_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `log_size_for_flush` for checkpoints: never flush, copy the WAL instead.
 const CHECKPOINT_WITHOUT_FLUSH: u64 = u64::MAX;
@@ -317,17 +317,19 @@ impl RocksDbKeyedStateBackend {
             .collect())
     }
 
-    /// Waits until the memtables switched by the previous checkpoint are
-    /// flushed (normally long done: a flush takes milliseconds, the
-    /// checkpoint interval is seconds). A checkpoint's WAL copy then holds
-    /// at most one interval of writes, and memtables cannot pile up when
-    /// flushes fall behind: the task slows down instead.
+    /// Whether memtables switched earlier (by the previous checkpoint, or
+    /// by RocksDB when one filled) are still being flushed. Normally none
+    /// is: a flush takes milliseconds, the checkpoint interval is seconds.
+    /// When one is, the checkpoint does not wait for it (that wait was the
+    /// longest pause measured, 84 ms): its WAL copy then also holds the
+    /// unflushed interval, and it starts no flush of its own, so at most
+    /// one checkpoint's memtables are ever waiting (RocksDB stalls writes
+    /// beyond `max_write_buffer_number` anyway).
     ///
-    /// Polling is bounded: after `FLUSH_POLL_LIMIT`, or as soon as RocksDB
-    /// reports a background error (a disk that stays full), a waiting flush
-    /// takes over. It returns RocksDB's background error, so the checkpoint
-    /// fails naming the working directory instead of waiting forever.
-    fn wait_for_background_flush(&self, families: &[&rocksdb::ColumnFamily]) -> Result<()> {
+    /// A flush that failed (RocksDB reports a background error, e.g. a full
+    /// disk) is retried here with a waiting flush, which returns RocksDB's
+    /// error: the checkpoint fails naming the working directory.
+    fn previous_flush_running(&self, families: &[&rocksdb::ColumnFamily]) -> Result<bool> {
         let db = self.db()?;
         let property = |cf: Option<&rocksdb::ColumnFamily>, name: &str| -> Result<u64> {
             let value = match cf {
@@ -336,28 +338,50 @@ impl RocksDbKeyedStateBackend {
             };
             Ok(value.map_err(|e| rocks_error("read a property", e))?.unwrap_or(0))
         };
-        let started = std::time::Instant::now();
-        loop {
-            let mut pending = 0;
-            for cf in families {
-                pending += property(Some(cf), "rocksdb.num-immutable-mem-table")?;
-            }
-            if pending == 0 {
-                return Ok(());
-            }
-            if started.elapsed() >= FLUSH_POLL_LIMIT || property(None, "rocksdb.background-errors")? > 0 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        let mut pending = 0;
+        for cf in families {
+            pending += property(Some(cf), "rocksdb.num-immutable-mem-table")?;
+        }
+        if pending == 0 {
+            return Ok(false);
+        }
+        if property(None, "rocksdb.background-errors")? == 0 {
+            return Ok(true);
         }
         tracing::warn!(
             dir = %self.dir.display(),
-            "the previous checkpoint's background flush has not finished; flushing and waiting"
+            "RocksDB reported a background error with a flush pending; flushing and waiting"
         );
         let mut options = FlushOptions::default();
         options.set_wait(true);
         db.flush_cfs_opt(families, &options)
-            .map_err(|e| rocks_error("flush", e).with_context("dir", self.dir.display().to_string()))
+            .map_err(|e| rocks_error("flush", e).with_context("dir", self.dir.display().to_string()))?;
+        Ok(false)
+    }
+
+    /// Waits, at most `timeout`, until memtables switched earlier (by a
+    /// checkpoint, or by RocksDB when one filled) are flushed: what a
+    /// checkpoint interval normally allows. The next checkpoint then holds
+    /// them as SSTs instead of in its WAL copy; tests that take checkpoints
+    /// back to back use it to stand for the interval between them.
+    ///
+    /// # Errors
+    /// Storage, naming the working directory, when the flush has not
+    /// finished within `timeout` or RocksDB reports a background error.
+    pub fn wait_for_background_flushes(&self, timeout: std::time::Duration) -> Result<()> {
+        let families = self.families()?;
+        let started = std::time::Instant::now();
+        while self.previous_flush_running(&families)? {
+            if started.elapsed() >= timeout {
+                return Err(Error::new(
+                    ErrorKind::Storage,
+                    format!("RocksDB's background flush did not finish within {timeout:?}"),
+                )
+                .with_context("dir", self.dir.display().to_string()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Ok(())
     }
 
     /// Starts flushing every column family's memtable without waiting: the
@@ -450,8 +474,8 @@ impl RocksDbKeyedStateBackend {
         if !self.write_back.has_dirty() {
             return None;
         }
-        let names = self.states.iter().map(|s| s.meta.name.clone()).collect();
-        let mut writer = PendingCellsWriter::new(names);
+        let names: Vec<&str> = self.states.iter().map(|s| s.meta.name.as_str()).collect();
+        let mut writer = PendingCellsWriter::new(&names, self.write_back.dirty_entries());
         self.write_back.add_dirty_to(&mut writer);
         Some(writer.finish())
     }
@@ -788,8 +812,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         // a copy of the WAL, which holds what the memtables hold. Flink's
         // checkpoint flushes the memtables here instead, which makes the
         // pause grow with them (tens to hundreds of ms); the flush starts in
-        // the background afterwards, so the next checkpoint's WAL holds only
-        // what changes until then.
+        // the background afterwards (unless the previous one still runs), so
+        // the next checkpoint's WAL holds only what changes until then.
         let started = std::time::Instant::now();
         let (kind, pending_cells) = match target.format {
             SnapshotFormat::Native => ("native", self.pending_cells()),
@@ -802,19 +826,22 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         // Guarded from here on: a failed checkpoint leaves no directory.
         let dir = DirGuard(self.snapshot_dir(kind));
         let families = self.families()?;
-        self.wait_for_background_flush(&families)?;
-        let flush_wait_done = started.elapsed();
+        let flush_running = self.previous_flush_running(&families)?;
+        let flush_check_done = started.elapsed();
         let db = self.db()?;
         db.flush_wal(false).map_err(|e| rocks_error("write the WAL", e))?;
         Checkpoint::new(db)
             .and_then(|c| c.create_checkpoint_with_log_size(&dir.0, CHECKPOINT_WITHOUT_FLUSH))
             .map_err(|e| rocks_error("checkpoint", e).with_context("file", dir.0.display().to_string()))?;
         let checkpoint_done = started.elapsed();
-        self.start_background_flush(&families)?;
+        if !flush_running {
+            self.start_background_flush(&families)?;
+        }
         tracing::debug!(
             write_back_us = write_back_done.as_micros() as u64,
-            flush_wait_us = (flush_wait_done - write_back_done).as_micros() as u64,
-            checkpoint_us = (checkpoint_done - flush_wait_done).as_micros() as u64,
+            flush_check_us = (flush_check_done - write_back_done).as_micros() as u64,
+            previous_flush_running = flush_running,
+            checkpoint_us = (checkpoint_done - flush_check_done).as_micros() as u64,
             flush_start_us = (started.elapsed() - checkpoint_done).as_micros() as u64,
             "rocksdb synchronous phase"
         );

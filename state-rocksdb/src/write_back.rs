@@ -99,6 +99,11 @@ impl WriteBack {
         self.dirty > 0
     }
 
+    /// How many entries are newer than RocksDB.
+    pub(crate) fn dirty_entries(&self) -> usize {
+        self.dirty
+    }
+
     fn state_mut(&mut self, state: StateId) -> &mut Cells {
         if self.states.len() <= state {
             self.states

@@ -57,8 +57,11 @@ fn incremental_checkpoints_upload_only_new_files_and_survive_retention() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
     let backend = RocksDbStateBackend::default();
-    let mut keyed = backend.create_keyed_backend(options()).unwrap();
-    fill(keyed.as_mut(), 0, 50_000);
+    let mut keyed = backend.create(options()).unwrap();
+    // Checkpoints are an interval apart, in which the flush each one starts
+    // finishes; back to back, they wait for it.
+    let interval = std::time::Duration::from_secs(60);
+    fill(&mut keyed, 0, 50_000);
     let t1 = target(1, SnapshotFormat::Native, true);
     let first = keyed.snapshot(&t1).unwrap().write(storage, &t1).unwrap();
     commit(storage, 1, first.clone());
@@ -69,7 +72,8 @@ fn incremental_checkpoints_upload_only_new_files_and_survive_retention() {
     // The first checkpoint holds the 50k keys in its WAL copy (checkpoints
     // do not flush on the task thread); the flush that follows it turns
     // them into SSTs, which the second checkpoint uploads once.
-    fill(keyed.as_mut(), 50_000, 50_100);
+    keyed.wait_for_background_flushes(interval).unwrap();
+    fill(&mut keyed, 50_000, 50_100);
     let t2 = target(2, SnapshotFormat::Native, true);
     let second = keyed.snapshot(&t2).unwrap().write(storage, &t2).unwrap();
     commit(storage, 2, second.clone());
@@ -81,8 +85,9 @@ fn incremental_checkpoints_upload_only_new_files_and_survive_retention() {
         .collect();
     assert!(!second_ssts.is_empty(), "the flush after a checkpoint made SSTs");
 
-    fill(keyed.as_mut(), 50_100, 50_200); // a small change
-    let expected = dump(keyed.as_mut()).unwrap();
+    keyed.wait_for_background_flushes(interval).unwrap();
+    fill(&mut keyed, 50_100, 50_200); // a small change
+    let expected = dump(&mut keyed).unwrap();
     let t3 = target(3, SnapshotFormat::Native, true);
     let third = keyed.snapshot(&t3).unwrap().write(storage, &t3).unwrap();
     commit(storage, 3, third.clone());
