@@ -93,6 +93,7 @@ pub(crate) fn db_options(resources: &Resources) -> Options {
     // (and syncs) during its pause, and what a restore downloads and
     // replays: compressed, all three shrink.
     opts.set_wal_compression_type(rocksdb::DBCompressionType::Zstd);
+    opts.set_wal_bytes_per_sync(WAL_BYTES_PER_SYNC);
     // Checkpoints flush every memtable in the background, so the WAL stays
     // small; this bounds it when checkpointing is off, too.
     opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
@@ -113,6 +114,10 @@ fn db_options_for_open(resources: &Resources) -> Result<Options> {
 /// Upper bound of the WAL's size before RocksDB flushes the memtables that
 /// hold it back.
 const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+
+/// How much WAL RocksDB writes before it asks the kernel to start writing
+/// it out (`sync_file_range`, no wait).
+const WAL_BYTES_PER_SYNC: u64 = 256 << 10;
 
 /// `log_size_for_flush` for checkpoints: never flush, copy the WAL instead.
 const CHECKPOINT_WITHOUT_FLUSH: u64 = u64::MAX;
@@ -828,21 +833,22 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let families = self.families()?;
         let flush_running = self.previous_flush_running(&families)?;
         let flush_check_done = started.elapsed();
+        if !flush_running {
+            self.start_background_flush(&families)?;
+        }
+        let checkpoint_started = started.elapsed();
         let db = self.db()?;
-        db.flush_wal(false).map_err(|e| rocks_error("write the WAL", e))?;
+        db.flush_wal(true).map_err(|e| rocks_error("write the WAL", e))?;
         Checkpoint::new(db)
             .and_then(|c| c.create_checkpoint_with_log_size(&dir.0, CHECKPOINT_WITHOUT_FLUSH))
             .map_err(|e| rocks_error("checkpoint", e).with_context("file", dir.0.display().to_string()))?;
         let checkpoint_done = started.elapsed();
-        if !flush_running {
-            self.start_background_flush(&families)?;
-        }
         tracing::debug!(
             write_back_us = write_back_done.as_micros() as u64,
             flush_check_us = (flush_check_done - write_back_done).as_micros() as u64,
             previous_flush_running = flush_running,
-            checkpoint_us = (checkpoint_done - flush_check_done).as_micros() as u64,
-            flush_start_us = (started.elapsed() - checkpoint_done).as_micros() as u64,
+            flush_start_us = (checkpoint_started - flush_check_done).as_micros() as u64,
+            checkpoint_us = (checkpoint_done - checkpoint_started).as_micros() as u64,
             "rocksdb synchronous phase"
         );
         match target.format {
