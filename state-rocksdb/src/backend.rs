@@ -813,12 +813,13 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
         // The synchronous phase: the write-back cache's dirty cells copied
         // into a pending-cells file (native) or written into RocksDB
-        // (canonical), then a RocksDB checkpoint: hard links to the SSTs and
-        // a copy of the WAL, which holds what the memtables hold. Flink's
-        // checkpoint flushes the memtables here instead, which makes the
-        // pause grow with them (tens to hundreds of ms); the flush starts in
-        // the background afterwards (unless the previous one still runs), so
-        // the next checkpoint's WAL holds only what changes until then.
+        // (canonical); a background flush started (unless the previous one
+        // still runs), which switches the memtables to a new WAL; the WAL
+        // synced, then a RocksDB checkpoint: hard links to the SSTs and to
+        // the finished WAL, which holds what the switched memtables hold,
+        // and a copy of the new, nearly empty one. Flink's checkpoint
+        // flushes the memtables here instead, which makes the pause grow
+        // with them (tens to hundreds of ms).
         let started = std::time::Instant::now();
         let (kind, pending_cells) = match target.format {
             SnapshotFormat::Native => ("native", self.pending_cells()),
@@ -838,7 +839,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         }
         let checkpoint_started = started.elapsed();
         let db = self.db()?;
-        db.flush_wal(true).map_err(|e| rocks_error("write the WAL", e))?;
+        db.flush_wal(true).map_err(|e| rocks_error("sync the WAL", e))?;
         Checkpoint::new(db)
             .and_then(|c| c.create_checkpoint_with_log_size(&dir.0, CHECKPOINT_WITHOUT_FLUSH))
             .map_err(|e| rocks_error("checkpoint", e).with_context("file", dir.0.display().to_string()))?;
@@ -882,12 +883,4 @@ pub(crate) fn remove_dir(dir: &Path) {
 
 pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_error("creating a directory", dir, e))
-}
-
-pub(crate) fn write_local(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| io_error("writing a local file", path, e))
-}
-
-pub(crate) fn read_local(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| io_error("reading a local file", path, e))
 }

@@ -7,9 +7,10 @@
 //! ([`RocksDbConfig`]).
 //!
 //! Snapshots: the synchronous phase copies the write-back cache's dirty
-//! cells into a buffer and takes a RocksDB checkpoint (hard links to the
-//! SSTs and a copy of the WAL, no flush); the asynchronous phase uploads the files through
-//! the same [`CheckpointStorage`] as every backend. Incremental mode uploads
+//! cells into a buffer, switches the memtables and takes a RocksDB
+//! checkpoint (hard links to the SSTs and the finished WAL, no flush); the
+//! asynchronous phase uploads the files through the same
+//! [`CheckpointStorage`] as every backend. Incremental mode uploads
 //! each SST file once to `shared/` and references it afterwards; retention
 //! never deletes a shared file a retained checkpoint references. Savepoints
 //! use the canonical format, so they restore into any backend.
@@ -218,8 +219,8 @@ fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) 
             .map(|files| {
                 scope.spawn(move || -> Result<()> {
                     for file in files {
-                        let bytes = storage.read_verified(file)?;
-                        backend::write_local(&dir.join(local_name(&file.path)?), &bytes)?;
+                        // A part at a time: compaction outputs reach 64 MiB.
+                        storage.read_verified_into(file, &dir.join(local_name(&file.path)?))?;
                     }
                     Ok(())
                 })

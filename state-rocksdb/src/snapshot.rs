@@ -20,7 +20,7 @@ use state_api::{
     SnapshotTarget, StateMeta,
 };
 
-use crate::backend::{cf_options, db_options, read_local, remove_dir, rocks_error, state_cf};
+use crate::backend::{cf_options, db_options, remove_dir, rocks_error, state_cf};
 use crate::pending_cells::PENDING_CELLS_FILE;
 use crate::{keys, Resources};
 
@@ -68,16 +68,17 @@ impl AsyncSnapshot for NativeSnapshot {
                     continue;
                 }
             }
-            let bytes = read_local(&self.dir.0.join(name))?;
+            // Uploaded a part at a time: compaction outputs reach 64 MiB.
+            let local = self.dir.0.join(name);
             let file = if shared {
-                storage.write(
+                storage.write_from_file(
                     &target.shared_file(&format!("{}{NAME_SEPARATOR}{name}", self.instance)),
-                    bytes,
+                    &local,
                 )?
             } else {
-                storage.write(
+                storage.write_from_file(
                     &target.exclusive_file(&format!("{}{NAME_SEPARATOR}{name}", target.file_stem)),
-                    bytes,
+                    &local,
                 )?
             };
             if shared {

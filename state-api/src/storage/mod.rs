@@ -38,6 +38,13 @@ pub use uri::{redact_uri, StorageScheme, StorageUri, SUPPORTED_SCHEMES};
 const WRITE_CHUNK_BYTES: usize = 8 << 20;
 /// Parts of one file uploaded at once.
 const WRITE_CONCURRENCY: usize = 4;
+/// Bytes [`CheckpointStorage::write_from_file`] reads from a local file at
+/// a time.
+const FILE_READ_BYTES: usize = 1 << 20;
+/// Parts of one local file ([`CheckpointStorage::write_from_file`]) in
+/// flight at once: enough to overlap reading with uploading, few enough
+/// that large files do not cost their size in memory.
+const FILE_WRITE_CONCURRENCY: usize = 2;
 
 /// Tuning of the storage layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +243,68 @@ impl CheckpointStorage {
         Ok(file)
     }
 
+    /// Writes the local file at `local` to `path`, reading it a MiB at a
+    /// time and uploading it in parts, and returns its [`FileRef`]: a file
+    /// of any size costs a few parts of memory (RocksDB's SSTs reach
+    /// 64 MiB), not its size.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Storage`] naming the local file when it cannot be read,
+    /// or the URI and file when the upload fails (the partial upload is
+    /// aborted).
+    pub fn write_from_file(&self, path: &str, local: &std::path::Path) -> Result<FileRef> {
+        use std::io::Read;
+        let local_error = |e: std::io::Error| {
+            Error::new(ErrorKind::Storage, "reading a local file failed")
+                .with_context("file", local.display().to_string())
+                .with_source(e)
+        };
+        let mut source = std::fs::File::open(local).map_err(local_error)?;
+        let mut writer = self
+            .block_on(
+                self.inner
+                    .op
+                    .writer_with(path)
+                    .chunk(WRITE_CHUNK_BYTES)
+                    .concurrent(FILE_WRITE_CONCURRENCY),
+            )
+            .map_err(|e| self.storage_error("write", path, e))?;
+        let (mut size, mut crc32c) = (0u64, 0u32);
+        // Read in small pieces: the writer gathers them into upload parts.
+        let mut part = vec![0u8; FILE_READ_BYTES];
+        let uploaded = loop {
+            let mut filled = 0;
+            while filled < part.len() {
+                match source.read(&mut part[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = self.block_on(writer.abort());
+                        return Err(local_error(e));
+                    }
+                }
+            }
+            if filled == 0 {
+                break self.block_on(writer.close()).map(|_| ());
+            }
+            size += filled as u64;
+            crc32c = crc32c::crc32c_append(crc32c, &part[..filled]);
+            if let Err(e) = self.block_on(writer.write(part[..filled].to_vec())) {
+                break Err(e);
+            }
+        };
+        if let Err(e) = uploaded {
+            let _ = self.block_on(writer.abort());
+            return Err(self.storage_error("write", path, e));
+        }
+        Ok(FileRef {
+            path: path.to_owned(),
+            size,
+            crc32c,
+        })
+    }
+
     /// Writes a file so that readers see either nothing or all of it: a
     /// temporary name then a rename where the service can rename (and the
     /// parent directory synced on local disks), a single PUT elsewhere.
@@ -310,19 +379,60 @@ impl CheckpointStorage {
         let bytes = self.read(&file.path)?;
         let actual = crc32c::crc32c(&bytes);
         if bytes.len() as u64 != file.size || actual != file.crc32c {
-            return Err(Error::new(
-                ErrorKind::ChecksumMismatch,
-                format!(
-                    "file has {} bytes with CRC-32C {actual:08x}; the manifest recorded {} bytes with {:08x}",
-                    bytes.len(),
-                    file.size,
-                    file.crc32c
-                ),
-            )
-            .with_context("uri", self.inner.display.clone())
-            .with_context("file", file.path.clone()));
+            return Err(self.checksum_mismatch(file, bytes.len() as u64, Some(actual)));
         }
         Ok(bytes)
+    }
+
+    /// Reads a file into the local file `local` a part at a time (a file of
+    /// any size costs one part of memory) and checks its size and CRC-32C
+    /// against `file`.
+    ///
+    /// # Errors
+    /// As [`CheckpointStorage::read_verified`]; [`ErrorKind::Storage`]
+    /// naming `local` when it cannot be written. `local` may hold part of
+    /// the file after an error.
+    pub fn read_verified_into(&self, file: &FileRef, local: &std::path::Path) -> Result<()> {
+        use std::io::Write;
+        let actual_size = self.stat_len(&file.path)?;
+        if actual_size != file.size {
+            return Err(self.checksum_mismatch(file, actual_size, None));
+        }
+        let local_error = |e: std::io::Error| {
+            Error::new(ErrorKind::Storage, "writing a local file failed")
+                .with_context("file", local.display().to_string())
+                .with_source(e)
+        };
+        let mut out = std::fs::File::create(local).map_err(local_error)?;
+        let mut crc32c = 0u32;
+        let mut offset = 0u64;
+        while offset < file.size {
+            let end = file.size.min(offset + WRITE_CHUNK_BYTES as u64);
+            let part = self.read_range(&file.path, offset..end)?;
+            crc32c = crc32c::crc32c_append(crc32c, &part);
+            out.write_all(&part).map_err(local_error)?;
+            offset = end;
+        }
+        if crc32c != file.crc32c {
+            return Err(self.checksum_mismatch(file, file.size, Some(crc32c)));
+        }
+        Ok(())
+    }
+
+    fn checksum_mismatch(&self, file: &FileRef, actual_size: u64, actual_crc32c: Option<u32>) -> Error {
+        let actual = match actual_crc32c {
+            Some(crc) => format!("{actual_size} bytes with CRC-32C {crc:08x}"),
+            None => format!("{actual_size} bytes"),
+        };
+        Error::new(
+            ErrorKind::ChecksumMismatch,
+            format!(
+                "file has {actual}; the manifest recorded {} bytes with {:08x}",
+                file.size, file.crc32c
+            ),
+        )
+        .with_context("uri", self.inner.display.clone())
+        .with_context("file", file.path.clone())
     }
 
     /// The size of a file.
