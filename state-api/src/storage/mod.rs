@@ -265,7 +265,7 @@ impl CheckpointStorage {
                 self.inner
                     .op
                     .writer_with(path)
-                    .chunk(WRITE_CHUNK_BYTES)
+                    .chunk(self.file_part_bytes())
                     .concurrent(FILE_WRITE_CONCURRENCY),
             )
             .map_err(|e| self.storage_error("write", path, e))?;
@@ -303,6 +303,16 @@ impl CheckpointStorage {
             size,
             crc32c,
         })
+    }
+
+    /// The part size of [`CheckpointStorage::write_from_file`]: S3's
+    /// multipart uploads need parts of at least 5 MiB; other services
+    /// stream, so a part only costs memory there.
+    fn file_part_bytes(&self) -> usize {
+        match self.storage_uri().scheme {
+            StorageScheme::S3 => WRITE_CHUNK_BYTES,
+            StorageScheme::File | StorageScheme::Hdfs | StorageScheme::Memory => FILE_READ_BYTES,
+        }
     }
 
     /// Writes a file so that readers see either nothing or all of it: a
