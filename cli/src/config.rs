@@ -161,17 +161,24 @@ impl FlinkConfig {
     }
 }
 
+/// Splits `12 unit` into its leading number and its (trimmed) unit; the
+/// error names the `what` and shows an `example`.
+fn number_and_unit<'a>(text: &'a str, what: &str, example: &str) -> Result<(u64, &'a str)> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n = number
+        .parse()
+        .with_context(|| format!("{what} {text:?} must be a number with a unit such as {example}"))?;
+    Ok((n, unit.trim()))
+}
+
 /// Parses Flink-style memory sizes: a number and a unit (`b`, `kb`, `mb`,
 /// `gb`, `tb`, or their one-letter and long forms, case-insensitive, powers
 /// of 1024), or plain bytes.
 pub fn parse_memory_size(text: &str) -> Result<usize> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .with_context(|| format!("memory size {text:?} must be a number with a unit such as 64mb"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(text, "memory size", "64mb")?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" | "bytes" => 0,
         "k" | "kb" | "kibibytes" => 10,
         "m" | "mb" | "mebibytes" => 20,
@@ -187,13 +194,8 @@ pub fn parse_memory_size(text: &str) -> Result<usize> {
 /// Parses Flink-style durations: `6s`, `500ms`, `2min`, `1h`, or plain
 /// milliseconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .with_context(|| format!("duration {text:?} must be a number with a unit such as 6s or 500ms"))?;
-    let ms = match unit.trim() {
+    let (n, unit) = number_and_unit(text, "duration", "6s or 500ms")?;
+    let ms = match unit {
         "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
         "s" | "sec" | "secs" | "second" | "seconds" => n * 1000,
         "m" | "min" | "mins" | "minute" | "minutes" => n * 60_000,

@@ -279,8 +279,7 @@ impl StateBackend for RocksDbStateBackend {
             // Same range: download the files and open them as they are.
             let dir = self.instance_dir(&options)?;
             let started = std::time::Instant::now();
-            let pending = download(storage, native[0], &dir.join("db"));
-            let pending = match pending {
+            let pending = match download(storage, native[0], &dir.join("db")) {
                 Ok(pending) => pending,
                 Err(e) => {
                     backend::remove_dir(&dir);
