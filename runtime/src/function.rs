@@ -1,6 +1,7 @@
 //! Keyed process functions: user logic with keyed state, run per record
 //! with the record's key as the backend's current key.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -39,15 +40,61 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
     fn set_records_wanted(&mut self, wanted: bool) {
         let _ = wanted;
     }
+
+    /// Offers a record to the function's mini-batch before `process`
+    /// (Flink SQL's mini-batch aggregation): a function that can fold
+    /// records of one key together before touching state (a sum) keeps
+    /// `value` under `key_bytes` and returns `Ok(None)`, sparing the state
+    /// lookup per record; `Ok(Some(value))` hands the record back for
+    /// `process`. The default buffers nothing.
+    ///
+    /// A function buffers only while nobody reads what `process` emits
+    /// (see [`KeyedProcessFunction::set_records_wanted`]); it may write its
+    /// buffer to state here (the backend's current key is then changed).
+    ///
+    /// # Errors
+    /// State errors from writing the buffer.
+    fn buffer(&mut self, key_bytes: &[u8], value: T, backend: &mut dyn KeyedStateBackend) -> Result<Option<T>> {
+        let _ = (key_bytes, backend);
+        Ok(Some(value))
+    }
+
+    /// Writes what [`KeyedProcessFunction::buffer`] holds to state. Called
+    /// before every snapshot (so a checkpoint holds every record before its
+    /// barrier) and before `finish`.
+    ///
+    /// # Errors
+    /// State errors.
+    fn flush_buffer(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
+        let _ = backend;
+        Ok(())
+    }
 }
+
+/// Serialized keys up to this many bytes sit inline in a mini-batch.
+type BufferedKey = smallvec::SmallVec<[u8; 24]>;
+
+/// Records a [`SumFunction`] folds before writing its sums to state: the
+/// buffer then holds at most this many keys. 65,536 folds a Zipf word
+/// stream's 65,536 words into ~26k state updates (2.5x fewer; 1,024 would
+/// give 1.4x) while the buffer, ~2 MiB, stays cache-friendly.
+pub const SUM_MINI_BATCH_RECORDS: usize = 65_536;
 
 /// The running sum per key (Flink's `sum`), in a `ValueState<i64>` named
 /// `sum`. Emits `(key, new_sum)` per record; at the end of a bounded input
 /// emits the final `(key, sum)` of every key this subtask owns.
+///
+/// Behind a sink that discards per-record output, records are summed per
+/// key in a mini-batch of up to [`SUM_MINI_BATCH_RECORDS`] records and
+/// written to state once per key: the same sums at every checkpoint and at
+/// the end, with fewer state updates.
 pub struct SumFunction<K, T> {
     value_of: std::sync::Arc<dyn Fn(&T) -> i64 + Send + Sync>,
     state: Option<ValueState<i64>>,
     records_wanted: bool,
+    /// Sums not yet in state, by serialized key (mini-batch).
+    buffered: HashMap<BufferedKey, i64, foldhash::fast::RandomState>,
+    buffered_records: usize,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -67,6 +114,8 @@ impl<K, T> SumFunction<K, T> {
             value_of,
             state: None,
             records_wanted: true,
+            buffered: HashMap::default(),
+            buffered_records: 0,
             _key: PhantomData,
         }
     }
@@ -107,6 +156,39 @@ where
         self.records_wanted = wanted;
     }
 
+    fn buffer(&mut self, key_bytes: &[u8], value: T, backend: &mut dyn KeyedStateBackend) -> Result<Option<T>> {
+        if self.records_wanted {
+            return Ok(Some(value));
+        }
+        let delta = (self.value_of)(&value);
+        match self.buffered.get_mut(key_bytes) {
+            Some(sum) => *sum += delta,
+            None => {
+                self.buffered.insert(BufferedKey::from_slice(key_bytes), delta);
+            }
+        }
+        self.buffered_records += 1;
+        if self.buffered_records >= SUM_MINI_BATCH_RECORDS {
+            self.flush_buffer(backend)?;
+        }
+        Ok(None)
+    }
+
+    fn flush_buffer(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        let state = self.state()?;
+        // `drain` keeps the table's allocation for the next mini-batch.
+        for (key_bytes, delta) in self.buffered.drain() {
+            backend.set_current_key(&key_bytes)?;
+            let sum = state.value(backend)?.unwrap_or(0) + delta;
+            state.update(backend, &sum)?;
+        }
+        self.buffered_records = 0;
+        Ok(())
+    }
+
     fn finish(&mut self, backend: &mut dyn KeyedStateBackend, out: &mut dyn FnMut((K, i64))) -> Result<()> {
         let state = self.state()?;
         // A key group at a time: a large state's keys are never all in
@@ -120,5 +202,106 @@ where
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use state_api::{KeyGroupRange, KeyedBackendOptions, StateBackend};
+
+    use super::*;
+
+    fn backend() -> Box<dyn KeyedStateBackend> {
+        state_memory::MemoryStateBackend::new()
+            .create_keyed_backend(KeyedBackendOptions::new(
+                "job",
+                "keyed",
+                KeyGroupRange::new(0, 127),
+                128,
+            ))
+            .unwrap()
+    }
+
+    fn sums_in_state(
+        function: &mut SumFunction<String, i64>,
+        backend: &mut dyn KeyedStateBackend,
+    ) -> BTreeMap<String, i64> {
+        let mut sums = BTreeMap::new();
+        function
+            .finish(backend, &mut |(key, sum)| {
+                sums.insert(key, sum);
+            })
+            .unwrap();
+        sums
+    }
+
+    /// Records offered to `buffer` as the keyed task does: buffered ones
+    /// return `None`, the rest go through `process`.
+    fn offer(
+        function: &mut SumFunction<String, i64>,
+        backend: &mut dyn KeyedStateBackend,
+        key: &str,
+        value: i64,
+    ) -> Vec<(String, i64)> {
+        let key_bytes = state_api::codec::encode_value(&key.to_string()).unwrap();
+        let mut emitted = Vec::new();
+        if let Some(value) = function.buffer(&key_bytes, value, backend).unwrap() {
+            backend.set_current_key(&key_bytes).unwrap();
+            function
+                .process(&key.to_string(), value, backend, &mut |o| emitted.push(o))
+                .unwrap();
+        }
+        emitted
+    }
+
+    #[test]
+    fn without_readers_sums_are_buffered_until_the_mini_batch_fills_or_is_flushed() {
+        let mut backend = backend();
+        let mut function = SumFunction::<String, i64>::new(Arc::new(|n: &i64| *n));
+        function.open(backend.as_mut()).unwrap();
+        function.set_records_wanted(false);
+        let mut model = BTreeMap::new();
+        // One record short of a full mini-batch: nothing reaches state.
+        for i in 0..SUM_MINI_BATCH_RECORDS - 1 {
+            let key = format!("k{}", i % 7);
+            assert!(offer(&mut function, backend.as_mut(), &key, 2).is_empty());
+            *model.entry(key).or_insert(0) += 2;
+        }
+        assert_eq!(backend.keys(function.state().unwrap().id()).unwrap().len(), 0);
+        // The record that fills it writes every buffered sum.
+        offer(&mut function, backend.as_mut(), "k0", 5);
+        *model.get_mut("k0").unwrap() += 5;
+        assert_eq!(sums_in_state(&mut function, backend.as_mut()), model);
+        // A flush (before a snapshot, before finish) writes the rest.
+        offer(&mut function, backend.as_mut(), "new", 3);
+        offer(&mut function, backend.as_mut(), "k1", 1);
+        model.insert("new".into(), 3);
+        *model.get_mut("k1").unwrap() += 1;
+        assert_ne!(sums_in_state(&mut function, backend.as_mut()), model);
+        function.flush_buffer(backend.as_mut()).unwrap();
+        assert_eq!(sums_in_state(&mut function, backend.as_mut()), model);
+    }
+
+    #[test]
+    fn with_readers_every_record_updates_state_and_is_emitted() {
+        let mut backend = backend();
+        let mut function = SumFunction::<String, i64>::new(Arc::new(|n: &i64| *n));
+        function.open(backend.as_mut()).unwrap();
+        assert_eq!(
+            offer(&mut function, backend.as_mut(), "a", 2),
+            vec![("a".to_string(), 2)]
+        );
+        assert_eq!(
+            offer(&mut function, backend.as_mut(), "a", 3),
+            vec![("a".to_string(), 5)]
+        );
+        assert_eq!(
+            sums_in_state(&mut function, backend.as_mut()),
+            BTreeMap::from([("a".to_string(), 5)])
+        );
     }
 }

@@ -888,10 +888,12 @@ impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O>
                 Ok(Message::Batch(records)) => {
                     let count = records.len() as u64;
                     for record in records {
+                        let Some(value) = function.buffer(&record.key_bytes, record.value, self.backend.as_mut())?
+                        else {
+                            continue;
+                        };
                         self.backend.set_current_key(&record.key_bytes)?;
-                        function.process(&record.key, record.value, self.backend.as_mut(), &mut |o| {
-                            produced.push(o)
-                        })?;
+                        function.process(&record.key, value, self.backend.as_mut(), &mut |o| produced.push(o))?;
                         for o in produced.drain(..) {
                             sink.write(&o)?;
                         }
@@ -915,6 +917,7 @@ impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O>
             if let Some(barrier) = aligning {
                 if (0..n).all(|j| seen[j] || ended[j]) {
                     sink.flush()?;
+                    function.flush_buffer(self.backend.as_mut())?;
                     self.snapshot(barrier);
                     aligning = None;
                     seen.iter_mut().for_each(|s| *s = false);
@@ -922,6 +925,7 @@ impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O>
             }
         }
         sink.flush()?;
+        function.flush_buffer(self.backend.as_mut())?;
         let mut finals = Vec::new();
         match &self.final_sink {
             Some(factory) => {

@@ -194,9 +194,8 @@ impl WriteBack {
             // last insert went, so ascending keys skip most of the search
             // (and its cache misses), here and when a restore replays the
             // WAL that this batch lands in.
-            let mut dirty: Vec<(&Box<[u8]>, &mut Slot)> =
-                cells.iter_mut().filter(|(_, slot)| slot.dirty).collect();
-            dirty.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+            let mut dirty: Vec<(&Box<[u8]>, &mut Slot)> = cells.iter_mut().filter(|(_, slot)| slot.dirty).collect();
+            dirty.sort_unstable_by_key(|(key, _)| *key);
             for (key, slot) in dirty {
                 match &slot.value {
                     Some(value) => batch.put_cf(cf, key, value),
