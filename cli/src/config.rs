@@ -30,6 +30,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "state.backend.rocksdb.write-back.entries",
     "state.backend.rocksdb.memory.fixed-per-tm",
     "state.backend.rocksdb.memory.write-buffer-ratio",
+    "state.backend.rocksdb.writebuffer.size",
     "parallelism.default",
     "pipeline.max-parallelism",
     "s3.endpoint",

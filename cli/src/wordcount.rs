@@ -140,6 +140,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         &BackendConfig {
             rocksdb_local_dir: config.get(&["state.backend.rocksdb.localdir"]).map(PathBuf::from),
             rocksdb_write_back_entries: config.get_usize(&["state.backend.rocksdb.write-back.entries"])?,
+            rocksdb_write_buffer_size: config.get_memory_size(&["state.backend.rocksdb.writebuffer.size"])?,
             ..rocksdb_memory(&config)?
         },
     )?;

@@ -79,6 +79,9 @@ pub struct BackendConfig {
     pub rocksdb_block_cache_bytes: Option<usize>,
     /// RocksDB's memtable budget, charged to the block cache, bytes.
     pub rocksdb_write_buffer_bytes: Option<usize>,
+    /// One column family's memtable, bytes (Flink's
+    /// `state.backend.rocksdb.writebuffer.size`).
+    pub rocksdb_write_buffer_size: Option<usize>,
 }
 
 /// The backend `kind` with default settings, if this build includes it.
@@ -109,6 +112,7 @@ pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Res
                     write_back_entries: config.rocksdb_write_back_entries.unwrap_or(defaults.write_back_entries),
                     block_cache_bytes: config.rocksdb_block_cache_bytes.unwrap_or(defaults.block_cache_bytes),
                     write_buffer_bytes: config.rocksdb_write_buffer_bytes.unwrap_or(defaults.write_buffer_bytes),
+                    write_buffer_size: config.rocksdb_write_buffer_size.unwrap_or(defaults.write_buffer_size),
                     ..defaults
                 },
             )))

@@ -47,7 +47,14 @@ pub struct RocksDbConfig {
     /// Memtable budget shared by all column families of the process, bytes
     /// (charged to the block cache).
     pub write_buffer_bytes: usize,
-    /// One column family's memtable size, bytes.
+    /// One column family's memtable size, bytes (Flink's
+    /// `state.backend.rocksdb.writebuffer.size`). 4 MiB, not RocksDB's and
+    /// Flink's 64 MiB: a checkpoint's WAL holds what the unflushed
+    /// memtables hold, and a restore replays it. With a memtable switched
+    /// every few hundred thousand writes, a restore of ~700k keys took
+    /// 23 ms instead of 190 ms (16 MiB), at the same throughput and RSS,
+    /// for ~30% more bytes uploaded per incremental checkpoint (more,
+    /// smaller L0 files compacted more often).
     pub write_buffer_size: usize,
     /// Keys of cell states each instance keeps in its write-back cache (0:
     /// every write goes to RocksDB at once). Changed keys are written to
@@ -62,7 +69,7 @@ impl Default for RocksDbConfig {
             local_dir: None,
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 64 << 20,
-            write_buffer_size: 16 << 20,
+            write_buffer_size: 4 << 20,
             write_back_entries: DEFAULT_WRITE_BACK_ENTRIES,
         }
     }
