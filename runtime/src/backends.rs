@@ -113,7 +113,6 @@ pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Res
                     block_cache_bytes: config.rocksdb_block_cache_bytes.unwrap_or(defaults.block_cache_bytes),
                     write_buffer_bytes: config.rocksdb_write_buffer_bytes.unwrap_or(defaults.write_buffer_bytes),
                     write_buffer_size: config.rocksdb_write_buffer_size.unwrap_or(defaults.write_buffer_size),
-                    ..defaults
                 },
             )))
         }
