@@ -57,7 +57,10 @@ fn assert_no_secret(what: &str, text: &str) {
 fn credentials_never_appear_in_output_logs_or_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("words.txt");
-    std::fs::write(&input, "to be or not to be\n".repeat(20_000)).unwrap();
+    // Long enough (1.2M words, seconds in a debug build) for several 20 ms
+    // checkpoints to complete before the input ends: the files they store
+    // are what this test reads.
+    std::fs::write(&input, "to be or not to be\n".repeat(200_000)).unwrap();
     let uri = format!("{}/secrets-{}", s3_root(), std::process::id());
     let good = config(dir.path(), SECRET);
     let input_arg = input.display().to_string();
@@ -92,7 +95,12 @@ fn credentials_never_appear_in_output_logs_or_checkpoints() {
     assert_no_secret("checkpoints list", &listed);
     assert_no_secret("checkpoints list logs", &String::from_utf8_lossy(&list.stderr));
     let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let first = rows.as_array().unwrap().iter().find(|r| r["complete"] == true).unwrap();
+    let first = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["complete"] == true)
+        .expect("the job completed no checkpoint before its input ended");
     let path = first["path"].as_str().unwrap();
     let inspect = Command::new(env!("CARGO_BIN_EXE_streamstate"))
         .args(["checkpoints", "inspect", path, "--json"])
