@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use state_api::{CheckpointStorage, StorageOptions};
 use streamstate_runtime::backends::{state_backend_with, BackendConfig, StateBackendKind};
 use streamstate_runtime::sink::Sink;
-use streamstate_runtime::stream::SinkFactory;
+use streamstate_runtime::stream::{SinkFactory, Word};
 use streamstate_runtime::{CheckpointingMode, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment};
 
 use crate::config::{parse_duration, FlinkConfig};
@@ -361,7 +361,7 @@ impl CountsFile {
     }
 
     /// One sink per keyed subtask, all appending to this file.
-    fn sink_factory(&self) -> SinkFactory<(String, i64)> {
+    fn sink_factory(&self) -> SinkFactory<(Word, i64)> {
         let writer = Arc::clone(&self.writer);
         let path = self.partial.clone();
         Arc::new(move |_, _| {
@@ -411,8 +411,8 @@ struct CountsSink {
 
 const COUNTS_CHUNK_BYTES: usize = 64 << 10;
 
-impl Sink<(String, i64)> for CountsSink {
-    fn write(&mut self, (word, count): &(String, i64)) -> state_api::Result<()> {
+impl Sink<(Word, i64)> for CountsSink {
+    fn write(&mut self, (word, count): &(Word, i64)) -> state_api::Result<()> {
         // Writing into a Vec cannot fail; the count is formatted in place.
         let _ = writeln!(self.lines, "{word}\t{count}");
         if self.lines.len() >= COUNTS_CHUNK_BYTES {

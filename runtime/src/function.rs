@@ -71,8 +71,9 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
     }
 }
 
-/// Serialized keys up to this many bytes sit inline in a mini-batch.
-type BufferedKey = smallvec::SmallVec<[u8; 24]>;
+/// A serialized key. Keys up to 24 bytes sit inline: records and
+/// mini-batches carry them without an allocation per record.
+pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
 
 /// Records a [`SumFunction`] folds before writing its sums to state: the
 /// buffer then holds at most this many keys. 65,536 folds a Zipf word
@@ -94,7 +95,7 @@ pub struct SumFunction<K, T> {
     state: Option<ValueState<i64>>,
     records_wanted: bool,
     /// Sums not yet in state, by serialized key (mini-batch).
-    buffered: HashMap<BufferedKey, i64, foldhash::fast::RandomState>,
+    buffered: HashMap<KeyBytes, i64, foldhash::fast::RandomState>,
     buffered_records: usize,
     _key: PhantomData<fn() -> K>,
 }
@@ -127,6 +128,13 @@ impl<K, T> SumFunction<K, T> {
     }
 }
 
+/// Adds `delta` to the current key's sum in `state`; returns the new sum.
+fn add_to_sum(state: ValueState<i64>, backend: &mut dyn KeyedStateBackend, delta: i64) -> Result<i64> {
+    let sum = state.value(backend)?.unwrap_or(0) + delta;
+    state.update(backend, &sum)?;
+    Ok(sum)
+}
+
 impl<K, T> KeyedProcessFunction<K, T, (K, i64)> for SumFunction<K, T>
 where
     K: Serialize + DeserializeOwned + Clone + Send,
@@ -144,9 +152,7 @@ where
         backend: &mut dyn KeyedStateBackend,
         out: &mut dyn FnMut((K, i64)),
     ) -> Result<()> {
-        let state = self.state()?;
-        let sum = state.value(backend)?.unwrap_or(0) + (self.value_of)(&value);
-        state.update(backend, &sum)?;
+        let sum = add_to_sum(self.state()?, backend, (self.value_of)(&value))?;
         if self.records_wanted {
             out((key.clone(), sum));
         }
@@ -165,7 +171,7 @@ where
         match self.buffered.get_mut(key_bytes) {
             Some(sum) => *sum += delta,
             None => {
-                self.buffered.insert(BufferedKey::from_slice(key_bytes), delta);
+                self.buffered.insert(KeyBytes::from_slice(key_bytes), delta);
             }
         }
         self.buffered_records += 1;
@@ -183,8 +189,7 @@ where
         // `drain` keeps the table's allocation for the next mini-batch.
         for (key_bytes, delta) in self.buffered.drain() {
             backend.set_current_key(&key_bytes)?;
-            let sum = state.value(backend)?.unwrap_or(0) + delta;
-            state.update(backend, &sum)?;
+            add_to_sum(state, backend, delta)?;
         }
         self.buffered_records = 0;
         Ok(())

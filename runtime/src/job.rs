@@ -34,6 +34,7 @@ use state_api::{
 };
 
 use crate::config::{CheckpointingMode, RetentionOnCancellation};
+use crate::function::KeyBytes;
 use crate::source::{LineSource, SourcePoll};
 use crate::stream::{Job, JobSettings, ProcessFactory, RestoreFrom, SinkFactory};
 
@@ -48,18 +49,18 @@ struct Barrier {
     kind: SnapshotKind,
 }
 
-/// Serialized keys up to this many bytes travel inline, without an
-/// allocation per record.
-type KeyBytes = smallvec::SmallVec<[u8; 24]>;
-
-struct Record<K, T> {
+/// A record on its way to a keyed task. The key travels serialized only:
+/// the keyed task needs its bytes (key group, state lookups, mini-batch),
+/// and decodes the key itself only when a function's `process` runs, so a
+/// record carries no owned key to allocate on the source thread and free on
+/// the keyed one.
+struct Record<T> {
     key_bytes: KeyBytes,
-    key: K,
     value: T,
 }
 
-enum Message<K, T> {
-    Batch(Vec<Record<K, T>>),
+enum Message<T> {
+    Batch(Vec<Record<T>>),
     Barrier(Barrier),
     End,
 }
@@ -493,8 +494,8 @@ where
     let metrics = Arc::new(JobMetrics::default());
     let (control_tx, control_rx) = unbounded();
     let p = settings.parallelism as usize;
-    let mut data_tx: Vec<Vec<Sender<Message<K, T>>>> = Vec::new();
-    let mut data_rx: Vec<Vec<Receiver<Message<K, T>>>> = (0..p).map(|_| Vec::new()).collect();
+    let mut data_tx: Vec<Vec<Sender<Message<T>>>> = Vec::new();
+    let mut data_rx: Vec<Vec<Receiver<Message<T>>>> = (0..p).map(|_| Vec::new()).collect();
     for _ in 0..sources.len() {
         let mut row = Vec::new();
         for rx in data_rx.iter_mut() {
@@ -699,7 +700,7 @@ fn spawn_upload(
 struct SourceTask<K, T> {
     subtask: u32,
     source: Box<dyn LineSource>,
-    outputs: Vec<Sender<Message<K, T>>>,
+    outputs: Vec<Sender<Message<T>>>,
     commands: Receiver<Barrier>,
     chain: crate::stream::Chain<T>,
     key_of: Arc<dyn Fn(&T) -> K + Send + Sync>,
@@ -715,13 +716,13 @@ struct SourceTask<K, T> {
 }
 
 impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
-    fn send(&self, to: usize, message: Message<K, T>) -> Result<()> {
+    fn send(&self, to: usize, message: Message<T>) -> Result<()> {
         self.outputs[to]
             .send(message)
             .map_err(|_| Error::invalid_argument("a keyed task stopped; the source stops too"))
     }
 
-    fn flush(&self, batches: &mut [Vec<Record<K, T>>], only_full: bool) -> Result<()> {
+    fn flush(&self, batches: &mut [Vec<Record<T>>], only_full: bool) -> Result<()> {
         for (to, batch) in batches.iter_mut().enumerate() {
             if !batch.is_empty() && (!only_full || batch.len() >= self.batch_size) {
                 let full = std::mem::replace(batch, Vec::with_capacity(self.batch_size));
@@ -731,7 +732,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
         Ok(())
     }
 
-    fn checkpoint(&mut self, barrier: Barrier, batches: &mut [Vec<Record<K, T>>]) -> Result<()> {
+    fn checkpoint(&mut self, barrier: Barrier, batches: &mut [Vec<Record<T>>]) -> Result<()> {
         self.flush(batches, false)?;
         let started = Instant::now();
         let mut store = OperatorStateStore::default();
@@ -759,7 +760,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
     }
 
     fn run_until_end(&mut self) -> Result<()> {
-        let mut batches: Vec<Vec<Record<K, T>>> = (0..self.outputs.len())
+        let mut batches: Vec<Vec<Record<T>>> = (0..self.outputs.len())
             .map(|_| Vec::with_capacity(self.batch_size))
             .collect();
         let mut line = String::new();
@@ -786,7 +787,6 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
                         let to = subtask_for_key_group(max_p, p, group) as usize;
                         batches[to].push(Record {
                             key_bytes: KeyBytes::from_slice(&key_bytes),
-                            key,
                             value,
                         });
                     });
@@ -819,7 +819,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
 struct KeyedTask<K, T, O> {
     subtask: u32,
     parallelism: u32,
-    inputs: Vec<Receiver<Message<K, T>>>,
+    inputs: Vec<Receiver<Message<T>>>,
     backend: Box<dyn KeyedStateBackend>,
     factory: ProcessFactory<K, T, O>,
     sink: SinkFactory<O>,
@@ -833,7 +833,7 @@ struct KeyedTask<K, T, O> {
     metrics: Arc<JobMetrics>,
 }
 
-impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O> {
+impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O> {
     fn snapshot(&mut self, barrier: Barrier) {
         let started = Instant::now();
         let target = self
@@ -893,7 +893,8 @@ impl<K: Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O>
                             continue;
                         };
                         self.backend.set_current_key(&record.key_bytes)?;
-                        function.process(&record.key, value, self.backend.as_mut(), &mut |o| produced.push(o))?;
+                        let key: K = state_api::codec::decode_value(&record.key_bytes)?;
+                        function.process(&key, value, self.backend.as_mut(), &mut |o| produced.push(o))?;
                         for o in produced.drain(..) {
                             sink.write(&o)?;
                         }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use state_api::{CheckpointStorage, ErrorKind, StateBackend};
-use streamstate_runtime::stream::word_count;
+use streamstate_runtime::stream::{word_count, Word};
 use streamstate_runtime::{RestoreFrom, StreamExecutionEnvironment};
 
 fn corpus(path: &Path, words: usize) -> BTreeMap<String, i64> {
@@ -53,7 +53,11 @@ fn run(
         env.restore_from(restore);
     }
     let result = word_count(env.read_text_file(input)).discard().execute()?.wait()?;
-    Ok(result.final_records.into_iter().collect())
+    Ok(result
+        .final_records
+        .into_iter()
+        .map(|(word, n)| (word.to_string(), n))
+        .collect())
 }
 
 fn copy_tree(from: &Path, to: &Path) {

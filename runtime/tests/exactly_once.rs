@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use state_api::{CheckpointStorage, StateBackend};
-use streamstate_runtime::stream::word_count;
+use streamstate_runtime::stream::{word_count, Word};
 use streamstate_runtime::{CheckpointingMode, RestoreFrom, StreamExecutionEnvironment};
 
 fn corpus(path: &Path, words: usize) -> BTreeMap<String, i64> {
@@ -39,7 +39,7 @@ fn word_count_job(
     mode: CheckpointingMode,
     incremental: bool,
     restore: bool,
-) -> streamstate_runtime::JobHandle<(String, i64)> {
+) -> streamstate_runtime::JobHandle<(Word, i64)> {
     let mut env = StreamExecutionEnvironment::new();
     env.set_parallelism(parallelism)
         .enable_checkpointing(Duration::from_millis(10))
@@ -85,7 +85,14 @@ fn run_with_random_aborts(
         if job.is_finished() || round > 200 {
             let result = job.wait().unwrap();
             // Every earlier round ended in a cancel.
-            return (result.final_records.into_iter().collect(), round);
+            return (
+                result
+                    .final_records
+                    .into_iter()
+                    .map(|(word, n)| (word.to_string(), n))
+                    .collect(),
+                round,
+            );
         }
         job.cancel().unwrap();
     }
@@ -235,7 +242,7 @@ fn job_with(
     input: &Path,
     storage: &CheckpointStorage,
     configure: impl FnOnce(&mut StreamExecutionEnvironment),
-) -> streamstate_runtime::JobResult<(String, i64)> {
+) -> streamstate_runtime::JobResult<(Word, i64)> {
     let mut env = StreamExecutionEnvironment::new();
     env.enable_checkpointing(Duration::from_millis(5))
         .set_checkpoint_storage(storage.clone());
@@ -260,7 +267,14 @@ fn failing_storage_fails_checkpoints_without_stopping_the_job() {
     });
     assert!(result.completed.is_empty(), "{:?}", result.completed);
     assert!(result.failed_checkpoints > 0, "checkpoints must have failed");
-    assert_eq!(result.final_records.into_iter().collect::<BTreeMap<_, _>>(), expected);
+    assert_eq!(
+        result
+            .final_records
+            .into_iter()
+            .map(|(word, n)| (word.to_string(), n))
+            .collect::<BTreeMap<_, _>>(),
+        expected
+    );
 }
 
 #[test]
@@ -274,7 +288,14 @@ fn checkpoint_timeout_fails_checkpoints_without_stopping_the_job() {
         env.checkpoint_config().tolerable_failures = u32::MAX;
     });
     assert!(result.failed_checkpoints > 0, "checkpoints must have expired");
-    assert_eq!(result.final_records.into_iter().collect::<BTreeMap<_, _>>(), expected);
+    assert_eq!(
+        result
+            .final_records
+            .into_iter()
+            .map(|(word, n)| (word.to_string(), n))
+            .collect::<BTreeMap<_, _>>(),
+        expected
+    );
 }
 
 #[test]
@@ -336,5 +357,12 @@ fn savepoint_restores_into_another_backend_at_another_parallelism() {
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(result.final_records.into_iter().collect::<BTreeMap<_, _>>(), expected);
+    assert_eq!(
+        result
+            .final_records
+            .into_iter()
+            .map(|(word, n)| (word.to_string(), n))
+            .collect::<BTreeMap<_, _>>(),
+        expected
+    );
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use state_api::{CheckpointStorage, StateBackend};
-use streamstate_runtime::stream::word_count;
+use streamstate_runtime::stream::{word_count, Word};
 use streamstate_runtime::{JobHandle, RestoreFrom, StreamExecutionEnvironment};
 
 /// A tmpfs mounted for the test, unmounted on drop.
@@ -102,7 +102,7 @@ fn job_on_socket(
     backend: Arc<dyn StateBackend>,
     storage: &CheckpointStorage,
     restore: bool,
-) -> JobHandle<(String, i64)> {
+) -> JobHandle<(Word, i64)> {
     let mut env = StreamExecutionEnvironment::new();
     env.set_parallelism(2)
         .enable_checkpointing(Duration::from_millis(30))
@@ -129,8 +129,8 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn sorted(records: Vec<(String, i64)>) -> BTreeMap<String, i64> {
-    records.into_iter().collect()
+fn sorted(records: Vec<(Word, i64)>) -> BTreeMap<String, i64> {
+    records.into_iter().map(|(word, n)| (word.to_string(), n)).collect()
 }
 
 #[test]
