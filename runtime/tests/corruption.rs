@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use state_api::{CheckpointStorage, ErrorKind, StateBackend};
-use streamstate_runtime::stream::{word_count, Word};
+use streamstate_runtime::stream::word_count;
 use streamstate_runtime::{RestoreFrom, StreamExecutionEnvironment};
 
 fn corpus(path: &Path, words: usize) -> BTreeMap<String, i64> {
