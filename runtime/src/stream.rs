@@ -374,11 +374,12 @@ where
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use streamstate_runtime::{sink::Sink, stream::word_count, StreamExecutionEnvironment};
+    /// use streamstate_runtime::stream::{word_count, Word};
+    /// use streamstate_runtime::{sink::Sink, StreamExecutionEnvironment};
     ///
-    /// struct Collect(Arc<Mutex<Vec<(String, i64)>>>);
-    /// impl Sink<(String, i64)> for Collect {
-    ///     fn write(&mut self, record: &(String, i64)) -> state_api::Result<()> {
+    /// struct Collect(Arc<Mutex<Vec<(Word, i64)>>>);
+    /// impl Sink<(Word, i64)> for Collect {
+    ///     fn write(&mut self, record: &(Word, i64)) -> state_api::Result<()> {
     ///         self.0.lock().unwrap().push(record.clone());
     ///         Ok(())
     ///     }
@@ -398,7 +399,7 @@ where
     /// assert!(result.final_records.is_empty());
     /// let mut finals = finals.lock().unwrap().clone();
     /// finals.sort();
-    /// assert_eq!(finals[0], ("BE".to_string(), 2));
+    /// assert_eq!(finals[0], ("BE".into(), 2));
     /// ```
     pub fn with_final_sink(mut self, sink: SinkFactory<O>) -> Self {
         self.final_sink = Some(sink);
