@@ -75,19 +75,21 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
 /// mini-batches carry them without an allocation per record.
 pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
 
-/// Records a [`SumFunction`] folds before writing its sums to state: the
-/// buffer then holds at most this many keys. 65,536 folds a Zipf word
-/// stream's 65,536 words into ~26k state updates (2.5x fewer; 1,024 would
-/// give 1.4x) while the buffer (at most 65,536 keys of ~40 bytes)
-/// stays within a few MiB.
-pub const SUM_MINI_BATCH_RECORDS: usize = 65_536;
+/// Distinct keys a [`SumFunction`]'s mini-batch holds before it writes its
+/// sums to state. The bound is on keys, not records: the buffer's memory
+/// is bounded (the table grows to at most 131,072 slots of ~40 bytes,
+/// ~5.5 MiB, kept from batch to batch), and hot keys fold any number of records without filling it. On
+/// the Zipf benchmark corpus (1M-word vocabulary) a batch then spans ~4x
+/// more records than one of 65,536 records did, and each state update
+/// folds ~3 records instead of 2.5 (docs/BENCHMARKS.md).
+pub const SUM_MINI_BATCH_KEYS: usize = 262_144;
 
 /// The running sum per key (Flink's `sum`), in a `ValueState<i64>` named
 /// `sum`. Emits `(key, new_sum)` per record; at the end of a bounded input
 /// emits the final `(key, sum)` of every key this subtask owns.
 ///
 /// Behind a sink that discards per-record output, records are summed per
-/// key in a mini-batch of up to [`SUM_MINI_BATCH_RECORDS`] records and
+/// key in a mini-batch of up to [`SUM_MINI_BATCH_KEYS`] keys and
 /// written to state once per key: the same sums at every checkpoint and at
 /// the end, with fewer state updates.
 pub struct SumFunction<K, T> {
@@ -96,7 +98,8 @@ pub struct SumFunction<K, T> {
     records_wanted: bool,
     /// Sums not yet in state, by serialized key (mini-batch).
     buffered: HashMap<KeyBytes, i64, foldhash::fast::RandomState>,
-    buffered_records: usize,
+    /// Distinct keys the mini-batch holds before it is written to state.
+    mini_batch_keys: usize,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -117,9 +120,16 @@ impl<K, T> SumFunction<K, T> {
             state: None,
             records_wanted: true,
             buffered: HashMap::default(),
-            buffered_records: 0,
+            mini_batch_keys: SUM_MINI_BATCH_KEYS,
             _key: PhantomData,
         }
+    }
+
+    /// Writes the mini-batch to state once it holds `keys` distinct keys
+    /// (at least 1) instead of [`SUM_MINI_BATCH_KEYS`].
+    pub fn with_mini_batch_keys(mut self, keys: usize) -> Self {
+        self.mini_batch_keys = keys.max(1);
+        self
     }
 
     fn state(&self) -> Result<ValueState<i64>> {
@@ -174,8 +184,7 @@ where
                 self.buffered.insert(KeyBytes::from_slice(key_bytes), delta);
             }
         }
-        self.buffered_records += 1;
-        if self.buffered_records >= SUM_MINI_BATCH_RECORDS {
+        if self.buffered.len() >= self.mini_batch_keys {
             self.flush_buffer(backend)?;
         }
         Ok(None)
@@ -191,7 +200,6 @@ where
             backend.set_current_key(&key_bytes)?;
             add_to_sum(state, backend, delta)?;
         }
-        self.buffered_records = 0;
         Ok(())
     }
 
@@ -267,20 +275,22 @@ mod tests {
     #[test]
     fn without_readers_sums_are_buffered_until_the_mini_batch_fills_or_is_flushed() {
         let mut backend = backend();
-        let mut function = SumFunction::<String, i64>::new(Arc::new(|n: &i64| *n));
+        let keys = 1_000;
+        let mut function = SumFunction::<String, i64>::new(Arc::new(|n: &i64| *n)).with_mini_batch_keys(keys);
         function.open(backend.as_mut()).unwrap();
         function.set_records_wanted(false);
         let mut model = BTreeMap::new();
-        // One record short of a full mini-batch: nothing reaches state.
-        for i in 0..SUM_MINI_BATCH_RECORDS - 1 {
-            let key = format!("k{}", i % 7);
+        // One key short of a full mini-batch, hot keys many times over:
+        // nothing reaches state.
+        for i in 0..3 * keys {
+            let key = format!("k{}", i % (keys - 1));
             assert!(offer(&mut function, backend.as_mut(), &key, 2).is_empty());
             *model.entry(key).or_insert(0) += 2;
         }
         assert_eq!(backend.keys(function.state().unwrap().id()).unwrap().len(), 0);
-        // The record that fills it writes every buffered sum.
-        offer(&mut function, backend.as_mut(), "k0", 5);
-        *model.get_mut("k0").unwrap() += 5;
+        // The key that fills it writes every buffered sum.
+        offer(&mut function, backend.as_mut(), "k-last", 5);
+        model.insert("k-last".into(), 5);
         assert_eq!(sums_in_state(&mut function, backend.as_mut()), model);
         // A flush (before a snapshot, before finish) writes the rest.
         offer(&mut function, backend.as_mut(), "new", 3);

@@ -65,6 +65,10 @@ pub struct JobSettings {
     pub batch_size: usize,
     /// Batches in flight per channel (backpressure beyond).
     pub channel_capacity: usize,
+    /// Distinct keys a `sum` folds in its mini-batch before writing them to
+    /// state, when nobody reads its per-record output (see
+    /// [`crate::function::SUM_MINI_BATCH_KEYS`]).
+    pub mini_batch_keys: usize,
     /// Job id (default: generated).
     pub job_id: Option<String>,
 }
@@ -80,6 +84,7 @@ impl Default for JobSettings {
             restore: None,
             batch_size: 1024,
             channel_capacity: 16,
+            mini_batch_keys: crate::function::SUM_MINI_BATCH_KEYS,
             job_id: None,
         }
     }
@@ -297,7 +302,10 @@ where
     /// The running sum of `value_of(record)` per key, emitted as `(key, sum)`.
     pub fn sum(self, value_of: impl Fn(&T) -> i64 + Send + Sync + 'static) -> ProcessedStream<K, T, (K, i64)> {
         let value_of: Arc<dyn Fn(&T) -> i64 + Send + Sync> = Arc::new(value_of);
-        self.process(Arc::new(move || Box::new(SumFunction::new(Arc::clone(&value_of)))))
+        let mini_batch_keys = self.stream.settings.mini_batch_keys;
+        self.process(Arc::new(move || {
+            Box::new(SumFunction::new(Arc::clone(&value_of)).with_mini_batch_keys(mini_batch_keys))
+        }))
     }
 }
 
