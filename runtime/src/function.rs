@@ -75,13 +75,13 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
 /// mini-batches carry them without an allocation per record.
 pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
 
-/// Distinct keys a [`SumFunction`]'s mini-batch holds before it writes its
-/// sums to state. The bound is on keys, not records: the buffer's memory
-/// is bounded (the table grows to at most 131,072 slots of ~40 bytes,
-/// ~5.5 MiB, kept from batch to batch), and hot keys fold any number of records without filling it. On
-/// the Zipf benchmark corpus (1M-word vocabulary) a batch then spans ~4x
-/// more records than one of 65,536 records did, and each state update
-/// folds ~3 records instead of 2.5 (docs/BENCHMARKS.md).
+/// Distinct keys a [`SumFunction`]'s mini-batch holds, by default, before
+/// it writes its sums to state (`JobSettings::mini_batch_keys`). The bound
+/// is on keys, not records: the buffer's memory is bounded (the table grows
+/// to at most 524,288 slots of ~40 bytes, ~21 MiB, kept from batch to
+/// batch), and hot keys fold any number of records without filling it. On
+/// the Zipf benchmark corpus (1M-word vocabulary) the heap backends count
+/// ~25% faster with it than with 65,536 keys (docs/BENCHMARKS.md).
 pub const SUM_MINI_BATCH_KEYS: usize = 262_144;
 
 /// The running sum per key (Flink's `sum`), in a `ValueState<i64>` named
