@@ -14,6 +14,11 @@ use state_api::{CheckpointStorage, StateBackend};
 use streamstate_runtime::stream::{word_count, Word};
 use streamstate_runtime::{CheckpointingMode, RestoreFrom, StreamExecutionEnvironment};
 
+/// A word count's final records as a map comparable with [`corpus`]'s.
+fn counts(records: Vec<(Word, i64)>) -> BTreeMap<String, i64> {
+    records.into_iter().map(|(word, n)| (word.to_string(), n)).collect()
+}
+
 fn corpus(path: &Path, words: usize) -> BTreeMap<String, i64> {
     let mut text = String::new();
     let mut expected = BTreeMap::new();
@@ -85,14 +90,7 @@ fn run_with_random_aborts(
         if job.is_finished() || round > 200 {
             let result = job.wait().unwrap();
             // Every earlier round ended in a cancel.
-            return (
-                result
-                    .final_records
-                    .into_iter()
-                    .map(|(word, n)| (word.to_string(), n))
-                    .collect(),
-                round,
-            );
+            return (counts(result.final_records), round);
         }
         job.cancel().unwrap();
     }
@@ -267,14 +265,7 @@ fn failing_storage_fails_checkpoints_without_stopping_the_job() {
     });
     assert!(result.completed.is_empty(), "{:?}", result.completed);
     assert!(result.failed_checkpoints > 0, "checkpoints must have failed");
-    assert_eq!(
-        result
-            .final_records
-            .into_iter()
-            .map(|(word, n)| (word.to_string(), n))
-            .collect::<BTreeMap<_, _>>(),
-        expected
-    );
+    assert_eq!(counts(result.final_records), expected);
 }
 
 #[test]
@@ -288,14 +279,7 @@ fn checkpoint_timeout_fails_checkpoints_without_stopping_the_job() {
         env.checkpoint_config().tolerable_failures = u32::MAX;
     });
     assert!(result.failed_checkpoints > 0, "checkpoints must have expired");
-    assert_eq!(
-        result
-            .final_records
-            .into_iter()
-            .map(|(word, n)| (word.to_string(), n))
-            .collect::<BTreeMap<_, _>>(),
-        expected
-    );
+    assert_eq!(counts(result.final_records), expected);
 }
 
 #[test]
@@ -357,12 +341,5 @@ fn savepoint_restores_into_another_backend_at_another_parallelism() {
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(
-        result
-            .final_records
-            .into_iter()
-            .map(|(word, n)| (word.to_string(), n))
-            .collect::<BTreeMap<_, _>>(),
-        expected
-    );
+    assert_eq!(counts(result.final_records), expected);
 }
