@@ -167,12 +167,6 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         Some(text) => parse_duration(text)?,
         None => Duration::from_secs(6),
     };
-    if backend_kind == StateBackendKind::RocksDb {
-        // RocksDB's write-back cache already absorbs hot keys, so a large
-        // mini-batch gains it little; its memory budget is what a user
-        // sizes, so the sum's buffer stays at 65,536 keys (~5.5 MiB) there.
-        env.settings_mut().mini_batch_keys = 65_536;
-    }
     env.enable_checkpointing(interval)
         .set_state_backend(backend)
         .set_checkpoint_storage(storage.clone());

@@ -84,22 +84,31 @@ pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
 /// ~25% faster with it than with 65,536 keys (docs/BENCHMARKS.md).
 pub const SUM_MINI_BATCH_KEYS: usize = 262_144;
 
+/// The default mini-batch bound over a backend with a write-back cache
+/// ([`state_api::Capabilities::write_back_cache`], RocksDB): the cache
+/// already absorbs hot keys, so a large mini-batch gains little there
+/// (docs/BENCHMARKS.md), and ~5.5 MiB instead of ~21 MiB stays inside the
+/// memory budget a RocksDB user sizes.
+pub const SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK: usize = 65_536;
+
 /// The running sum per key (Flink's `sum`), in a `ValueState<i64>` named
 /// `sum`. Emits `(key, new_sum)` per record; at the end of a bounded input
 /// emits the final `(key, sum)` of every key this subtask owns.
 ///
 /// Behind a sink that discards per-record output, records are summed per
-/// key in a mini-batch of up to [`SUM_MINI_BATCH_KEYS`] keys and
-/// written to state once per key: the same sums at every checkpoint and at
-/// the end, with fewer state updates.
+/// key in a mini-batch of up to [`SUM_MINI_BATCH_KEYS`] keys
+/// ([`SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK`] over a backend with a
+/// write-back cache) and written to state once per key: the same sums at
+/// every checkpoint and at the end, with fewer state updates.
 pub struct SumFunction<K, T> {
     value_of: std::sync::Arc<dyn Fn(&T) -> i64 + Send + Sync>,
     state: Option<ValueState<i64>>,
     records_wanted: bool,
     /// Sums not yet in state, by serialized key (mini-batch).
     buffered: HashMap<KeyBytes, i64, foldhash::fast::RandomState>,
-    /// Distinct keys the mini-batch holds before it is written to state.
-    mini_batch_keys: usize,
+    /// Distinct keys the mini-batch holds before it is written to state;
+    /// `None` until `open` picks the backend's default.
+    mini_batch_keys: Option<usize>,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -120,16 +129,24 @@ impl<K, T> SumFunction<K, T> {
             state: None,
             records_wanted: true,
             buffered: HashMap::default(),
-            mini_batch_keys: SUM_MINI_BATCH_KEYS,
+            mini_batch_keys: None,
             _key: PhantomData,
         }
     }
 
     /// Writes the mini-batch to state once it holds `keys` distinct keys
-    /// (at least 1) instead of [`SUM_MINI_BATCH_KEYS`].
-    pub fn with_mini_batch_keys(mut self, keys: usize) -> Self {
-        self.mini_batch_keys = keys.max(1);
+    /// (at least 1); `None` leaves the choice to the backend
+    /// ([`SUM_MINI_BATCH_KEYS`], or [`SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK`]
+    /// over a write-back cache).
+    pub fn with_mini_batch_keys(mut self, keys: Option<usize>) -> Self {
+        self.mini_batch_keys = keys.map(|keys| keys.max(1));
         self
+    }
+
+    /// The mini-batch bound in force: the one set, else the backend's
+    /// default (known once `open` ran).
+    pub fn mini_batch_keys(&self) -> Option<usize> {
+        self.mini_batch_keys
     }
 
     fn state(&self) -> Result<ValueState<i64>> {
@@ -152,6 +169,12 @@ where
 {
     fn open(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
         self.state = Some(backend.value_state(&ValueStateDescriptor::<i64>::new(SUM_STATE))?);
+        let backend_default = if backend.capabilities().write_back_cache {
+            SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK
+        } else {
+            SUM_MINI_BATCH_KEYS
+        };
+        self.mini_batch_keys.get_or_insert(backend_default);
         Ok(())
     }
 
@@ -184,7 +207,7 @@ where
                 self.buffered.insert(KeyBytes::from_slice(key_bytes), delta);
             }
         }
-        if self.buffered.len() >= self.mini_batch_keys {
+        if self.buffered.len() >= self.mini_batch_keys.unwrap_or(SUM_MINI_BATCH_KEYS) {
             self.flush_buffer(backend)?;
         }
         Ok(None)
@@ -276,8 +299,9 @@ mod tests {
     fn without_readers_sums_are_buffered_until_the_mini_batch_fills_or_is_flushed() {
         let mut backend = backend();
         let keys = 1_000;
-        let mut function = SumFunction::<String, i64>::new(Arc::new(|n: &i64| *n)).with_mini_batch_keys(keys);
+        let mut function = SumFunction::<String, i64>::new(Arc::new(|n: &i64| *n)).with_mini_batch_keys(Some(keys));
         function.open(backend.as_mut()).unwrap();
+        assert_eq!(function.mini_batch_keys(), Some(keys));
         function.set_records_wanted(false);
         let mut model = BTreeMap::new();
         // One key short of a full mini-batch, hot keys many times over:
@@ -300,6 +324,46 @@ mod tests {
         assert_ne!(sums_in_state(&mut function, backend.as_mut()), model);
         function.flush_buffer(backend.as_mut()).unwrap();
         assert_eq!(sums_in_state(&mut function, backend.as_mut()), model);
+    }
+
+    #[test]
+    fn the_mini_batch_bound_follows_the_backends_write_back_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let bound_over = |state_backend: &dyn StateBackend, set: Option<usize>| {
+            let mut backend = state_backend
+                .create_keyed_backend(KeyedBackendOptions::new(
+                    "job",
+                    "keyed",
+                    KeyGroupRange::new(0, 127),
+                    128,
+                ))
+                .unwrap();
+            let mut function = SumFunction::<String, i64>::new(Arc::new(|n: &i64| *n)).with_mini_batch_keys(set);
+            function.open(backend.as_mut()).unwrap();
+            function.mini_batch_keys()
+        };
+        let rocksdb = |write_back_entries| {
+            state_rocksdb::RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
+                local_dir: Some(dir.path().to_path_buf()),
+                write_back_entries,
+                ..Default::default()
+            })
+        };
+        let heap = state_memory::MemoryStateBackend::new();
+        assert_eq!(bound_over(&heap, None), Some(SUM_MINI_BATCH_KEYS));
+        assert_eq!(
+            bound_over(&rocksdb(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES), None),
+            Some(SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK)
+        );
+        // Without its cache, RocksDB pays a round trip per write: the large
+        // mini-batch is worth it again.
+        assert_eq!(bound_over(&rocksdb(0), None), Some(SUM_MINI_BATCH_KEYS));
+        // A bound that was set wins over every default.
+        assert_eq!(
+            bound_over(&rocksdb(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES), Some(7)),
+            Some(7)
+        );
+        assert_eq!(bound_over(&heap, Some(0)), Some(1));
     }
 
     #[test]

@@ -66,9 +66,11 @@ pub struct JobSettings {
     /// Batches in flight per channel (backpressure beyond).
     pub channel_capacity: usize,
     /// Distinct keys a `sum` folds in its mini-batch before writing them to
-    /// state, when nobody reads its per-record output (see
-    /// [`crate::function::SUM_MINI_BATCH_KEYS`]).
-    pub mini_batch_keys: usize,
+    /// state, when nobody reads its per-record output; `None` (the default)
+    /// lets the backend choose: [`crate::function::SUM_MINI_BATCH_KEYS`],
+    /// or [`crate::function::SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK`] over
+    /// RocksDB's write-back cache.
+    pub mini_batch_keys: Option<usize>,
     /// Job id (default: generated).
     pub job_id: Option<String>,
 }
@@ -84,7 +86,7 @@ impl Default for JobSettings {
             restore: None,
             batch_size: 1024,
             channel_capacity: 16,
-            mini_batch_keys: crate::function::SUM_MINI_BATCH_KEYS,
+            mini_batch_keys: None,
             job_id: None,
         }
     }

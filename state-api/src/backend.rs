@@ -51,6 +51,13 @@ pub struct Capabilities {
     pub ttl: bool,
     /// Can restore from handles whose key-group ranges differ from its own.
     pub rescaling: bool,
+    /// Keeps recently written values in memory and writes them out in
+    /// batches (RocksDB's write-back cache), so hot keys already skip the
+    /// costly write path: an operator that buffers its own updates (the
+    /// runtime's `sum` mini-batch) gains little on top and keeps a smaller
+    /// buffer.
+    #[serde(default)]
+    pub write_back_cache: bool,
 }
 
 /// Whether a snapshot is a periodic checkpoint or a user-triggered savepoint.

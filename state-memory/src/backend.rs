@@ -23,6 +23,7 @@ pub const HEAP_CAPABILITIES: Capabilities = Capabilities {
     incremental_snapshots: true,
     ttl: true,
     rescaling: true,
+    write_back_cache: false,
 };
 
 #[derive(Debug)]

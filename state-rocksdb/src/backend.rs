@@ -22,13 +22,15 @@ use crate::snapshot::{CanonicalFromRocksDb, DirGuard, NativeSnapshot};
 use crate::write_back::{Buffered, WriteBack};
 use crate::Resources;
 
-/// What the RocksDB backend supports.
+/// What the RocksDB backend supports. A keyed backend whose write-back
+/// cache is turned off (0 entries) reports `write_back_cache: false`.
 pub const ROCKSDB_CAPABILITIES: Capabilities = Capabilities {
     canonical_snapshots: true,
     native_snapshots: true,
     incremental_snapshots: true,
     ttl: true,
     rescaling: true,
+    write_back_cache: true,
 };
 
 /// Column family holding each state's [`StateMeta`] as JSON, so a native
@@ -608,7 +610,10 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        ROCKSDB_CAPABILITIES
+        Capabilities {
+            write_back_cache: self.write_back.enabled(),
+            ..ROCKSDB_CAPABILITIES
+        }
     }
 
     fn key_group_range(&self) -> KeyGroupRange {
