@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 # Release builds share scripts/bench.sh's target directory.
-export CARGO_TARGET_DIR="${STREAMSTATE_BENCH_TARGET:-$HOME/.cache/streamstate/bench-target}"
+export CARGO_TARGET_DIR="${STREAMSTATE_BENCH_TARGET:-${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}}"
 minutes="${1:-30}"
 backend="${2:-rocksdb}"
 rate="${SOAK_RATE:-20000}"
