@@ -59,7 +59,7 @@ corpus() {
 # build compiles, which leaves a core idle in its serial stretches.
 corpus_specs=("$words $vocab")
 if [ "$sweep" = 1 ]; then
-    corpus_specs+=("10000000 10000" "10000000 100000" "15000000 10000000 0")
+    corpus_specs+=("10000000 10000" "10000000 100000" "20000000 12500000 0")
 fi
 (
     for spec in "${corpus_specs[@]}"; do
@@ -159,10 +159,10 @@ done
 if [ "$sweep" = 1 ]; then
     echo "== state-size sweep (fs and rocksdb at parallelism 1)" >&2
     # Zipf corpora of 10M words over growing vocabularies, and a uniform one
-    # (skew 0) for the largest state: 15M words drawn from 10M give ~7.8M
-    # distinct keys.
+    # (skew 0) for the largest state: 20M words drawn from 12.5M give ~10M
+    # distinct keys, the size issue 7's RocksDB memory target names.
     # The main corpus above is the sweep's middle point.
-    for spec in "10000000 10000" "10000000 100000" "15000000 10000000 0"; do
+    for spec in "10000000 10000" "10000000 100000" "20000000 12500000 0"; do
         # shellcheck disable=SC2086
         input=$(corpus $spec)
         group="sweep $spec"

@@ -697,6 +697,11 @@ fn spawn_upload(
     uploads.push(handle);
 }
 
+/// Lines a source task reads between two updates of the progress metric:
+/// often enough for a display, rarely enough to keep the lock off the
+/// per-line path.
+const PROGRESS_EVERY_LINES: u32 = 1024;
+
 struct SourceTask<K, T> {
     subtask: u32,
     source: Box<dyn LineSource>,
@@ -749,6 +754,16 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
         Ok(())
     }
 
+    /// Copies the source's position into the job's metrics (the CLI's
+    /// progress line reads it).
+    fn publish_progress(&self) {
+        if let Some(progress) = self.source.progress() {
+            if let Ok(mut slot) = self.metrics.input_progress.lock() {
+                *slot = Some(progress);
+            }
+        }
+    }
+
     fn run(mut self) -> Result<()> {
         let result = self.run_until_end();
         match result {
@@ -765,6 +780,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
             .collect();
         let mut line = String::new();
         let mut key_bytes = Vec::new();
+        let mut lines_since_progress = 0;
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 return Ok(());
@@ -794,15 +810,16 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
                         return Err(e);
                     }
                     self.flush(&mut batches, more_buffered)?;
-                    if let Some(progress) = self.source.progress() {
-                        if let Ok(mut slot) = self.metrics.input_progress.lock() {
-                            *slot = Some(progress);
-                        }
+                    lines_since_progress += 1;
+                    if lines_since_progress == PROGRESS_EVERY_LINES {
+                        lines_since_progress = 0;
+                        self.publish_progress();
                     }
                 }
                 SourcePoll::Idle => self.flush(&mut batches, false)?,
                 SourcePoll::End => {
                     self.flush(&mut batches, false)?;
+                    self.publish_progress();
                     // Tell the coordinator first, so it stops expecting
                     // this source's acknowledgements.
                     let _ = self.control.send(Control::SourceFinished);

@@ -93,7 +93,9 @@ fn read_bounded_line(reader: &mut impl BufRead, raw: &mut Vec<u8>) -> std::io::R
     }
 }
 
-fn decode_line(raw: &[u8], line: &mut String, origin: &str, offset: u64) {
+/// `origin` names the input in the warning about invalid UTF-8; it is
+/// formatted only then, not once per line.
+fn decode_line(raw: &[u8], line: &mut String, origin: &dyn std::fmt::Display, offset: u64) {
     let trimmed = raw.strip_suffix(b"\n").unwrap_or(raw);
     let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
     line.clear();
@@ -101,7 +103,7 @@ fn decode_line(raw: &[u8], line: &mut String, origin: &str, offset: u64) {
         Ok(s) => line.push_str(s),
         Err(_) => {
             tracing::warn!(
-                input = origin,
+                input = %origin,
                 offset,
                 "line is not valid UTF-8; invalid bytes replaced with U+FFFD"
             );
@@ -193,7 +195,7 @@ impl LineSource for FileSource {
                     "skipping a line longer than {MAX_LINE_BYTES} bytes");
                 continue;
             }
-            decode_line(&self.raw, line, &self.path.display().to_string(), start);
+            decode_line(&self.raw, line, &self.path.display(), start);
             return Ok(SourcePoll::Line { more_buffered: true });
         }
     }
@@ -388,7 +390,7 @@ pub fn read_all_lines(reader: impl Read) -> std::io::Result<Vec<String>> {
             return Ok(out);
         }
         if !too_long {
-            decode_line(&raw, &mut line, "test", offset);
+            decode_line(&raw, &mut line, &"test", offset);
             out.push(line.clone());
         }
         offset += n;
