@@ -57,9 +57,14 @@ corpus() {
 
 # The corpora are generated (single-threaded Python) while the release
 # build compiles, which leaves a core idle in its serial stretches.
+# The state-size sweep: Zipf corpora of 10M words over growing
+# vocabularies, and a uniform one (skew 0) for the largest state: 20M words
+# drawn from 12.5M give ~10M distinct keys, the size issue 7's RocksDB
+# memory target names. The main corpus is the sweep's middle point.
+sweep_specs=("10000000 10000" "10000000 100000" "20000000 12500000 0")
 corpus_specs=("$words $vocab")
 if [ "$sweep" = 1 ]; then
-    corpus_specs+=("10000000 10000" "10000000 100000" "20000000 12500000 0")
+    corpus_specs+=("${sweep_specs[@]}")
 fi
 (
     for spec in "${corpus_specs[@]}"; do
@@ -158,11 +163,7 @@ done
 
 if [ "$sweep" = 1 ]; then
     echo "== state-size sweep (fs and rocksdb at parallelism 1)" >&2
-    # Zipf corpora of 10M words over growing vocabularies, and a uniform one
-    # (skew 0) for the largest state: 20M words drawn from 12.5M give ~10M
-    # distinct keys, the size issue 7's RocksDB memory target names.
-    # The main corpus above is the sweep's middle point.
-    for spec in "10000000 10000" "10000000 100000" "20000000 12500000 0"; do
+    for spec in "${sweep_specs[@]}"; do
         # shellcheck disable=SC2086
         input=$(corpus $spec)
         group="sweep $spec"
