@@ -702,6 +702,16 @@ fn spawn_upload(
 /// per-line path.
 const PROGRESS_EVERY_LINES: u32 = 1024;
 
+/// Records a batch has room for beyond `batch_size`: the records of the
+/// line that fills it.
+const BATCH_SLACK_RECORDS: usize = 256;
+
+/// Records whose mini-batch slots a keyed task loads together before it
+/// handles them: enough to keep the CPU's ~10–12 outstanding cache misses
+/// busy, few enough that the slots are still cached when their records
+/// come (docs/BENCHMARKS.md).
+const TOUCH_GROUP: usize = 16;
+
 struct SourceTask<K, T> {
     subtask: u32,
     source: Box<dyn LineSource>,
@@ -727,10 +737,18 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
             .map_err(|_| Error::invalid_argument("a keyed task stopped; the source stops too"))
     }
 
+    /// An empty batch with room for `batch_size` records and the words of
+    /// the line that fills it: batches are sent after whole lines, so
+    /// without the slack nearly every batch would be copied into a
+    /// doubled allocation (docs/BENCHMARKS.md).
+    fn new_batch(&self) -> Vec<Record<T>> {
+        Vec::with_capacity(self.batch_size + BATCH_SLACK_RECORDS)
+    }
+
     fn flush(&self, batches: &mut [Vec<Record<T>>], only_full: bool) -> Result<()> {
         for (to, batch) in batches.iter_mut().enumerate() {
             if !batch.is_empty() && (!only_full || batch.len() >= self.batch_size) {
-                let full = std::mem::replace(batch, Vec::with_capacity(self.batch_size));
+                let full = std::mem::replace(batch, self.new_batch());
                 self.send(to, Message::Batch(full))?;
             }
         }
@@ -775,9 +793,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
     }
 
     fn run_until_end(&mut self) -> Result<()> {
-        let mut batches: Vec<Vec<Record<T>>> = (0..self.outputs.len())
-            .map(|_| Vec::with_capacity(self.batch_size))
-            .collect();
+        let mut batches: Vec<Vec<Record<T>>> = (0..self.outputs.len()).map(|_| self.new_batch()).collect();
         let mut line = String::new();
         let mut key_bytes = Vec::new();
         let mut lines_since_progress = 0;
@@ -904,16 +920,25 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static>
                 Err(_) => ended[i] = true,
                 Ok(Message::Batch(records)) => {
                     let count = records.len() as u64;
-                    for record in records {
-                        let Some(value) = function.buffer(&record.key_bytes, record.value, self.backend.as_mut())?
-                        else {
-                            continue;
-                        };
-                        self.backend.set_current_key(&record.key_bytes)?;
-                        let key: K = state_api::codec::decode_value(&record.key_bytes)?;
-                        function.process(&key, value, self.backend.as_mut(), &mut |o| produced.push(o))?;
-                        for o in produced.drain(..) {
-                            sink.write(&o)?;
+                    let mut records = records.into_iter();
+                    while !records.as_slice().is_empty() {
+                        // A group's mini-batch slots loaded together, so
+                        // their cache misses overlap (see `touch_buffer`).
+                        for ahead in records.as_slice().iter().take(TOUCH_GROUP) {
+                            std::hint::black_box(function.touch_buffer(&ahead.key_bytes));
+                        }
+                        for record in records.by_ref().take(TOUCH_GROUP) {
+                            let Some(value) =
+                                function.buffer(&record.key_bytes, record.value, self.backend.as_mut())?
+                            else {
+                                continue;
+                            };
+                            self.backend.set_current_key(&record.key_bytes)?;
+                            let key: K = state_api::codec::decode_value(&record.key_bytes)?;
+                            function.process(&key, value, self.backend.as_mut(), &mut |o| produced.push(o))?;
+                            for o in produced.drain(..) {
+                                sink.write(&o)?;
+                            }
                         }
                     }
                     sink.flush()?;

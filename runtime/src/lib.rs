@@ -20,6 +20,7 @@ pub mod backends;
 pub mod config;
 pub mod function;
 pub mod job;
+mod mini_batch;
 pub mod sink;
 pub mod source;
 pub mod stream;

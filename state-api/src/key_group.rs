@@ -34,7 +34,14 @@ pub fn key_hash(serialized_key: &[u8]) -> u64 {
 /// The key group of a key hash (see [`key_hash`]).
 #[inline]
 pub fn key_group_for_hash(hash: u64, max_parallelism: u32) -> u32 {
-    (hash % u64::from(max_parallelism)) as u32
+    // The same result as `%`: a mask for powers of two (the default 128
+    // among them) spares a 64-bit division per record, a tenth of the
+    // source thread's record loop in the word count's profile.
+    if max_parallelism.is_power_of_two() {
+        (hash & u64::from(max_parallelism - 1)) as u32
+    } else {
+        (hash % u64::from(max_parallelism)) as u32
+    }
 }
 
 /// The key group `serialized_key` belongs to, in `[0, max_parallelism)`.
@@ -231,6 +238,30 @@ mod tests {
                     }
                 }
                 assert_eq!(next, max);
+            }
+        }
+    }
+
+    /// The power-of-two fast path is the remainder, for every supported
+    /// power of two and hashes across the whole 64-bit range.
+    #[test]
+    fn key_groups_of_powers_of_two_are_the_remainder() {
+        let hashes = (0..10_000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).chain([
+            0,
+            1,
+            u64::MAX,
+            u64::MAX - 1,
+            PINNED_THE,
+            PINNED_WORD,
+        ]);
+        for shift in 0..=15 {
+            let max_parallelism = 1u32 << shift;
+            for hash in hashes.clone() {
+                assert_eq!(
+                    u64::from(key_group_for_hash(hash, max_parallelism)),
+                    hash % u64::from(max_parallelism),
+                    "hash {hash:#x}, max parallelism {max_parallelism}"
+                );
             }
         }
     }
