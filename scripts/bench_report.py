@@ -165,17 +165,20 @@ def report(a):
         keys = rbase["keys"] if rbase else None
         out += [f"### Restore of a checkpoint taken at ~{(rbase or restore[0])['words']:,} words "
                 f"({keys:,} distinct keys), `file://`" if keys else "### Restore", "",
-                "`--from-checkpoint latest` of a full checkpoint of that state; the time is the job's own "
+                "`--from-checkpoint latest` of the last full checkpoint of a run over those words "
+                "(checkpoints every 100 ms: it misses at most the last ~100 ms of input); the time is the job's own "
                 "`restored … restore_ms` (download, verify, rebuild), the process's wall time beside it.", "",
                 "| backend | restore ms | process seconds | target |", "|---|---|---|---|"]
         for r in restore:
             if r["name"] == "baseline":
                 continue
             limit = 120 if r["name"].startswith("rocksdb") else 300
-            out.append(f"| {r['name']} | {r['restore_ms']} | {r['seconds']:.2f} | ≤ {limit} ms |")
-            if r["restore_ms"] is not None:
-                targets.append((f"{r['name']} of ~{keys or 0:,} keys ≤ {limit} ms", f"{r['restore_ms']} ms",
-                                r["restore_ms"] <= limit))
+            # No `restored` line: the run found no checkpoint to restore,
+            # which fails the target rather than hiding it.
+            measured = "no checkpoint restored" if r["restore_ms"] is None else f"{r['restore_ms']} ms"
+            out.append(f"| {r['name']} | {measured} | {r['seconds']:.2f} | ≤ {limit} ms |")
+            targets.append((f"{r['name']} of ~{keys or 0:,} keys ≤ {limit} ms", measured,
+                            r["restore_ms"] is not None and r["restore_ms"] <= limit))
         out.append("")
 
     # The main corpus is one more point of the sweep.

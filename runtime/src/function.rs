@@ -4,7 +4,6 @@
 use std::marker::PhantomData;
 
 use serde::{de::DeserializeOwned, Serialize};
-use state_api::key_group::key_group_for_hash;
 use state_api::{KeyedStateBackend, KeyedStateBackendExt, Result, ValueState, ValueStateDescriptor};
 
 use crate::mini_batch::MiniBatch;
@@ -93,7 +92,7 @@ pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
 /// Distinct keys a [`SumFunction`]'s mini-batch holds, by default, before
 /// it writes its sums to state (`JobSettings::mini_batch_keys`). The bound
 /// is on keys, not records: the buffer's memory is bounded (the table grows
-/// to at most 524,288 slots of ~40 bytes, ~21 MiB, kept from batch to
+/// to at most 524,288 slots of 48 bytes, 24 MiB, kept from batch to
 /// batch), and hot keys fold any number of records without filling it. On
 /// the Zipf benchmark corpus (1M-word vocabulary) the heap backends count
 /// ~25% faster with it than with 65,536 keys (docs/BENCHMARKS.md).
@@ -102,7 +101,7 @@ pub const SUM_MINI_BATCH_KEYS: usize = 262_144;
 /// The default mini-batch bound over a backend with a write-back cache
 /// ([`state_api::Capabilities::write_back_cache`], RocksDB): the cache
 /// already absorbs hot keys, so a large mini-batch gains little there
-/// (docs/BENCHMARKS.md), and ~5.5 MiB instead of ~21 MiB stays inside the
+/// (docs/BENCHMARKS.md), and 6 MiB instead of 24 MiB stays inside the
 /// memory budget a RocksDB user sizes.
 pub const SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK: usize = 65_536;
 
@@ -122,10 +121,6 @@ pub struct SumFunction<K, T> {
     /// Sums not yet in state, by serialized key (mini-batch); created by
     /// `open` with the bound in force.
     buffered: MiniBatch,
-    /// The mini-batch as `(key hash, key, sum)` while it is written to
-    /// state, in key-group order; kept (empty) between flushes for its
-    /// allocation.
-    flush_order: Vec<(u64, KeyBytes, i64)>,
     /// Distinct keys the mini-batch holds before it is written to state;
     /// `None` until `open` picks the backend's default.
     mini_batch_keys: Option<usize>,
@@ -149,7 +144,6 @@ impl<K, T> SumFunction<K, T> {
             state: None,
             records_wanted: true,
             buffered: MiniBatch::new(SUM_MINI_BATCH_KEYS),
-            flush_order: Vec::new(),
             mini_batch_keys: None,
             _key: PhantomData,
         }
@@ -249,15 +243,11 @@ where
         // group (the heap backends' shards, RocksDB's key prefixes), so
         // consecutive writes hit tables already in cache instead of a
         // cache miss per key across the whole state (docs/BENCHMARKS.md).
-        let max_parallelism = backend.max_parallelism();
-        self.buffered.drain_into(&mut self.flush_order);
-        self.flush_order
-            .sort_unstable_by_key(|(hash, _, _)| key_group_for_hash(*hash, max_parallelism));
-        for (_, key_bytes, delta) in self.flush_order.drain(..) {
-            backend.set_current_key(&key_bytes)?;
-            add_to_sum(state, backend, delta)?;
-        }
-        Ok(())
+        self.buffered
+            .drain_by_key_group(backend.max_parallelism(), |key_bytes, delta| {
+                backend.set_current_key(key_bytes)?;
+                add_to_sum(state, backend, delta).map(|_| ())
+            })
     }
 
     fn finish(&mut self, backend: &mut dyn KeyedStateBackend, out: &mut dyn FnMut((K, i64))) -> Result<()> {
