@@ -73,6 +73,21 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
         0
     }
 
+    /// Adds `partial`, the sum of several records of the key `key_bytes`
+    /// already folded on a source thread (local-global aggregation), to
+    /// the mini-batch. Only a `sum` whose per-record output nobody reads
+    /// receives these; the default refuses them.
+    ///
+    /// # Errors
+    /// [`state_api::ErrorKind::Unsupported`] by default; state errors from
+    /// writing the buffer.
+    fn buffer_partial(&mut self, key_bytes: &[u8], partial: i64, backend: &mut dyn KeyedStateBackend) -> Result<()> {
+        let _ = (key_bytes, partial, backend);
+        Err(state_api::Error::unsupported(
+            "this keyed function takes no partial sums (local aggregation is for `sum`)",
+        ))
+    }
+
     /// Writes what [`KeyedProcessFunction::buffer`] holds to state. Called
     /// before every snapshot (so a checkpoint holds every record before its
     /// barrier) and before `finish`.
@@ -216,6 +231,17 @@ where
         if self.records_wanted {
             return Ok(Some(value));
         }
+        let delta = (self.value_of)(&value);
+        self.buffer_partial(key_bytes, delta, backend)?;
+        Ok(None)
+    }
+
+    fn buffer_partial(&mut self, key_bytes: &[u8], partial: i64, backend: &mut dyn KeyedStateBackend) -> Result<()> {
+        if self.records_wanted {
+            return Err(state_api::Error::invalid_argument(
+                "a partial sum reached a sum whose every update is read",
+            ));
+        }
         if key_bytes.is_empty() {
             // What the backend would say at `set_current_key`; the
             // mini-batch table keeps empty keys for its free slots.
@@ -223,11 +249,11 @@ where
                 "keys must serialize to at least one byte",
             ));
         }
-        self.buffered.add(key_bytes, (self.value_of)(&value));
+        self.buffered.add(key_bytes, partial);
         if self.buffered.is_full() {
             self.flush_buffer(backend)?;
         }
-        Ok(None)
+        Ok(())
     }
 
     fn touch_buffer(&self, key_bytes: &[u8]) -> u64 {
@@ -243,11 +269,15 @@ where
         // group (the heap backends' shards, RocksDB's key prefixes), so
         // consecutive writes hit tables already in cache instead of a
         // cache miss per key across the whole state (docs/BENCHMARKS.md).
-        self.buffered
-            .drain_by_key_group(backend.max_parallelism(), |key_bytes, delta| {
+        self.buffered.drain_by_key_group(
+            backend.max_parallelism(),
+            backend,
+            |backend, key_bytes| backend.touch(state.id(), key_bytes),
+            |backend, key_bytes, delta| {
                 backend.set_current_key(key_bytes)?;
                 add_to_sum(state, backend, delta).map(|_| ())
-            })
+            },
+        )
     }
 
     fn finish(&mut self, backend: &mut dyn KeyedStateBackend, out: &mut dyn FnMut((K, i64))) -> Result<()> {

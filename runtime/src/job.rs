@@ -17,14 +17,14 @@
 //! commits `_metadata` and then applies retention.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Select, Sender};
 use serde::{de::DeserializeOwned, Serialize};
-use state_api::key_group::{assign_to_key_group, check_parallelism, subtask_for_key_group};
+use state_api::key_group::{assign_to_key_group, check_parallelism, key_group_for_hash, subtask_for_key_group};
 use state_api::operator_state::OperatorStateStore;
 use state_api::snapshot::manifest::OperatorStateHandle;
 use state_api::{
@@ -34,9 +34,10 @@ use state_api::{
 };
 
 use crate::config::{CheckpointingMode, RetentionOnCancellation};
-use crate::function::KeyBytes;
+use crate::function::{KeyBytes, KeyedProcessFunction};
+use crate::mini_batch::{MiniBatch, TOUCH_GROUP};
 use crate::source::{LineSource, SourcePoll};
-use crate::stream::{Job, JobSettings, ProcessFactory, RestoreFrom, SinkFactory};
+use crate::stream::{Job, JobSettings, ProcessFactory, RestoreFrom, SinkFactory, ValueOf};
 
 /// Operator id of the sources in manifests.
 pub const SOURCE_OPERATOR: &str = "source";
@@ -59,8 +60,33 @@ struct Record<T> {
     value: T,
 }
 
+/// The sum of several records of one key, folded on a source thread
+/// (local-global aggregation, see [`JobSettings::local_aggregation`]).
+struct PartialSum {
+    key_bytes: KeyBytes,
+    sum: i64,
+}
+
+/// What a keyed task groups its records and partial sums by.
+trait WithKeyBytes {
+    fn key_bytes(&self) -> &[u8];
+}
+
+impl<T> WithKeyBytes for Record<T> {
+    fn key_bytes(&self) -> &[u8] {
+        &self.key_bytes
+    }
+}
+
+impl WithKeyBytes for PartialSum {
+    fn key_bytes(&self) -> &[u8] {
+        &self.key_bytes
+    }
+}
+
 enum Message<T> {
     Batch(Vec<Record<T>>),
+    Partials(Vec<PartialSum>),
     Barrier(Barrier),
     End,
 }
@@ -447,6 +473,7 @@ where
         final_sink,
     } = job;
     let factory = processed.factory;
+    let local_sum = processed.local_sum;
     let key_of = processed.keyed.key_of;
     let stream = processed.keyed.stream;
     let settings = stream.settings;
@@ -515,6 +542,7 @@ where
     };
 
     let uploads = Uploads::default();
+    let discarding_sinks = Arc::new(AtomicUsize::new(0));
     let mut keyed_handles = Vec::new();
     for (subtask, (rx, keyed_backend)) in data_rx.into_iter().zip(keyed_backends).enumerate() {
         let task = KeyedTask {
@@ -525,6 +553,7 @@ where
             factory: Arc::clone(&factory),
             sink: Arc::clone(&sink),
             final_sink: final_sink.clone(),
+            discarding_sinks: Arc::clone(&discarding_sinks),
             mode: settings.checkpoint.mode,
             control: control_tx.clone(),
             uploads: uploads.clone(),
@@ -551,6 +580,8 @@ where
             max_parallelism: settings.max_parallelism,
             parallelism: settings.parallelism,
             batch_size: settings.batch_size.max(1),
+            local_sum: local_sum.clone(),
+            discarding_sinks: Arc::clone(&discarding_sinks),
             control: control_tx.clone(),
             uploads: uploads.clone(),
             storage: storage.clone(),
@@ -706,11 +737,42 @@ const PROGRESS_EVERY_LINES: u32 = 1024;
 /// line that fills it.
 const BATCH_SLACK_RECORDS: usize = 256;
 
-/// Records whose mini-batch slots a keyed task loads together before it
-/// handles them: enough to keep the CPU's ~10–12 outstanding cache misses
-/// busy, few enough that the slots are still cached when their records
-/// come (docs/BENCHMARKS.md).
-const TOUCH_GROUP: usize = 16;
+/// Distinct keys a source task folds a `sum` over before it sends the
+/// partial sums on (local-global aggregation, see
+/// [`JobSettings::local_aggregation`]). The table's 16,384 slots of 48
+/// bytes fit a 1 MiB L2 cache, so folding costs no cache miss; on the Zipf
+/// benchmark corpus one partial sum stands for ~2 words
+/// (docs/BENCHMARKS.md).
+pub const LOCAL_SUM_KEYS: usize = 8_192;
+
+/// A source task's local `sum` table.
+struct LocalSums<T> {
+    value_of: ValueOf<T>,
+    table: MiniBatch,
+    /// Records folded since the last partial sums were sent (counted into
+    /// [`JobMetrics::records`] when they are).
+    folded: u64,
+}
+
+/// Hands `items` to `handle` a group of [`TOUCH_GROUP`] at a time, each
+/// group's mini-batch slots loaded together first (see
+/// [`KeyedProcessFunction::touch_buffer`]).
+fn in_touched_groups<K, T, O, I: WithKeyBytes>(
+    function: &mut dyn KeyedProcessFunction<K, T, O>,
+    items: Vec<I>,
+    mut handle: impl FnMut(&mut dyn KeyedProcessFunction<K, T, O>, I) -> Result<()>,
+) -> Result<()> {
+    let mut items = items.into_iter();
+    while !items.as_slice().is_empty() {
+        for ahead in items.as_slice().iter().take(TOUCH_GROUP) {
+            std::hint::black_box(function.touch_buffer(ahead.key_bytes()));
+        }
+        for item in items.by_ref().take(TOUCH_GROUP) {
+            handle(function, item)?;
+        }
+    }
+    Ok(())
+}
 
 struct SourceTask<K, T> {
     subtask: u32,
@@ -722,6 +784,13 @@ struct SourceTask<K, T> {
     max_parallelism: u32,
     parallelism: u32,
     batch_size: usize,
+    /// The value a `sum` adds up, when the job's keyed function is one and
+    /// local aggregation is on.
+    local_sum: Option<ValueOf<T>>,
+    /// Keyed subtasks whose sink discards records; the source folds
+    /// locally only once all of them do (their sums then emit nothing per
+    /// record, so partial sums change no output).
+    discarding_sinks: Arc<AtomicUsize>,
     control: Sender<Control>,
     uploads: Uploads,
     storage: CheckpointStorage,
@@ -755,8 +824,42 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
         Ok(())
     }
 
-    fn checkpoint(&mut self, barrier: Barrier, batches: &mut [Vec<Record<T>>]) -> Result<()> {
+    /// Sends the local `sum` table's partial sums on, to the keyed
+    /// subtask of each key's group, and empties it.
+    fn flush_local(&self, local: Option<&mut LocalSums<T>>) -> Result<()> {
+        let Some(local) = local.filter(|local| !local.table.is_empty()) else {
+            return Ok(());
+        };
+        let (max_parallelism, parallelism) = (self.max_parallelism, self.parallelism);
+        let outputs = self.outputs.len();
+        let mut partials: Vec<Vec<PartialSum>> = (0..outputs)
+            .map(|_| Vec::with_capacity(local.table.len() / outputs + 64))
+            .collect();
+        local.table.drain(|hash, key_bytes, sum| {
+            let key_group = key_group_for_hash(hash, max_parallelism);
+            let to = subtask_for_key_group(max_parallelism, parallelism, key_group) as usize;
+            partials[to].push(PartialSum { key_bytes, sum });
+        });
+        for (to, batch) in partials.into_iter().enumerate() {
+            if !batch.is_empty() {
+                self.send(to, Message::Partials(batch))?;
+            }
+        }
+        self.metrics
+            .records
+            .fetch_add(std::mem::take(&mut local.folded), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn checkpoint(
+        &mut self,
+        barrier: Barrier,
+        batches: &mut [Vec<Record<T>>],
+        local: Option<&mut LocalSums<T>>,
+    ) -> Result<()> {
         self.flush(batches, false)?;
+        // Every partial sum of records before the barrier goes before it.
+        self.flush_local(local)?;
         let started = Instant::now();
         let mut store = OperatorStateStore::default();
         self.source.snapshot(&mut store)?;
@@ -797,22 +900,36 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
         let mut line = String::new();
         let mut key_bytes = Vec::new();
         let mut lines_since_progress = 0;
+        let mut local = self.local_sum.clone().map(|value_of| LocalSums {
+            value_of,
+            table: MiniBatch::new(LOCAL_SUM_KEYS),
+            folded: 0,
+        });
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
             while let Ok(barrier) = self.commands.try_recv() {
-                self.checkpoint(barrier, &mut batches)?;
+                self.checkpoint(barrier, &mut batches, local.as_mut())?;
             }
             match self.source.poll_line(&mut line)? {
                 SourcePoll::Line { more_buffered } => {
                     let (key_of, max_p, p) = (&self.key_of, self.max_parallelism, self.parallelism);
+                    let all_sinks_discard = self.discarding_sinks.load(Ordering::Acquire) == p as usize;
+                    let mut folding = local.as_mut().filter(|_| all_sinks_discard);
                     let mut failure = None;
                     (self.chain)(std::mem::take(&mut line), &mut |value| {
                         let key = key_of(&value);
                         key_bytes.clear();
                         if let Err(e) = state_api::codec::encode_value_into(&key, &mut key_bytes) {
                             failure.get_or_insert(e);
+                            return;
+                        }
+                        // Empty keys take the record path: the keyed task
+                        // reports them.
+                        if let Some(local) = folding.as_mut().filter(|_| !key_bytes.is_empty()) {
+                            local.table.add(&key_bytes, (local.value_of)(&value));
+                            local.folded += 1;
                             return;
                         }
                         let group = assign_to_key_group(&key_bytes, max_p);
@@ -825,6 +942,9 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
                     if let Some(e) = failure {
                         return Err(e);
                     }
+                    if local.as_ref().is_some_and(|local| local.table.is_full()) {
+                        self.flush_local(local.as_mut())?;
+                    }
                     self.flush(&mut batches, more_buffered)?;
                     lines_since_progress += 1;
                     if lines_since_progress == PROGRESS_EVERY_LINES {
@@ -835,6 +955,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
                 SourcePoll::Idle => self.flush(&mut batches, false)?,
                 SourcePoll::End => {
                     self.flush(&mut batches, false)?;
+                    self.flush_local(local.as_mut())?;
                     self.publish_progress();
                     // Tell the coordinator first, so it stops expecting
                     // this source's acknowledgements.
@@ -857,6 +978,9 @@ struct KeyedTask<K, T, O> {
     factory: ProcessFactory<K, T, O>,
     sink: SinkFactory<O>,
     final_sink: Option<SinkFactory<O>>,
+    /// Counts keyed subtasks whose sink discards records (see
+    /// `SourceTask::discarding_sinks`).
+    discarding_sinks: Arc<AtomicUsize>,
     mode: CheckpointingMode,
     control: Sender<Control>,
     uploads: Uploads,
@@ -892,6 +1016,9 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static>
         function.open(self.backend.as_mut())?;
         let mut sink = (self.sink)(self.subtask, self.parallelism)?;
         function.set_records_wanted(!sink.discards_records());
+        if sink.discards_records() {
+            self.discarding_sinks.fetch_add(1, Ordering::Release);
+        }
         let n = self.inputs.len();
         let (mut ended, mut seen) = (vec![false; n], vec![false; n]);
         let mut aligning: Option<Barrier> = None;
@@ -920,29 +1047,25 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static>
                 Err(_) => ended[i] = true,
                 Ok(Message::Batch(records)) => {
                     let count = records.len() as u64;
-                    let mut records = records.into_iter();
-                    while !records.as_slice().is_empty() {
-                        // A group's mini-batch slots loaded together, so
-                        // their cache misses overlap (see `touch_buffer`).
-                        for ahead in records.as_slice().iter().take(TOUCH_GROUP) {
-                            std::hint::black_box(function.touch_buffer(&ahead.key_bytes));
-                        }
-                        for record in records.by_ref().take(TOUCH_GROUP) {
-                            let Some(value) =
-                                function.buffer(&record.key_bytes, record.value, self.backend.as_mut())?
-                            else {
-                                continue;
-                            };
-                            self.backend.set_current_key(&record.key_bytes)?;
-                            let key: K = state_api::codec::decode_value(&record.key_bytes)?;
-                            function.process(&key, value, self.backend.as_mut(), &mut |o| produced.push(o))?;
-                            for o in produced.drain(..) {
-                                sink.write(&o)?;
-                            }
-                        }
-                    }
+                    let backend = &mut self.backend;
+                    in_touched_groups(function.as_mut(), records, |function, record| {
+                        let Some(value) = function.buffer(&record.key_bytes, record.value, backend.as_mut())? else {
+                            return Ok(());
+                        };
+                        backend.set_current_key(&record.key_bytes)?;
+                        let key: K = state_api::codec::decode_value(&record.key_bytes)?;
+                        function.process(&key, value, backend.as_mut(), &mut |o| produced.push(o))?;
+                        produced.drain(..).try_for_each(|o| sink.write(&o))
+                    })?;
                     sink.flush()?;
                     self.metrics.records.fetch_add(count, Ordering::Relaxed);
+                }
+                Ok(Message::Partials(partials)) => {
+                    // Counted into the records metric by the source.
+                    let backend = &mut self.backend;
+                    in_touched_groups(function.as_mut(), partials, |function, partial| {
+                        function.buffer_partial(&partial.key_bytes, partial.sum, backend.as_mut())
+                    })?;
                 }
                 Ok(Message::Barrier(barrier)) => {
                     match aligning {

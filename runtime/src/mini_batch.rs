@@ -35,9 +35,18 @@ struct Slot {
 /// [`MiniBatch::new`].
 pub(crate) struct MiniBatch {
     slots: Vec<Slot>,
-    len: usize,
+    /// Indexes of the slots in use, in insertion order: a drain visits
+    /// those only, not every slot (a source thread's small table is
+    /// drained every few thousand keys).
+    filled: Vec<u32>,
     max_keys: usize,
 }
+
+/// Keys whose slots (or state cells) are loaded together before they are
+/// handled: enough to keep the CPU's ~10–12 outstanding cache misses busy,
+/// few enough that what was loaded is still cached when it is used
+/// (docs/BENCHMARKS.md).
+pub(crate) const TOUCH_GROUP: usize = 16;
 
 /// Slots the table starts with; it doubles while more than half full.
 const INITIAL_SLOTS: usize = 1024;
@@ -47,24 +56,23 @@ impl MiniBatch {
     pub(crate) fn new(max_keys: usize) -> Self {
         Self {
             slots: Vec::new(),
-            len: 0,
+            filled: Vec::new(),
             max_keys: max_keys.max(1),
         }
     }
 
     /// Distinct keys held.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.filled.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.filled.is_empty()
     }
 
     /// Whether the table holds as many keys as its bound.
     pub(crate) fn is_full(&self) -> bool {
-        self.len >= self.max_keys
+        self.len() >= self.max_keys
     }
 
     /// Loads the first slot `key_bytes` would probe and returns a word of
@@ -83,7 +91,7 @@ impl MiniBatch {
     #[inline]
     pub(crate) fn add(&mut self, key_bytes: &[u8], delta: i64) {
         debug_assert!(!key_bytes.is_empty(), "serialized keys are never empty");
-        if (self.len + 1) * 2 > self.slots.len() {
+        if (self.len() + 1) * 2 > self.slots.len() {
             self.grow();
         }
         let hash = key_hash(key_bytes);
@@ -97,7 +105,7 @@ impl MiniBatch {
                     sum: delta,
                     key: KeyBytes::from_slice(key_bytes),
                 };
-                self.len += 1;
+                self.filled.push(index as u32);
                 return;
             }
             if slot.hash == hash && slot.key.as_slice() == key_bytes {
@@ -108,17 +116,31 @@ impl MiniBatch {
         }
     }
 
-    /// Empties the table, calling `write(key, sum)` for every key in
-    /// key-group order (key groups of `max_parallelism`), and keeps the
-    /// slots allocated for the next batch. Stops at the first error; the
-    /// table is empty either way.
+    /// Empties the table, calling `take(hash, key, sum)` for every key in
+    /// insertion order, and keeps the slots allocated.
+    pub(crate) fn drain(&mut self, mut take: impl FnMut(u64, KeyBytes, i64)) {
+        for index in self.filled.drain(..) {
+            let Slot { hash, sum, key } = std::mem::take(&mut self.slots[index as usize]);
+            take(hash, key, sum);
+        }
+    }
+
+    /// Empties the table, calling `write(context, key, sum)` for every key
+    /// in key-group order (key groups of `max_parallelism`), and keeps the
+    /// slots allocated for the next batch. Before a group of
+    /// [`TOUCH_GROUP`] keys is written, `touch(context, key)` runs for each
+    /// of them, so the misses of the writes' lookups overlap
+    /// ([`state_api::KeyedStateBackend::touch`]). Stops writing at the first
+    /// error; the table is empty either way.
     ///
     /// # Errors
     /// The first error `write` returns.
-    pub(crate) fn drain_by_key_group(
+    pub(crate) fn drain_by_key_group<C: ?Sized>(
         &mut self,
         max_parallelism: u32,
-        mut write: impl FnMut(&[u8], i64) -> Result<()>,
+        context: &mut C,
+        touch: impl Fn(&C, &[u8]) -> u64,
+        mut write: impl FnMut(&mut C, &[u8], i64) -> Result<()>,
     ) -> Result<()> {
         // The keys are moved to the front and sorted there: the table is
         // being emptied, so it needs no second buffer for the order.
@@ -131,12 +153,19 @@ impl MiniBatch {
         }
         let keys = &mut self.slots[..filled];
         keys.sort_unstable_by_key(|slot| key_group_for_hash(slot.hash, max_parallelism));
-        self.len = 0;
+        self.filled.clear();
         let mut result = Ok(());
-        for slot in keys {
-            let Slot { key, sum, .. } = std::mem::take(slot);
+        for group in keys.chunks_mut(TOUCH_GROUP) {
             if result.is_ok() {
-                result = write(&key, sum);
+                for slot in group.iter() {
+                    std::hint::black_box(touch(context, &slot.key));
+                }
+            }
+            for slot in group {
+                let Slot { key, sum, .. } = std::mem::take(slot);
+                if result.is_ok() {
+                    result = write(context, &key, sum);
+                }
             }
         }
         result
@@ -147,14 +176,16 @@ impl MiniBatch {
     /// power of two).
     fn grow(&mut self) {
         let wanted = (self.slots.len() * 2).max(INITIAL_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); wanted]);
+        let mut old = std::mem::replace(&mut self.slots, vec![Slot::default(); wanted]);
         let mask = wanted - 1;
-        for slot in old.into_iter().filter(|slot| !slot.key.is_empty()) {
+        for filled in &mut self.filled {
+            let slot = std::mem::take(&mut old[*filled as usize]);
             let mut index = slot.hash as usize & mask;
             while !self.slots[index].key.is_empty() {
                 index = (index + 1) & mask;
             }
             self.slots[index] = slot;
+            *filled = index as u32;
         }
     }
 }
@@ -173,12 +204,26 @@ mod tests {
     /// Drains the table, checking the key-group order of the writes.
     fn drained(table: &mut MiniBatch) -> BTreeMap<Vec<u8>, i64> {
         let mut written = Vec::new();
+        let mut touched = Vec::new();
         table
-            .drain_by_key_group(MAX_PARALLELISM, |key, sum| {
-                written.push((key.to_vec(), sum));
-                Ok(())
-            })
+            .drain_by_key_group(
+                MAX_PARALLELISM,
+                &mut written,
+                |written, key| {
+                    assert!(
+                        !written.iter().any(|(k, _): &(Vec<u8>, i64)| k == key),
+                        "touched before written"
+                    );
+                    key.len() as u64
+                },
+                |written, key, sum| {
+                    touched.push(key.to_vec());
+                    written.push((key.to_vec(), sum));
+                    Ok(())
+                },
+            )
             .unwrap();
+        assert_eq!(touched.len(), written.len());
         assert!(table.is_empty());
         let groups: Vec<u32> = written
             .iter()
@@ -190,18 +235,31 @@ mod tests {
         sums
     }
 
+    /// Drains in insertion order (the source thread's drain).
+    fn drained_in_insertion_order(table: &mut MiniBatch) -> BTreeMap<Vec<u8>, i64> {
+        let mut written = Vec::new();
+        table.drain(|hash, key, sum| {
+            assert_eq!(hash, key_hash(&key), "the stored hash is the key's");
+            written.push((key.to_vec(), sum));
+        });
+        assert!(table.is_empty());
+        let sums: BTreeMap<Vec<u8>, i64> = written.iter().cloned().collect();
+        assert_eq!(sums.len(), written.len(), "each key drained once");
+        sums
+    }
+
     proptest! {
-        /// The table sums like a `BTreeMap` model, across growth and
-        /// repeated drains (slots reused).
+        /// The table sums like a `BTreeMap` model, across growth (past
+        /// 512 keys) and repeated drains of both kinds (slots reused).
         #[test]
         fn sums_match_a_model(
             rounds in prop::collection::vec(
-                prop::collection::vec((prop::collection::vec(any::<u8>(), 1..40), -5i64..5), 0..300),
+                prop::collection::vec((prop::collection::vec(any::<u8>(), 1..12), -5i64..5), 0..1500),
                 1..4,
             ),
         ) {
             let mut table = MiniBatch::new(10_000);
-            for records in rounds {
+            for (round, records) in rounds.into_iter().enumerate() {
                 let mut model = BTreeMap::<Vec<u8>, i64>::new();
                 for (key, delta) in &records {
                     let _ = table.touch(key);
@@ -209,7 +267,12 @@ mod tests {
                     *model.entry(key.clone()).or_default() += delta;
                 }
                 prop_assert_eq!(table.len(), model.len());
-                prop_assert_eq!(drained(&mut table), model);
+                let sums = if round % 2 == 0 {
+                    drained(&mut table)
+                } else {
+                    drained_in_insertion_order(&mut table)
+                };
+                prop_assert_eq!(sums, model);
             }
         }
     }
@@ -242,10 +305,15 @@ mod tests {
             table.add(&[n + 1], 1);
         }
         let mut writes = 0;
-        let result = table.drain_by_key_group(MAX_PARALLELISM, |_, _| {
-            writes += 1;
-            Err(state_api::Error::invalid_argument("storage down"))
-        });
+        let result = table.drain_by_key_group(
+            MAX_PARALLELISM,
+            &mut writes,
+            |_, _| 0,
+            |writes, _, _| {
+                *writes += 1;
+                Err(state_api::Error::invalid_argument("storage down"))
+            },
+        );
         assert!(result.is_err());
         assert_eq!(writes, 1, "no write after the first error");
         assert!(table.is_empty());

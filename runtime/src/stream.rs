@@ -71,6 +71,12 @@ pub struct JobSettings {
     /// or [`crate::function::SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK`] over
     /// RocksDB's write-back cache.
     pub mini_batch_keys: Option<usize>,
+    /// Whether a `sum` whose per-record output nobody reads is also folded
+    /// on the source thread before the shuffle, in a small table of
+    /// [`crate::job::LOCAL_SUM_KEYS`] keys (Flink SQL's local-global
+    /// aggregation, `table.optimizer.agg-phase-strategy: TWO_PHASE`). On
+    /// by default; the sums in state are the same either way.
+    pub local_aggregation: bool,
     /// Job id (default: generated).
     pub job_id: Option<String>,
 }
@@ -87,6 +93,7 @@ impl Default for JobSettings {
             batch_size: 1024,
             channel_capacity: 16,
             mini_batch_keys: None,
+            local_aggregation: true,
             job_id: None,
         }
     }
@@ -298,16 +305,25 @@ where
 {
     /// Runs a keyed process function with access to keyed state.
     pub fn process<O: Send + 'static>(self, factory: ProcessFactory<K, T, O>) -> ProcessedStream<K, T, O> {
-        ProcessedStream { keyed: self, factory }
+        ProcessedStream {
+            keyed: self,
+            factory,
+            local_sum: None,
+        }
     }
 
     /// The running sum of `value_of(record)` per key, emitted as `(key, sum)`.
     pub fn sum(self, value_of: impl Fn(&T) -> i64 + Send + Sync + 'static) -> ProcessedStream<K, T, (K, i64)> {
-        let value_of: Arc<dyn Fn(&T) -> i64 + Send + Sync> = Arc::new(value_of);
+        let value_of: ValueOf<T> = Arc::new(value_of);
         let mini_batch_keys = self.stream.settings.mini_batch_keys;
-        self.process(Arc::new(move || {
-            Box::new(SumFunction::new(Arc::clone(&value_of)).with_mini_batch_keys(mini_batch_keys))
-        }))
+        let local_sum = self.stream.settings.local_aggregation.then(|| Arc::clone(&value_of));
+        let factory: ProcessFactory<K, T, (K, i64)> =
+            Arc::new(move || Box::new(SumFunction::new(Arc::clone(&value_of)).with_mini_batch_keys(mini_batch_keys)));
+        ProcessedStream {
+            keyed: self,
+            factory,
+            local_sum,
+        }
     }
 }
 
@@ -318,7 +334,13 @@ pub type SinkFactory<O> = Arc<dyn Fn(u32, u32) -> state_api::Result<Box<dyn Sink
 pub struct ProcessedStream<K, T, O> {
     pub(crate) keyed: KeyedStream<K, T>,
     pub(crate) factory: ProcessFactory<K, T, O>,
+    /// For a `sum`: the value summed, which source tasks may fold before
+    /// the shuffle (see [`JobSettings::local_aggregation`]).
+    pub(crate) local_sum: Option<ValueOf<T>>,
 }
+
+/// The number a `sum` adds up for a record.
+pub(crate) type ValueOf<T> = Arc<dyn Fn(&T) -> i64 + Send + Sync>;
 
 impl<K, T, O> ProcessedStream<K, T, O>
 where

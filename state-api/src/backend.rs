@@ -211,6 +211,19 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// [`ErrorKind::InvalidArgument`] for an unknown state id or a map state.
     fn get(&self, state: StateId) -> Result<Option<Cow<'_, [u8]>>>;
 
+    /// A hint for a caller about to read many keys' cells of `state`: loads
+    /// what reading `serialized_key`'s cell will need, without changing the
+    /// current key. Touching a group of keys before handling them lets the
+    /// CPU overlap their cache misses instead of waiting for each in turn.
+    /// Returns a word of what was read, for the caller to pass to
+    /// [`std::hint::black_box`]; never fails (an unknown state or a key
+    /// outside the range reads nothing). The default reads nothing:
+    /// backends whose cells are not in memory tables gain nothing from it.
+    fn touch(&self, state: StateId, serialized_key: &[u8]) -> u64 {
+        let _ = (state, serialized_key);
+        0
+    }
+
     /// Replaces the current key's cell.
     ///
     /// # Errors

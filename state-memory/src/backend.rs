@@ -232,6 +232,20 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         Ok(table.get(shard, &self.current_key).map(|v| Cow::Borrowed(v.as_slice())))
     }
 
+    fn touch(&self, state: StateId, serialized_key: &[u8]) -> u64 {
+        let Ok(table) = self.cells(state) else {
+            return 0;
+        };
+        let hash = key_hash(serialized_key);
+        let key_group = key_group_for_hash(hash, self.options.max_parallelism);
+        if !self.options.key_group_range.contains(key_group) {
+            return 0;
+        }
+        table
+            .get(table.shard_index(key_group, hash), serialized_key)
+            .map_or(0, |cell| cell.len() as u64)
+    }
+
     fn put(&mut self, state: StateId, value: &[u8]) -> Result<()> {
         let shard = self.current_shard(self.cells(state)?)?;
         let epoch = self.write_epoch();
