@@ -114,8 +114,12 @@ enum Control {
 /// Live counters of a running job.
 #[derive(Debug, Default)]
 pub struct JobMetrics {
-    /// Records processed by the keyed operator.
+    /// Records processed by the keyed operator (records a source folded
+    /// into partial sums count when the partial sums are sent on).
     pub records: AtomicU64,
+    /// Partial sums source tasks sent on in place of records (local-global
+    /// aggregation, [`JobSettings::local_aggregation`]).
+    pub partial_sums: AtomicU64,
     /// Id of the last completed checkpoint (0: none).
     pub last_checkpoint_id: AtomicU64,
     /// Duration of the last completed checkpoint, milliseconds.
@@ -840,6 +844,8 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
             let to = subtask_for_key_group(max_parallelism, parallelism, key_group) as usize;
             partials[to].push(PartialSum { key_bytes, sum });
         });
+        let sent: usize = partials.iter().map(Vec::len).sum();
+        self.metrics.partial_sums.fetch_add(sent as u64, Ordering::Relaxed);
         for (to, batch) in partials.into_iter().enumerate() {
             if !batch.is_empty() {
                 self.send(to, Message::Partials(batch))?;
