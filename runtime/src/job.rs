@@ -105,8 +105,15 @@ struct Ack {
 
 enum Control {
     Ack(Box<Ack>),
-    Decline { id: u64, error: Error },
-    SourceFinished,
+    Decline {
+        id: u64,
+        error: Error,
+    },
+    /// A source reached the end of its input, having injected every
+    /// barrier up to `last_barrier` (none: `None`).
+    SourceFinished {
+        last_barrier: Option<u64>,
+    },
     TriggerSavepoint(Sender<Result<String>>),
     Shutdown,
 }
@@ -576,6 +583,7 @@ where
         command_txs.push(cmd_tx);
         let task = SourceTask {
             subtask: subtask as u32,
+            last_barrier: None,
             source,
             outputs,
             commands: cmd_rx,
@@ -780,6 +788,8 @@ fn in_touched_groups<K, T, O, I: WithKeyBytes>(
 
 struct SourceTask<K, T> {
     subtask: u32,
+    /// Id of the last barrier this source injected.
+    last_barrier: Option<u64>,
     source: Box<dyn LineSource>,
     outputs: Vec<Sender<Message<T>>>,
     commands: Receiver<Barrier>,
@@ -878,6 +888,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
         for to in 0..self.outputs.len() {
             self.send(to, Message::Barrier(barrier))?;
         }
+        self.last_barrier = Some(barrier.id);
         Ok(())
     }
 
@@ -960,12 +971,21 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
                 }
                 SourcePoll::Idle => self.flush(&mut batches, false)?,
                 SourcePoll::End => {
+                    // A barrier that came with the last lines still goes
+                    // out: its checkpoint can complete (Flink completes
+                    // checkpoints after tasks finish, too).
+                    while let Ok(barrier) = self.commands.try_recv() {
+                        self.checkpoint(barrier, &mut batches, local.as_mut())?;
+                    }
                     self.flush(&mut batches, false)?;
                     self.flush_local(local.as_mut())?;
                     self.publish_progress();
-                    // Tell the coordinator first, so it stops expecting
-                    // this source's acknowledgements.
-                    let _ = self.control.send(Control::SourceFinished);
+                    // Tell the coordinator before the keyed tasks see the
+                    // end: it stops triggering, and gives up a pending
+                    // snapshot this source did not inject.
+                    let _ = self.control.send(Control::SourceFinished {
+                        last_barrier: self.last_barrier,
+                    });
                     for to in 0..self.outputs.len() {
                         self.send(to, Message::End)?;
                     }
@@ -1292,9 +1312,11 @@ impl Coordinator {
                         }
                     }
                 }
-                Ok(Control::SourceFinished) => {
+                Ok(Control::SourceFinished { last_barrier }) => {
                     finishing = true;
-                    if let Some(p) = pending.take() {
+                    // A snapshot the source injected before its end still
+                    // completes: its acknowledgements are on their way.
+                    if let Some(p) = pending.take_if(|p| last_barrier.is_none_or(|last| last < p.barrier.id)) {
                         tracing::debug!(id = p.barrier.id, "snapshot abandoned: the input ended");
                         if let Some(reply) = p.reply {
                             let _ = reply.send(Err(Error::invalid_argument("the input ended before the savepoint")));
