@@ -107,16 +107,17 @@ pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
 /// Distinct keys a [`SumFunction`]'s mini-batch holds, by default, before
 /// it writes its sums to state (`JobSettings::mini_batch_keys`). The bound
 /// is on keys, not records: the buffer's memory is bounded (the table grows
-/// to at most 524,288 slots of 48 bytes, 24 MiB, kept from batch to
+/// to at most 262,144 slots of 48 bytes, 12 MiB, kept from batch to
 /// batch), and hot keys fold any number of records without filling it. On
-/// the Zipf benchmark corpus (1M-word vocabulary) the heap backends count
-/// ~25% faster with it than with 65,536 keys (docs/BENCHMARKS.md).
-pub const SUM_MINI_BATCH_KEYS: usize = 262_144;
+/// the Zipf benchmark corpus (1M-word vocabulary), with the sources' local
+/// aggregation in front, the heap backends count as fast with it as with
+/// 65,536 keys and ~5% faster than with 262,144 (docs/BENCHMARKS.md).
+pub const SUM_MINI_BATCH_KEYS: usize = 131_072;
 
 /// The default mini-batch bound over a backend with a write-back cache
 /// ([`state_api::Capabilities::write_back_cache`], RocksDB): the cache
 /// already absorbs hot keys, so a large mini-batch gains little there
-/// (docs/BENCHMARKS.md), and 6 MiB instead of 24 MiB stays inside the
+/// (docs/BENCHMARKS.md), and 6 MiB instead of 12 MiB stays inside the
 /// memory budget a RocksDB user sizes.
 pub const SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK: usize = 65_536;
 
