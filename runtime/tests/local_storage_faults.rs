@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,8 +38,21 @@ impl Tmpfs {
         Self(path.to_owned())
     }
 
+    /// Remounts with `mode`, retrying for a while: a remount `ro` fails
+    /// with "mount point is busy" while a file on it is open for writing,
+    /// and a job checkpointing every 30 ms often has an upload open
+    /// (seen on a loaded CI machine).
     fn remount(&self, mode: &str) {
-        mount(&["-o", &format!("remount,{mode}"), self.0.to_str().unwrap()]);
+        let args = ["-o", &format!("remount,{mode}"), self.0.to_str().unwrap()];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let quiet = Command::new("mount").args(args).stderr(Stdio::null()).status();
+            if quiet.unwrap().success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        mount(&args);
     }
 }
 
