@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{ColumnFamilyDescriptor, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 use state_api::backend::{key_group_outside_range, key_outside_range, unknown_state, wrong_state_kind};
 use state_api::key_group::assign_to_key_group;
 use state_api::ttl::Clock;
@@ -17,6 +16,7 @@ use state_api::{
 };
 
 use crate::keys;
+use crate::local_checkpoint::{self, CheckpointThread};
 use crate::pending_cells::{self, PendingCellsWriter};
 use crate::snapshot::{CanonicalFromRocksDb, DirGuard, NativeSnapshot};
 use crate::write_back::{Buffered, WriteBack};
@@ -121,9 +121,6 @@ const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
 /// it out (`sync_file_range`, no wait).
 const WAL_BYTES_PER_SYNC: u64 = 256 << 10;
 
-/// `log_size_for_flush` for checkpoints: never flush, copy the WAL instead.
-const CHECKPOINT_WITHOUT_FLUSH: u64 = u64::MAX;
-
 /// List appends concatenate frames; no read-modify-write.
 fn append_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
     let mut out = existing.map(<[u8]>::to_vec).unwrap_or_default();
@@ -141,7 +138,9 @@ struct RocksState {
 
 /// Keyed state in a local RocksDB instance.
 pub struct RocksDbKeyedStateBackend {
-    pub(crate) db: Option<DB>,
+    /// Shared with the [`CheckpointThread`] while it runs; only this
+    /// backend writes it.
+    pub(crate) db: Option<Arc<DB>>,
     pub(crate) dir: PathBuf,
     options: KeyedBackendOptions,
     resources: Arc<Resources>,
@@ -161,6 +160,10 @@ pub struct RocksDbKeyedStateBackend {
     pub(crate) uploaded: Arc<Mutex<HashMap<String, FileRef>>>,
     pub(crate) instance: String,
     snapshot_seq: u64,
+    /// The thread making the last native snapshot's RocksDB checkpoint:
+    /// until it finishes, nothing may write RocksDB
+    /// ([`Self::wait_for_checkpoint_thread`]).
+    checkpoint_thread: Option<CheckpointThread>,
 }
 
 impl std::fmt::Debug for RocksDbKeyedStateBackend {
@@ -175,6 +178,11 @@ impl std::fmt::Debug for RocksDbKeyedStateBackend {
 impl Drop for RocksDbKeyedStateBackend {
     fn drop(&mut self) {
         // Close the DB, then remove the working directory (clean shutdown).
+        // A checkpoint being made still uses both: let it finish (its
+        // snapshot, if anyone still writes it, needs it).
+        if let Err(e) = self.wait_for_checkpoint_thread() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "a RocksDB checkpoint failed while the backend closed");
+        }
         self.db.take();
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -222,7 +230,7 @@ impl RocksDbKeyedStateBackend {
         );
         let resources_write_back = resources.write_back_entries;
         let mut backend = Self {
-            db: Some(db),
+            db: Some(Arc::new(db)),
             dir,
             options,
             resources,
@@ -238,6 +246,7 @@ impl RocksDbKeyedStateBackend {
             uploaded: Arc::new(Mutex::new(HashMap::new())),
             instance,
             snapshot_seq: 0,
+            checkpoint_thread: None,
         };
         let metas: Vec<StateMeta> = {
             let db = backend.db()?;
@@ -259,7 +268,7 @@ impl RocksDbKeyedStateBackend {
 
     pub(crate) fn db(&self) -> Result<&DB> {
         self.db
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))
     }
 
@@ -295,9 +304,10 @@ impl RocksDbKeyedStateBackend {
         if !self.write_back.has_dirty() {
             return Ok(());
         }
+        self.wait_for_checkpoint_thread()?;
         let db = self
             .db
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))?;
         let states = &self.states;
         let mut batch = WriteBatch::default();
@@ -314,56 +324,24 @@ impl RocksDbKeyedStateBackend {
         Ok(())
     }
 
-    /// Column families that may hold data: default, meta and every state's.
-    fn families(&self) -> Result<Vec<&rocksdb::ColumnFamily>> {
-        let db = self.db()?;
-        Ok(["default", META_CF]
+    /// Names of the column families that may hold data: default, meta and
+    /// every state's.
+    fn family_names(&self) -> Vec<String> {
+        ["default", META_CF]
             .into_iter()
-            .chain(self.states.iter().map(|s| s.cf.as_str()))
-            .filter_map(|name| db.cf_handle(name))
-            .collect())
+            .map(str::to_owned)
+            .chain(self.states.iter().map(|s| s.cf.clone()))
+            .collect()
     }
 
-    /// Whether memtables switched earlier (by the previous checkpoint, or
-    /// by RocksDB when one filled) are still being flushed. Normally none
-    /// is: a flush takes milliseconds, the checkpoint interval is seconds.
-    /// When one is, the checkpoint does not wait for it (that wait was the
-    /// longest pause measured, 84 ms): its WAL copy then also holds the
-    /// unflushed interval, and it starts no flush of its own, so at most
-    /// one checkpoint's memtables are ever waiting (RocksDB stalls writes
-    /// beyond `max_write_buffer_number` anyway).
-    ///
-    /// A flush that failed (RocksDB reports a background error, e.g. a full
-    /// disk) is retried here with a waiting flush, which returns RocksDB's
-    /// error: the checkpoint fails naming the working directory.
-    fn previous_flush_running(&self, families: &[&rocksdb::ColumnFamily]) -> Result<bool> {
+    /// The column families of [`Self::family_names`] that exist.
+    fn families(&self) -> Result<Vec<&rocksdb::ColumnFamily>> {
         let db = self.db()?;
-        let property = |cf: Option<&rocksdb::ColumnFamily>, name: &str| -> Result<u64> {
-            let value = match cf {
-                Some(cf) => db.property_int_value_cf(cf, name),
-                None => db.property_int_value(name),
-            };
-            Ok(value.map_err(|e| rocks_error("read a property", e))?.unwrap_or(0))
-        };
-        let mut pending = 0;
-        for cf in families {
-            pending += property(Some(cf), "rocksdb.num-immutable-mem-table")?;
-        }
-        if pending == 0 {
-            return Ok(false);
-        }
-        if property(None, "rocksdb.background-errors")? == 0 {
-            return Ok(true);
-        }
-        tracing::warn!(
-            dir = %self.dir.display(),
-            "RocksDB reported a background error with a flush pending; flushing and waiting"
-        );
-        let mut options = FlushOptions::default();
-        options.set_wait(true);
-        db.flush_cfs_opt(families, &options)
-            .map_err(|e| rocks_error("flush", e).with_context("dir", self.dir.display().to_string()))?;
-        Ok(false)
+        Ok(self
+            .family_names()
+            .iter()
+            .filter_map(|name| db.cf_handle(name))
+            .collect())
     }
 
     /// Waits, at most `timeout`, until memtables switched earlier (by a
@@ -375,10 +353,11 @@ impl RocksDbKeyedStateBackend {
     /// # Errors
     /// Storage, naming the working directory, when the flush has not
     /// finished within `timeout` or RocksDB reports a background error.
-    pub fn wait_for_background_flushes(&self, timeout: std::time::Duration) -> Result<()> {
+    pub fn wait_for_background_flushes(&mut self, timeout: std::time::Duration) -> Result<()> {
+        self.wait_for_checkpoint_thread()?;
         let families = self.families()?;
         let started = std::time::Instant::now();
-        while self.previous_flush_running(&families)? {
+        while local_checkpoint::previous_flush_running(self.db()?, &families, &self.dir)? {
             if started.elapsed() >= timeout {
                 return Err(Error::new(
                     ErrorKind::Storage,
@@ -389,17 +368,6 @@ impl RocksDbKeyedStateBackend {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         Ok(())
-    }
-
-    /// Starts flushing every column family's memtable without waiting: the
-    /// memtables are switched now (so later writes go to new ones and a new
-    /// WAL file), the flush itself runs on RocksDB's background threads.
-    fn start_background_flush(&self, families: &[&rocksdb::ColumnFamily]) -> Result<()> {
-        let mut options = FlushOptions::default();
-        options.set_wait(false);
-        self.db()?
-            .flush_cfs_opt(families, &options)
-            .map_err(|e| rocks_error("flush", e).with_context("dir", self.dir.display().to_string()))
     }
 
     /// The keys of `state`, of one key group or all, sorted: RocksDB's keys
@@ -466,11 +434,49 @@ impl RocksDbKeyedStateBackend {
     }
 
     /// Writes the cache when a put made it full or reached the dirty limit.
+    /// While a checkpoint is being made, RocksDB must not change: the cache
+    /// holds the writes back, up to its hold-back limits, and only then
+    /// waits for the checkpoint.
     fn enforce_write_back_limits(&mut self) -> Result<()> {
-        if self.write_back.is_full() {
-            self.write_and_empty_cache()?;
-        } else if self.write_back.must_write() {
-            self.write_dirty_cells()?;
+        let full = self.write_back.is_full();
+        if !full && !self.write_back.must_write() {
+            return Ok(());
+        }
+        let checkpoint_running = self
+            .checkpoint_thread
+            .as_ref()
+            .is_some_and(CheckpointThread::is_running);
+        if checkpoint_running && !self.write_back.beyond_hold_back_limits() {
+            return Ok(());
+        }
+        if full {
+            self.write_and_empty_cache()
+        } else {
+            self.write_dirty_cells()
+        }
+    }
+
+    /// Waits until the thread making the last native snapshot's RocksDB
+    /// checkpoint has finished: RocksDB must not be written before, or the
+    /// checkpoint would hold writes made after its snapshot. Every write to
+    /// RocksDB calls this first. A wait that was not over at once is logged
+    /// (`wait_us`): it pauses the task thread because of a snapshot, as its
+    /// synchronous phase does, and the benchmark counts it as such.
+    ///
+    /// # Errors
+    /// When the thread panicked.
+    fn wait_for_checkpoint_thread(&mut self) -> Result<()> {
+        let Some(thread) = self.checkpoint_thread.take() else {
+            return Ok(());
+        };
+        let running = thread.is_running();
+        let waited = thread.wait()?;
+        if running {
+            tracing::info!(
+                wait_us = waited.as_micros() as u64,
+                dir = %self.dir.display(),
+                "a write to RocksDB waited for the checkpoint being made"
+            );
         }
         Ok(())
     }
@@ -496,6 +502,7 @@ impl RocksDbKeyedStateBackend {
     /// Corrupt when the file does not decode or names a state this backend
     /// lacks or holds as a map; RocksDB write errors.
     pub(crate) fn apply_pending_cells(&mut self, bytes: &[u8], file: &str, range: KeyGroupRange) -> Result<()> {
+        self.wait_for_checkpoint_thread()?;
         let corrupt = |message: String| Error::corrupt(message).with_context("file", file.to_owned());
         let cells = pending_cells::decode(bytes).map_err(|e| e.with_context("stored as", file.to_owned()))?;
         let mut batch = WriteBatch::default();
@@ -541,6 +548,7 @@ impl RocksDbKeyedStateBackend {
     /// read-only) into this backend: the rescaling path.
     pub(crate) fn copy_key_groups_from(&mut self, source_db: &Path, range: KeyGroupRange) -> Result<()> {
         // The copy writes RocksDB directly: nothing cached may outlive it.
+        self.wait_for_checkpoint_thread()?;
         self.write_and_empty_cache()?;
         let names = DB::list_cf(&Options::default(), source_db).map_err(|e| rocks_error("list column families", e))?;
         let descriptors = names
@@ -637,10 +645,19 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         }
         let cf = state_cf(&meta.name);
         let cf_opts = cf_options(&self.resources);
+        // Creating a column family needs the database to itself.
+        self.wait_for_checkpoint_thread()?;
         let db = self
             .db
             .as_mut()
             .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))?;
+        let db = Arc::get_mut(db).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Storage,
+                "the RocksDB database is still in use by a checkpoint",
+            )
+            .with_context("dir", self.dir.display().to_string())
+        })?;
         if db.cf_handle(&cf).is_none() {
             db.create_cf(&cf, &cf_opts)
                 .map_err(|e| rocks_error("create column family", e))?;
@@ -703,10 +720,12 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn put(&mut self, state: StateId, value: &[u8]) -> Result<()> {
         self.require_key()?;
-        let cf = self.cell_cf(state)?;
+        self.cell_cf(state)?;
         if self.write_back.enabled() {
             return self.buffer_cell(state, Some(value));
         }
+        self.wait_for_checkpoint_thread()?;
+        let cf = self.cell_cf(state)?;
         self.db()?
             .put_cf_opt(cf, &self.cell_key, value, &self.write_options)
             .map_err(|e| rocks_error("put", e))
@@ -718,6 +737,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if self.write_back.append(state, &self.cell_key, bytes) {
             return Ok(());
         }
+        self.wait_for_checkpoint_thread()?;
         let cf = self.cell_cf(state)?;
         self.db()?
             .merge_cf_opt(cf, &self.cell_key, bytes, &self.write_options)
@@ -726,8 +746,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn clear(&mut self, state: StateId) -> Result<()> {
         self.require_key()?;
-        let meta = &self.state(state)?.meta;
-        if meta.kind.is_map() {
+        let is_map = self.state(state)?.meta.kind.is_map();
+        if is_map || !self.write_back.enabled() {
+            self.wait_for_checkpoint_thread()?;
+        }
+        if is_map {
             let cf = self.map_cf(state)?;
             let end = keys::prefix_successor(&self.map_prefix).unwrap_or_else(|| vec![0xff; self.map_prefix.len() + 1]);
             let mut batch = WriteBatch::default();
@@ -763,6 +786,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         self.scratch.clear();
         self.scratch.extend_from_slice(&self.map_prefix);
         self.scratch.extend_from_slice(user_key);
+        self.wait_for_checkpoint_thread()?;
         let cf = self.map_cf(state)?;
         self.db()?
             .put_cf_opt(cf, &self.scratch, value, &self.write_options)
@@ -774,6 +798,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         self.scratch.clear();
         self.scratch.extend_from_slice(&self.map_prefix);
         self.scratch.extend_from_slice(user_key);
+        self.wait_for_checkpoint_thread()?;
         let cf = self.map_cf(state)?;
         self.db()?
             .delete_cf_opt(cf, &self.scratch, &self.write_options)
@@ -816,70 +841,57 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
-        // The synchronous phase: the write-back cache's dirty cells copied
-        // into a pending-cells file (native) or written into RocksDB
-        // (canonical); a background flush started (unless the previous one
-        // still runs), which switches the memtables to a new WAL; the WAL
-        // synced, then a RocksDB checkpoint: hard links to the SSTs and to
-        // the finished WAL, which holds what the switched memtables hold,
-        // and a copy of the new, nearly empty one. Flink's checkpoint
-        // flushes the memtables here instead, which makes the pause grow
-        // with them (tens to hundreds of ms).
+        // The synchronous phase. Native (checkpoints): the write-back
+        // cache's dirty cells copied into a pending-cells file, and a
+        // thread started that makes the RocksDB checkpoint
+        // (`local_checkpoint`), while this thread goes on with RocksDB
+        // unwritten until it has. Canonical (savepoints): the dirty cells
+        // written into RocksDB and the checkpoint made here.
         let started = std::time::Instant::now();
-        let (kind, pending_cells) = match target.format {
-            SnapshotFormat::Native => ("native", self.pending_cells()),
+        // Rare: the previous checkpoint is still being made.
+        self.wait_for_checkpoint_thread()?;
+        let snapshot: Box<dyn AsyncSnapshot> = match target.format {
+            SnapshotFormat::Native => {
+                let pending_cells = self.pending_cells();
+                let write_back_done = started.elapsed();
+                let dir = DirGuard(self.snapshot_dir("native"));
+                let db = Arc::clone(
+                    self.db
+                        .as_ref()
+                        .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))?,
+                );
+                let (thread, checkpoint) = CheckpointThread::start(db, self.family_names(), self.dir.clone(), dir)?;
+                self.checkpoint_thread = Some(thread);
+                tracing::debug!(
+                    write_back_us = write_back_done.as_micros() as u64,
+                    thread_start_us = (started.elapsed() - write_back_done).as_micros() as u64,
+                    "rocksdb synchronous phase"
+                );
+                Box::new(NativeSnapshot {
+                    checkpoint,
+                    range: self.options.key_group_range,
+                    states: self.registered_states(),
+                    incremental: target.incremental,
+                    uploaded: Arc::clone(&self.uploaded),
+                    instance: self.instance.clone(),
+                    pending_cells,
+                })
+            }
             SnapshotFormat::Canonical => {
                 self.write_dirty_cells()?;
-                ("canonical", None)
+                let dir = DirGuard(self.snapshot_dir("canonical"));
+                let families = self.families()?;
+                let dir = local_checkpoint::make_checkpoint(self.db()?, &families, &self.dir, dir)?;
+                Box::new(CanonicalFromRocksDb {
+                    dir,
+                    range: self.options.key_group_range,
+                    states: self.registered_states(),
+                    now_ms: self.options.clock.now_ms(),
+                    resources: Arc::clone(&self.resources),
+                })
             }
         };
-        let write_back_done = started.elapsed();
-        // Guarded from here on: a failed checkpoint leaves no directory.
-        let dir = DirGuard(self.snapshot_dir(kind));
-        let families = self.families()?;
-        let flush_running = self.previous_flush_running(&families)?;
-        let flush_check_done = started.elapsed();
-        if !flush_running {
-            self.start_background_flush(&families)?;
-        }
-        let checkpoint_started = started.elapsed();
-        let db = self.db()?;
-        // Synced, not only written: measured against `flush_wal(false)`
-        // (docs/BENCHMARKS.md), the checkpoint's own copy and syncs then
-        // take longer than this sync saves.
-        db.flush_wal(true).map_err(|e| rocks_error("sync the WAL", e))?;
-        let wal_done = started.elapsed();
-        Checkpoint::new(db)
-            .and_then(|c| c.create_checkpoint_with_log_size(&dir.0, CHECKPOINT_WITHOUT_FLUSH))
-            .map_err(|e| rocks_error("checkpoint", e).with_context("file", dir.0.display().to_string()))?;
-        let checkpoint_done = started.elapsed();
-        tracing::debug!(
-            write_back_us = write_back_done.as_micros() as u64,
-            flush_check_us = (flush_check_done - write_back_done).as_micros() as u64,
-            previous_flush_running = flush_running,
-            flush_start_us = (checkpoint_started - flush_check_done).as_micros() as u64,
-            wal_us = (wal_done - checkpoint_started).as_micros() as u64,
-            checkpoint_us = (checkpoint_done - wal_done).as_micros() as u64,
-            "rocksdb synchronous phase"
-        );
-        match target.format {
-            SnapshotFormat::Native => Ok(Box::new(NativeSnapshot {
-                dir,
-                range: self.options.key_group_range,
-                states: self.registered_states(),
-                incremental: target.incremental,
-                uploaded: Arc::clone(&self.uploaded),
-                instance: self.instance.clone(),
-                pending_cells,
-            })),
-            SnapshotFormat::Canonical => Ok(Box::new(CanonicalFromRocksDb {
-                dir,
-                range: self.options.key_group_range,
-                states: self.registered_states(),
-                now_ms: self.options.clock.now_ms(),
-                resources: Arc::clone(&self.resources),
-            })),
-        }
+        Ok(snapshot)
     }
 }
 

@@ -23,6 +23,7 @@
 
 mod backend;
 mod keys;
+mod local_checkpoint;
 mod pending_cells;
 mod snapshot;
 mod write_back;

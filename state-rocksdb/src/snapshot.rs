@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, DB};
@@ -38,7 +39,9 @@ impl Drop for DirGuard {
 }
 
 pub(crate) struct NativeSnapshot {
-    pub(crate) dir: DirGuard,
+    /// The RocksDB checkpoint's directory, once its thread has made it
+    /// ([`crate::local_checkpoint::CheckpointThread`]).
+    pub(crate) checkpoint: Receiver<Result<DirGuard>>,
     pub(crate) range: KeyGroupRange,
     pub(crate) states: Vec<StateMeta>,
     pub(crate) incremental: bool,
@@ -50,7 +53,13 @@ pub(crate) struct NativeSnapshot {
 
 impl AsyncSnapshot for NativeSnapshot {
     fn write(self: Box<Self>, storage: &CheckpointStorage, target: &SnapshotTarget) -> Result<KeyedStateHandle> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.dir.0)
+        let dir = self.checkpoint.recv().map_err(|_| {
+            Error::new(
+                state_api::ErrorKind::Storage,
+                "the thread making a RocksDB checkpoint ended without one",
+            )
+        })??;
+        let mut names: Vec<String> = std::fs::read_dir(&dir.0)
             .map_err(|e| Error::new(state_api::ErrorKind::Storage, "cannot list a RocksDB checkpoint").with_source(e))?
             .filter_map(|entry| entry.ok())
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
@@ -69,7 +78,7 @@ impl AsyncSnapshot for NativeSnapshot {
                 }
             }
             // Uploaded a part at a time: compaction outputs reach 64 MiB.
-            let local = self.dir.0.join(name);
+            let local = dir.0.join(name);
             let file = if shared {
                 storage.write_from_file(
                     &target.shared_file(&format!("{}{NAME_SEPARATOR}{name}", self.instance)),

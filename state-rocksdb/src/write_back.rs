@@ -94,6 +94,15 @@ impl WriteBack {
         self.dirty >= self.dirty_limit
     }
 
+    /// Whether the cache, while RocksDB must not be written (a checkpoint
+    /// is being made), can hold no more: a dirty limit's worth past its
+    /// capacity, or twice the dirty limit dirty. Until then it keeps
+    /// writes it would otherwise have written; what a later snapshot
+    /// copies stays bounded by twice the dirty limit.
+    pub(crate) fn beyond_hold_back_limits(&self) -> bool {
+        self.entries >= self.capacity + self.dirty_limit || self.dirty >= 2 * self.dirty_limit
+    }
+
     /// Whether some entry is newer than RocksDB.
     pub(crate) fn has_dirty(&self) -> bool {
         self.dirty > 0

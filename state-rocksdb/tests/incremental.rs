@@ -354,3 +354,82 @@ fn a_malformed_pending_cells_file_fails_the_restore_naming_it() {
         assert!(text.contains(expected_text) && text.contains(&path), "{what}: {text}");
     }
 }
+
+/// The RocksDB checkpoint of a native snapshot is made on a thread of its
+/// own while the task thread goes on: writes made meanwhile (cached ones
+/// beyond the cache's limits, map puts, which bypass it, and a new state)
+/// must wait for it and never reach the snapshot.
+#[test]
+fn writes_after_a_native_snapshot_never_reach_its_rocksdb_checkpoint() {
+    let fixture = StorageFixture::local_dir();
+    let storage = &fixture.storage;
+    // 64 cached keys: the writes below go far past what the cache holds
+    // back while the checkpoint is made.
+    let rocks = RocksDbStateBackend::new(RocksDbConfig {
+        write_back_entries: 64,
+        ..RocksDbConfig::default()
+    });
+    let mut keyed = rocks.create_keyed_backend(options()).unwrap();
+    fill(keyed.as_mut(), 0, 500);
+    remove_some(keyed.as_mut(), 500);
+    for round in 1..=3u64 {
+        let expected = dump(keyed.as_mut()).unwrap();
+        let t = target(round, SnapshotFormat::Native, true);
+        let pending = keyed.snapshot(&t).unwrap();
+        // Overwrite every key, add new ones, and register a state (a new
+        // column family) before the asynchronous phase even starts: cached
+        // writes first (values only), then lists and maps.
+        let v = keyed.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+        for i in 0..1_000 * round {
+            keyed.set_current_key_typed(&i).unwrap();
+            v.update(keyed.as_mut(), &(i + round)).unwrap();
+        }
+        fill(keyed.as_mut(), 0, 1_000 * round);
+        let extra = keyed
+            .value_state(&ValueStateDescriptor::<u64>::new(&format!("extra-{round}")))
+            .unwrap();
+        keyed.set_current_key_typed(&7u64).unwrap();
+        extra.update(keyed.as_mut(), &round).unwrap();
+        let handle = pending.write(storage, &t).unwrap();
+        let mut restored = rocks
+            .restore_keyed_backend(options(), std::slice::from_ref(&handle), storage)
+            .unwrap();
+        assert_eq!(
+            dump(restored.as_mut()).unwrap(),
+            expected,
+            "snapshot {round} holds the state at its synchronous phase"
+        );
+        assert_ne!(
+            dump(keyed.as_mut()).unwrap(),
+            expected,
+            "the live backend kept the later writes"
+        );
+    }
+}
+
+/// A snapshot dropped before its asynchronous phase (a cancelled job)
+/// leaves no directory behind, even while its checkpoint is still being
+/// made.
+#[test]
+fn a_native_snapshot_dropped_unwritten_leaves_no_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let backend = RocksDbStateBackend::new(RocksDbConfig {
+        local_dir: Some(root.path().to_path_buf()),
+        ..RocksDbConfig::default()
+    });
+    let mut keyed = backend.create_keyed_backend(options()).unwrap();
+    fill(keyed.as_mut(), 0, 300);
+    for id in 1..=3 {
+        let t = target(id, SnapshotFormat::Native, false);
+        drop(keyed.snapshot(&t).unwrap());
+        fill(keyed.as_mut(), 0, 300);
+    }
+    let t = target(4, SnapshotFormat::Native, false);
+    drop(keyed.snapshot(&t).unwrap());
+    drop(keyed);
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
