@@ -13,7 +13,8 @@
 # process timed end to end under /usr/bin/time -v, checkpoints every 1 s to
 # file://, its counts compared with the baseline's (a mismatch fails the
 # bench). Checkpoint statistics come from the job's own `snapshot completed`
-# log lines (RUST_LOG=streamstate_runtime=info).
+# log lines (RUST_LOG=streamstate_runtime=info), and RocksDB's waits for a
+# checkpoint being made from state_rocksdb's (info).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -93,7 +94,7 @@ run() {
     shift 3
     local log="$work/log.txt" report="$work/time.txt" start end
     start=$(date +%s.%N)
-    if ! RUST_LOG=streamstate_runtime=info /usr/bin/time -v -o "$report" "$@" 2> "$log"; then
+    if ! RUST_LOG=streamstate_runtime=info,state_rocksdb=info /usr/bin/time -v -o "$report" "$@" 2> "$log"; then
         echo "error: $name failed:" >&2
         tail -20 "$log" >&2
         exit 1

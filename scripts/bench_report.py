@@ -4,8 +4,9 @@
   bench_report.py record --name N --group G --corpus F --seconds S
                          --time-report T --log L [--keys-file K]
       prints one JSON line: wall time, peak RSS (from /usr/bin/time -v),
-      distinct keys, and every `snapshot completed` / `restored` log line's
-      fields.
+      distinct keys, every `snapshot completed` / `restored` log line's
+      fields, and how long writes waited for a RocksDB checkpoint being made
+      (pauses past the synchronous phase).
   bench_report.py report --results R --elapsed S --commit C --command CMD
                          [--plot PNG] [--doc BENCHMARKS.md]
       prints the markdown section (tables, targets met or not), writes the
@@ -46,13 +47,15 @@ def record(a):
         for line in f:
             if "Maximum resident set size" in line:
                 rss_kib = int(line.rsplit(":", 1)[1])
-    checkpoints, restore_ms = [], None
+    checkpoints, restore_ms, waits_us = [], None, []
     with open(a.log, errors="replace") as f:
         for line in f:
             if "snapshot completed" in line:
                 x = fields(line)
                 checkpoints.append({k: int(x[k]) for k in
                                     ("sync_us", "async_ms", "duration_ms", "full_bytes", "uploaded_bytes")})
+            elif "waited for the checkpoint being made" in line:
+                waits_us.append(int(fields(line)["wait_us"]))
             elif " restored" in line and "restore_ms=" in line:
                 restore_ms = int(fields(line)["restore_ms"])
     keys = None
@@ -63,7 +66,7 @@ def record(a):
     print(json.dumps({
         "name": a.name, "group": a.group, "corpus": os.path.basename(a.corpus),
         "words": words, "keys": keys, "seconds": float(a.seconds), "rss_mib": rss_kib // 1024,
-        "checkpoints": checkpoints, "restore_ms": restore_ms,
+        "checkpoints": checkpoints, "restore_ms": restore_ms, "checkpoint_waits_us": waits_us,
     }))
 
 
@@ -94,6 +97,11 @@ def machine():
     return f"{os.cpu_count()} cores ({model}), {mem} GiB, {platform.system()} {platform.release()}"
 
 
+def waits(r):
+    w = r.get("checkpoint_waits_us", [])
+    return f"{len(w)}, {ms(max(w))}" if w else "0"
+
+
 def rate(r):
     return r["words"] / r["seconds"]
 
@@ -116,11 +124,13 @@ def report(a):
     if base:
         out += [f"### Word count, {base['words']:,} words, {base['keys']:,} distinct ({base['corpus']})", "",
                 "Checkpoints every 1 s to `file://`. Pauses are the synchronous phase (the longest subtask's); "
+                "waits are the times RocksDB's task thread later waited for a checkpoint being made "
+                "(a write it could not hold back; count, max); "
                 "async is the upload phase; bytes are per checkpoint (full = the state the checkpoint "
                 "references, uploaded = written by it).", "",
                 "| run | seconds | words/s | ratio to baseline | peak RSS | checkpoints | sync pause p50 / p99 / max (ms) "
-                "| async p50 / max (ms) | full MiB (last) | uploaded MiB p50 / max |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "| waits (n, max ms) | async p50 / max (ms) | full MiB (last) | uploaded MiB p50 / max |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in main:
             c = r["checkpoints"]
             sync = [x["sync_us"] for x in c]
@@ -129,9 +139,9 @@ def report(a):
             out.append(
                 f"| {r['name']} | {r['seconds']:.2f} | {rate(r):,.0f} | {rate(r) / rate(base):.2f} | "
                 f"{r['rss_mib']} MiB | {len(c)} | "
-                + (f"{ms(pct(sync, 50))} / {ms(pct(sync, 99))} / {ms(max(sync))} | "
+                + (f"{ms(pct(sync, 50))} / {ms(pct(sync, 99))} / {ms(max(sync))} | {waits(r)} | "
                    f"{pct(asyn, 50)} / {max(asyn)} | {mib(c[-1]['full_bytes'])} | "
-                   f"{mib(pct(up, 50))} / {mib(max(up))} |" if c else "– | – | – | – |"))
+                   f"{mib(pct(up, 50))} / {mib(max(up))} |" if c else "– | – | – | – | – |"))
         named = {r["name"]: r for r in main}
 
         def ratio(name):
@@ -146,9 +156,11 @@ def report(a):
             targets.append(("rocksdb, p1: ≥ 0.15× baseline words/s", f"{rk1:.2f}×", rk1 >= 0.15))
         for r in main:
             if r["checkpoints"] and r["name"].endswith("p1"):
-                worst = max(x["sync_us"] for x in r["checkpoints"])
+                # A wait for a checkpoint being made pauses the task thread
+                # as the synchronous phase does: both count.
+                worst = max([x["sync_us"] for x in r["checkpoints"]] + r.get("checkpoint_waits_us", []))
                 targets.append((f"sync pause ≤ 10 ms, {r['name']} ({r['keys']:,} keys at the end)",
-                                f"max {ms(worst)} ms", worst <= 10_000))
+                                f"max {ms(worst)} ms (waits included)", worst <= 10_000))
         inc = named.get("fs incremental p1")
         if inc and inc["checkpoints"]:
             deltas = [x for x in inc["checkpoints"][1:] if x["uploaded_bytes"] < x["full_bytes"]]

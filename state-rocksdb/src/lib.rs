@@ -7,9 +7,10 @@
 //! ([`RocksDbConfig`]).
 //!
 //! Snapshots: the synchronous phase copies the write-back cache's dirty
-//! cells into a buffer, switches the memtables and takes a RocksDB
-//! checkpoint (hard links to the SSTs and the finished WAL, no flush); the
-//! asynchronous phase uploads the files through the same
+//! cells into a buffer and starts a thread that switches the memtables and
+//! takes a RocksDB checkpoint (hard links to the SSTs and the finished WAL,
+//! no flush), while the task thread goes on without writing RocksDB until
+//! it has; the asynchronous phase uploads the files through the same
 //! [`CheckpointStorage`] as every backend. Incremental mode uploads
 //! each SST file once to `shared/` and references it afterwards; retention
 //! never deletes a shared file a retained checkpoint references. Savepoints
