@@ -73,6 +73,11 @@ pub(crate) fn cf_options(resources: &Resources) -> Options {
     table.set_cache_index_and_filter_blocks(false);
     opts.set_block_based_table_factory(&table);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Compaction outputs of 16 MiB, not 64: a table's bloom filter is
+    // built from the hashes of all its keys, held until the file is done
+    // (8 bytes a key: ~24 MiB for a 64 MiB file of small keys, per running
+    // compaction), which set the process's peak RSS at 10M keys.
+    opts.set_target_file_size_base(TARGET_FILE_BYTES);
     opts.set_write_buffer_size(resources.write_buffer_size);
     // A bloom filter over the memtable's keys (2% of its size): most gets
     // that miss the write-back cache ask for keys the memtable lacks, and
@@ -112,6 +117,9 @@ fn db_options_for_open(resources: &Resources) -> Result<Options> {
         .get_options_from_string("avoid_flush_during_recovery=true")
         .map_err(|e| rocks_error("set avoid_flush_during_recovery", e))
 }
+
+/// RocksDB's `target_file_size_base`: the size of compaction outputs.
+const TARGET_FILE_BYTES: u64 = 16 << 20;
 
 /// Upper bound of the WAL's size before RocksDB flushes the memtables that
 /// hold it back.
