@@ -18,7 +18,9 @@ use state_api::{CheckpointStorage, StorageOptions};
 use streamstate_runtime::backends::{state_backend_with, BackendConfig, StateBackendKind};
 use streamstate_runtime::sink::Sink;
 use streamstate_runtime::stream::{SinkFactory, Word};
-use streamstate_runtime::{CheckpointingMode, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment};
+use streamstate_runtime::{
+    CheckpointingMode, JobMetrics, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment,
+};
 
 use crate::config::{parse_duration, FlinkConfig};
 
@@ -286,9 +288,10 @@ pub fn run(args: WordCountArgs) -> Result<()> {
             if let Some(file) = output {
                 file.commit()?;
             }
+            let counted = counted_records(&metrics);
             match &result.last_snapshot_path {
-                Some(path) => eprintln!("job finished; last checkpoint: {path}"),
-                None => eprintln!("job finished"),
+                Some(path) => eprintln!("job finished: {counted}; last checkpoint: {path}"),
+                None => eprintln!("job finished: {counted}"),
             }
             return Ok(());
         }
@@ -331,6 +334,17 @@ pub fn run(args: WordCountArgs) -> Result<()> {
             last_records = records;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the keyed operator counted: records, and the partial sums they
+/// reached it as when sources folded them first (local aggregation; one
+/// partial sum per record would mean folding gained nothing).
+fn counted_records(metrics: &JobMetrics) -> String {
+    let records = metrics.records.load(Ordering::Relaxed);
+    match metrics.partial_sums.load(Ordering::Relaxed) {
+        0 => format!("{records} records"),
+        partial_sums => format!("{records} records, folded into {partial_sums} partial sums on the way"),
     }
 }
 

@@ -386,7 +386,7 @@ fn writes_after_a_native_snapshot_never_reach_its_rocksdb_checkpoint() {
         }
         fill(keyed.as_mut(), 0, 1_000 * round);
         let extra = keyed
-            .value_state(&ValueStateDescriptor::<u64>::new(&format!("extra-{round}")))
+            .value_state(&ValueStateDescriptor::<u64>::new(format!("extra-{round}")))
             .unwrap();
         keyed.set_current_key_typed(&7u64).unwrap();
         extra.update(keyed.as_mut(), &round).unwrap();
