@@ -186,8 +186,8 @@ impl std::fmt::Debug for RocksDbKeyedStateBackend {
 impl Drop for RocksDbKeyedStateBackend {
     fn drop(&mut self) {
         // Close the DB, then remove the working directory (clean shutdown).
-        // A checkpoint being made still uses both: let it finish (its
-        // snapshot, if anyone still writes it, needs it).
+        // A checkpoint still being made reads both: it finishes first, and
+        // its snapshot, if anyone still writes it, can upload it.
         if let Err(e) = self.wait_for_checkpoint_thread() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "a RocksDB checkpoint failed while the backend closed");
         }

@@ -53,7 +53,9 @@ pub(crate) struct WriteBack {
 
 /// The most dirty entries a cache holds before writing them (~1–2 µs each):
 /// what a savepoint's synchronous phase may have to write, and what a
-/// checkpoint's pending-cells file may hold.
+/// checkpoint's pending-cells file may hold (twice that when the writes
+/// were held back for the previous checkpoint,
+/// [`WriteBack::beyond_hold_back_limits`]).
 pub(crate) const MAX_DIRTY_ENTRIES: usize = 16_384;
 
 /// What the cache knows of a key.
