@@ -77,7 +77,8 @@ impl AsyncSnapshot for NativeSnapshot {
                     continue;
                 }
             }
-            // Uploaded a part at a time: compaction outputs reach 64 MiB.
+            // Uploaded a part at a time: a WAL copy reaches 64 MiB
+            // (`MAX_TOTAL_WAL_BYTES`), compaction outputs 16 MiB.
             let local = dir.0.join(name);
             let file = if shared {
                 storage.write_from_file(
