@@ -48,6 +48,11 @@ pub(crate) fn rocks_error(what: &str, err: rocksdb::Error) -> Error {
     )
 }
 
+/// The error of a call on a backend whose database was closed.
+fn backend_closed() -> Error {
+    Error::invalid_argument("the RocksDB backend is closed")
+}
+
 fn io_error(what: &str, path: &Path, err: std::io::Error) -> Error {
     Error::new(ErrorKind::Storage, format!("{what} failed"))
         .with_context("file", path.display().to_string())
@@ -275,9 +280,7 @@ impl RocksDbKeyedStateBackend {
     }
 
     pub(crate) fn db(&self) -> Result<&DB> {
-        self.db
-            .as_deref()
-            .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))
+        self.db.as_deref().ok_or_else(backend_closed)
     }
 
     fn state(&self, id: StateId) -> Result<&RocksState> {
@@ -313,10 +316,7 @@ impl RocksDbKeyedStateBackend {
             return Ok(());
         }
         self.wait_for_checkpoint_thread()?;
-        let db = self
-            .db
-            .as_deref()
-            .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))?;
+        let db = self.db.as_deref().ok_or_else(backend_closed)?;
         let states = &self.states;
         let mut batch = WriteBatch::default();
         self.write_back.write_dirty_into(&mut batch, |id| {
@@ -655,10 +655,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let cf_opts = cf_options(&self.resources);
         // Creating a column family needs the database to itself.
         self.wait_for_checkpoint_thread()?;
-        let db = self
-            .db
-            .as_mut()
-            .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))?;
+        let db = self.db.as_mut().ok_or_else(backend_closed)?;
         let db = Arc::get_mut(db).ok_or_else(|| {
             Error::new(
                 ErrorKind::Storage,
@@ -863,11 +860,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
                 let pending_cells = self.pending_cells();
                 let write_back_done = started.elapsed();
                 let dir = DirGuard(self.snapshot_dir("native"));
-                let db = Arc::clone(
-                    self.db
-                        .as_ref()
-                        .ok_or_else(|| Error::invalid_argument("the RocksDB backend is closed"))?,
-                );
+                let db = Arc::clone(self.db.as_ref().ok_or_else(backend_closed)?);
                 let (thread, checkpoint) = CheckpointThread::start(db, self.family_names(), self.dir.clone(), dir)?;
                 self.checkpoint_thread = Some(thread);
                 tracing::debug!(
