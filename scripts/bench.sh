@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark command: word count throughput, checkpoint pauses and sizes,
-# restore time, and a state-size sweep, all in one run against a bare
+# restore time, incremental checkpoint bytes against changed bytes
+# (cli/examples/incremental_bytes.rs), and a state-size sweep, all in one
+# run against a bare
 # single-thread baseline on the same input (ratios are what to compare: the
 # machines are shared). Writes a dated section into docs/BENCHMARKS.md and
 # the plot docs/bench/scaling.png.
@@ -74,7 +76,7 @@ fi
     done
 ) &
 corpora_made=$!
-cargo build --release -p streamstate-cli --bin streamstate --example baseline_wordcount
+cargo build --release -p streamstate-cli --bin streamstate --example baseline_wordcount --example incremental_bytes
 if ! wait "$corpora_made"; then
     echo "error: generating the corpora with $generator failed" >&2
     exit 1
@@ -163,6 +165,12 @@ for backend in fs rocksdb; do
         --no-incremental --checkpoint-dir "file://$dir" --from-checkpoint latest --checkpoint-interval 1h \
         --output "$dir/after.tsv"
 done
+
+echo "== incremental checkpoint bytes against changed bytes" >&2
+# ~700k keys as in the restore, 1% of them changed before each of 10
+# checkpoints; the harness prints one JSON line per checkpoint.
+"$CARGO_TARGET_DIR/release/examples/incremental_bytes" --keys 700000 --rounds 10 --changed-percent 1 \
+    | sed 's/^{/{"group": "incremental bytes", /' >> "$results"
 
 if [ "$sweep" = 1 ]; then
     echo "== state-size sweep (fs and rocksdb at parallelism 1)" >&2
