@@ -102,10 +102,26 @@ fn incremental_checkpoints_upload_only_new_files_and_survive_retention() {
         second_ssts.len(),
         "the third checkpoint references the SSTs of the second"
     );
+    // RocksDB's OPTIONS file is shared too: written once per file number,
+    // never changed, so the third checkpoint references the second's.
+    let options_file = |handle: &KeyedStateHandle| {
+        handle
+            .files
+            .iter()
+            .find(|f| f.path.contains("~OPTIONS-"))
+            .cloned()
+            .expect("a native checkpoint holds RocksDB's OPTIONS file")
+    };
+    assert!(options_file(&second).path.contains("/shared/"));
+    assert_eq!(
+        options_file(&third),
+        options_file(&second),
+        "the OPTIONS file is uploaded once"
+    );
     let new_bytes: u64 = third
         .files
         .iter()
-        .filter(|f| !second_ssts.contains(&f.path.as_str()))
+        .filter(|f| !second.files.contains(f) || !f.path.contains("/shared/"))
         .map(|f| f.size)
         .sum();
     assert_eq!(
