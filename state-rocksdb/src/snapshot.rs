@@ -4,9 +4,10 @@
 //!   SST files and the OPTIONS file go to `shared/` once and later
 //!   snapshots reference them (RocksDB never changes either once written,
 //!   nor reuses a file number); MANIFEST, CURRENT and the WAL copy, which
-//!   change with every checkpoint, go to the checkpoint's own directory. File names in storage are `<owner>~<local name>`. The
-//!   write-back cache's dirty cells go along as the checkpoint's own
-//!   pending-cells file ([`crate::pending_cells`]).
+//!   change with every checkpoint, go to the checkpoint's own directory.
+//!   File names in storage are `<owner>~<local name>`. The write-back
+//!   cache's dirty cells go along as the checkpoint's own pending-cells
+//!   file ([`crate::pending_cells`]).
 //! * Canonical: open the checkpoint read-only and write the backend-neutral
 //!   format, key group by key group (savepoints; restorable into any backend).
 
@@ -69,8 +70,9 @@ impl AsyncSnapshot for NativeSnapshot {
         names.sort();
         let (mut files, mut full_bytes, mut uploaded_bytes) = (Vec::new(), 0u64, 0u64);
         for name in &names {
-            // The OPTIONS file (~20 KB) was a fifth of what a checkpoint of
-            // a 1% change uploaded in docs/BENCHMARKS.md's measurement.
+            // The OPTIONS file (~20 KB) was a sixth of what a checkpoint
+            // of a 1% change uploaded when nothing had been flushed
+            // (docs/BENCHMARKS.md, "Incremental checkpoint bytes").
             let shared = self.incremental && (name.ends_with(".sst") || name.starts_with("OPTIONS-"));
             if shared {
                 let known = self.uploaded.lock().ok().and_then(|m| m.get(name.as_str()).cloned());
@@ -114,8 +116,9 @@ impl AsyncSnapshot for NativeSnapshot {
         }
         if self.incremental {
             // SSTs compacted away and OPTIONS files replaced never come
-            // back (RocksDB never reuses a file number): forget them, so the map stays as small as the
-            // database instead of growing with every flush of a long job.
+            // back (RocksDB never reuses a file number): forget them, so
+            // the map stays as small as the database instead of growing
+            // with every flush of a long job.
             if let Ok(mut uploaded) = self.uploaded.lock() {
                 uploaded.retain(|name, _| names.binary_search(name).is_ok());
             }
