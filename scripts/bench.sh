@@ -145,15 +145,21 @@ wordcount "fs incremental p1" main "$main" fs 1 incremental
 wordcount "fs incremental p2" main "$main" fs 2 incremental
 wordcount "rocksdb p1" main "$main" rocksdb 1 incremental
 wordcount "rocksdb p2" main "$main" rocksdb 2 incremental
+wordcount "rocksdb changelog p1" main "$main" rocksdb 1 incremental --changelog
 
 echo "== restore of a checkpoint taken at ~8M words" >&2
 prefix="$work/prefix.txt"
 head -n $((words * 8 / 10 / 10)) "$main" > "$prefix"
 baseline restore "$prefix"
-for backend in fs rocksdb; do
-    dir="$work/restore-$backend"
+# NAME BACKEND CHECKPOINT-FLAGS: full checkpoints, and RocksDB's changelog
+# (a base and up to 10 segments to replay).
+for spec in "fs fs --no-incremental" "rocksdb rocksdb --no-incremental" \
+    "rocksdb-changelog rocksdb --incremental --changelog"; do
+    read -r label backend flags <<< "$spec"
+    dir="$work/restore-$label"
     mkdir -p "$dir"
-    "$bin" wordcount --input "$prefix" --state-backend "$backend" --no-incremental \
+    # shellcheck disable=SC2086
+    "$bin" wordcount --input "$prefix" --state-backend "$backend" $flags \
         --checkpoint-dir "file://$dir" --checkpoint-interval 100ms --output "$dir/counts.tsv" 2> /dev/null
     same_counts "$work/expected.tsv" "$dir/counts.tsv" || { echo "error: $backend miscounted the prefix" >&2; exit 1; }
     # Checkpoints every 100 ms, not 1 s: the heap backends count the
@@ -161,15 +167,17 @@ for backend in fs rocksdb; do
     # all of its keys. Restarting on the same input from `latest` restores
     # that checkpoint (full) and reads only what came after it; the job's
     # `restored … restore_ms` line is the measure.
-    run "$backend restore" restore "$prefix" "$bin" wordcount --input "$prefix" --state-backend "$backend" \
-        --no-incremental --checkpoint-dir "file://$dir" --from-checkpoint latest --checkpoint-interval 1h \
+    # shellcheck disable=SC2086
+    run "${label/-/ } restore" restore "$prefix" "$bin" wordcount --input "$prefix" --state-backend "$backend" \
+        $flags --checkpoint-dir "file://$dir" --from-checkpoint latest --checkpoint-interval 1h \
         --output "$dir/after.tsv"
 done
 
 echo "== incremental checkpoint bytes against changed bytes" >&2
-# ~700k keys as in the restore, 1% of them changed before each of 10
-# checkpoints; the harness prints one JSON line per checkpoint.
-"$CARGO_TARGET_DIR/release/examples/incremental_bytes" --keys 700000 --rounds 10 --changed-percent 1 \
+# ~700k keys as in the restore, 1% of them changed before each of 11
+# checkpoints: 10 incremental ones, then the full one that starts a new
+# chain (fs, RocksDB changelog). One JSON line per checkpoint.
+"$CARGO_TARGET_DIR/release/examples/incremental_bytes" --keys 700000 --rounds 11 --changed-percent 1 \
     | sed 's/^{/{"group": "incremental bytes", /' >> "$results"
 
 if [ "$sweep" = 1 ]; then

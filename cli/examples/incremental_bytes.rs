@@ -1,6 +1,7 @@
 //! Bytes an incremental checkpoint uploads against the bytes of state that
 //! changed since the checkpoint before it (issue 7's target: at most 2×),
-//! for the fs backend (heap deltas) and RocksDB (native checkpoints).
+//! for the fs backend (heap deltas), RocksDB (native checkpoints) and
+//! RocksDB with changelog checkpoints (`rocksdb changelog`).
 //!
 //! Each backend is filled with a word count's state (a `u64` count per
 //! word), checkpointed to `file://`, then `--rounds` times has
@@ -14,22 +15,25 @@
 //! Usage: `incremental_bytes [--keys N] [--rounds R] [--changed-percent P]
 //! [--list-files]`.
 //! Prints one JSON object per checkpoint on standard output: `{"name":
-//! "fs", "keys": …, "changed_percent": …, "checkpoint": 2, "changed_bytes":
-//! …, "uploaded_bytes": …, "full_bytes": …}` (the changed bytes are those of
-//! the changes the checkpoint is the first to hold; the first checkpoint's
-//! are the whole fill); `scripts/bench.sh` records them.
+//! "fs", "keys": …, "changed_percent": …, "checkpoint": 2, "kind":
+//! "incremental", "changed_bytes": …, "uploaded_bytes": …, "full_bytes": …}`
+//! (the changed bytes are those of the changes the checkpoint is the first
+//! to hold; the first checkpoint's are the whole fill). `kind` is `full`
+//! for a checkpoint that starts a chain (the heap backend's periodic full
+//! file, a changelog's base), `incremental` otherwise. `scripts/bench.sh`
+//! records them.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use state_api::{
-    CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt, KeyedStateHandle,
-    OperatorSnapshot, SnapshotFormat, SnapshotKind, SnapshotManifest, SnapshotTarget, StateBackend,
+    CheckpointStorage, FileRef, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt,
+    KeyedStateHandle, OperatorSnapshot, SnapshotFormat, SnapshotKind, SnapshotManifest, SnapshotTarget, StateBackend,
     ValueStateDescriptor,
 };
 use state_fs::FsStateBackend;
-use state_rocksdb::{RocksDbKeyedStateBackend, RocksDbStateBackend};
+use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend, RocksDbStateBackend};
 
 const MAX_PARALLELISM: u32 = 128;
 
@@ -133,6 +137,16 @@ fn checkpoint(
     handle
 }
 
+/// Whether `handle` extends the chain of the checkpoint before it (files
+/// `previous`): references one of its files other than RocksDB's SSTs and
+/// OPTIONS, which every native checkpoint shares, chain or not.
+fn extends_chain(handle: &KeyedStateHandle, previous: &[FileRef]) -> bool {
+    handle
+        .files
+        .iter()
+        .any(|f| !(f.path.ends_with(".sst") || f.path.contains("~OPTIONS-")) && previous.contains(f))
+}
+
 /// A backend under measurement, and what runs before each change.
 trait Measured {
     fn backend(&mut self) -> &mut dyn KeyedStateBackend;
@@ -161,19 +175,28 @@ impl Measured for RocksDbKeyedStateBackend {
 
 /// Fills the backend, then checkpoints it `rounds + 1` times with random
 /// changes in between, printing a line per checkpoint.
-fn measure(name: &str, measured: &mut impl Measured, format: SnapshotFormat, settings: &Settings) {
+fn measure(name: &str, measured: &mut impl Measured, format: SnapshotFormat, chains: bool, settings: &Settings) {
+    let job = name.replace(' ', "-");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let storage = CheckpointStorage::open(&format!("file://{}", dir.path().display())).unwrap();
     let mut words = Words(0x9e37_79b9_7f4a_7c15);
     let changes = (settings.keys * settings.changed_percent / 100).max(1);
     let mut changed_bytes = count_words(measured.backend(), 0..settings.keys);
+    let mut previous_files: Option<Vec<FileRef>> = None;
     for id in 1..=settings.rounds + 1 {
-        let handle = checkpoint(measured.backend(), &storage, name, id, format);
+        let handle = checkpoint(measured.backend(), &storage, &job, id, format);
+        // Native checkpoints without a changelog are all incremental after
+        // the first; the others are full when they start a new chain.
+        let kind = match &previous_files {
+            Some(previous) if !chains || extends_chain(&handle, previous) => "incremental",
+            _ => "full",
+        };
         println!(
             "{{\"name\": \"{name}\", \"keys\": {}, \"changed_percent\": {}, \"checkpoint\": {id}, \
-             \"changed_bytes\": {changed_bytes}, \"uploaded_bytes\": {}, \"full_bytes\": {}}}",
-            settings.keys, settings.changed_percent, handle.uploaded_bytes, handle.full_bytes
+             \"kind\": \"{}\", \"changed_bytes\": {changed_bytes}, \"uploaded_bytes\": {}, \"full_bytes\": {}}}",
+            settings.keys, settings.changed_percent, kind, handle.uploaded_bytes, handle.full_bytes
         );
+        previous_files = Some(handle.files.clone());
         if settings.list_files {
             for f in &handle.files {
                 eprintln!("  {id} {} {}", f.path, f.size);
@@ -189,8 +212,21 @@ fn main() {
     let settings = settings();
     let options = || KeyedBackendOptions::new("bytes", "count", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
     let mut heap = FsStateBackend::new().create_keyed_backend(options()).unwrap();
-    measure("fs", &mut heap, SnapshotFormat::Canonical, &settings);
+    measure("fs", &mut heap, SnapshotFormat::Canonical, true, &settings);
     drop(heap);
     let mut rocksdb = RocksDbStateBackend::default().create(options()).unwrap();
-    measure("rocksdb", &mut rocksdb, SnapshotFormat::Native, &settings);
+    measure("rocksdb", &mut rocksdb, SnapshotFormat::Native, false, &settings);
+    drop(rocksdb);
+    let changelog = RocksDbStateBackend::new(RocksDbConfig {
+        changelog: true,
+        ..RocksDbConfig::default()
+    });
+    let mut rocksdb = changelog.create(options()).unwrap();
+    measure(
+        "rocksdb changelog",
+        &mut rocksdb,
+        SnapshotFormat::Native,
+        true,
+        &settings,
+    );
 }

@@ -21,6 +21,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "execution.checkpointing.mode",
     "execution.checkpointing.incremental",
     "state.backend.incremental",
+    "state.backend.changelog.enabled",
     "execution.checkpointing.num-retained",
     "state.checkpoints.num-retained",
     "execution.checkpointing.externalized-checkpoint-retention",

@@ -59,6 +59,12 @@ pub struct WordCountArgs {
     /// Always upload full snapshots.
     #[arg(long)]
     no_incremental: bool,
+    /// RocksDB: changelog checkpoints (Flink's
+    /// `state.backend.changelog.enabled`): incremental checkpoints upload
+    /// the writes made since the one before, with a RocksDB checkpoint
+    /// every 10 checkpoints.
+    #[arg(long)]
+    changelog: bool,
     /// Keep checkpoints when the job is cancelled (the default).
     #[arg(long, overrides_with = "delete_on_cancellation")]
     retain_on_cancellation: bool,
@@ -143,6 +149,8 @@ pub fn run(args: WordCountArgs) -> Result<()> {
             rocksdb_local_dir: config.get(&["state.backend.rocksdb.localdir"]).map(PathBuf::from),
             rocksdb_write_back_entries: config.get_usize(&["state.backend.rocksdb.write-back.entries"])?,
             rocksdb_write_buffer_size: config.get_memory_size(&["state.backend.rocksdb.writebuffer.size"])?,
+            rocksdb_changelog: args.changelog
+                || config.get_bool(&["state.backend.changelog.enabled"])?.unwrap_or(false),
             ..rocksdb_memory(&config)?
         },
     )?;

@@ -82,6 +82,9 @@ pub struct BackendConfig {
     /// One column family's memtable, bytes (Flink's
     /// `state.backend.rocksdb.writebuffer.size`).
     pub rocksdb_write_buffer_size: Option<usize>,
+    /// RocksDB's changelog checkpoints (`state.backend.changelog.enabled`,
+    /// see `state_rocksdb::RocksDbConfig::changelog`).
+    pub rocksdb_changelog: bool,
 }
 
 /// The backend `kind` with default settings, if this build includes it.
@@ -113,6 +116,7 @@ pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Res
                     block_cache_bytes: config.rocksdb_block_cache_bytes.unwrap_or(defaults.block_cache_bytes),
                     write_buffer_bytes: config.rocksdb_write_buffer_bytes.unwrap_or(defaults.write_buffer_bytes),
                     write_buffer_size: config.rocksdb_write_buffer_size.unwrap_or(defaults.write_buffer_size),
+                    changelog: config.rocksdb_changelog,
                 },
             )))
         }

@@ -179,6 +179,22 @@ fn rocksdb_backend_with_incremental_checkpoints_counts_exactly_once_through_abor
     );
 }
 
+/// Changelog checkpoints: bases and segments, restored through random
+/// aborts, at other parallelisms too (segments applied per key group).
+#[test]
+fn rocksdb_backend_with_changelog_checkpoints_counts_exactly_once_through_aborts_and_rescaling() {
+    let (_dir, storage) = file_storage();
+    check_exactly_once_with(
+        Arc::new(state_rocksdb::RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
+            changelog: true,
+            ..state_rocksdb::RocksDbConfig::default()
+        })),
+        storage,
+        &[2, 2, 1, 3],
+        true,
+    );
+}
+
 #[test]
 fn fs_backend_on_s3_storage_counts_exactly_once_through_aborts() {
     let uri = std::env::var("STREAMSTATE_TEST_S3_URI")

@@ -3,27 +3,17 @@
 //! retention, and savepoints staying self-contained.
 #![allow(clippy::unwrap_used)]
 
-use state_api::testkit::{dump, StorageFixture};
+use state_api::testkit::{checkpoint_target, commit_keyed_checkpoint, dump, StorageFixture};
 use state_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt, KeyedStateHandle,
-    MapStateDescriptor, OperatorSnapshot, SnapshotFormat, SnapshotKind, SnapshotManifest, SnapshotTarget, StateBackend,
-    ValueStateDescriptor,
+    MapStateDescriptor, SnapshotFormat, SnapshotKind, SnapshotTarget, StateBackend, ValueStateDescriptor,
 };
 use state_fs::FsStateBackend;
 
 const JOB: &str = "heap";
 
 fn target(id: u64, incremental: bool) -> SnapshotTarget {
-    SnapshotTarget {
-        checkpoint_id: id,
-        kind: SnapshotKind::Checkpoint,
-        format: SnapshotFormat::Canonical,
-        incremental,
-        base: format!("{JOB}/"),
-        exclusive_dir: format!("chk-{id}"),
-        shared_dir: "shared".into(),
-        file_stem: "op-0".into(),
-    }
+    checkpoint_target(JOB, id, SnapshotFormat::Canonical, incremental, "op-0")
 }
 
 fn options() -> KeyedBackendOptions {
@@ -33,14 +23,7 @@ fn options() -> KeyedBackendOptions {
 fn checkpoint(b: &mut dyn KeyedStateBackend, storage: &CheckpointStorage, id: u64) -> KeyedStateHandle {
     let t = target(id, true);
     let handle = b.snapshot(&t).unwrap().write(storage, &t).unwrap();
-    let mut manifest = SnapshotManifest::new(JOB, id, SnapshotKind::Checkpoint, 128);
-    manifest.operators.push(OperatorSnapshot {
-        operator_id: "op".into(),
-        parallelism: 1,
-        keyed_state: vec![handle.clone()],
-        operator_state: vec![],
-    });
-    storage.commit(&manifest).unwrap();
+    commit_keyed_checkpoint(storage, JOB, id, 128, "op", vec![handle.clone()]).unwrap();
     handle
 }
 

@@ -11,11 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use state_api::testkit::dump;
+use state_api::testkit::{checkpoint_target, commit_keyed_checkpoint, dump};
 use state_api::{
     CheckpointStorage, ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt,
-    KeyedStateHandle, OperatorSnapshot, SnapshotFormat, SnapshotKind, SnapshotManifest, SnapshotTarget, StateBackend,
-    StorageOptions, ValueStateDescriptor,
+    KeyedStateHandle, SnapshotFormat, SnapshotTarget, StateBackend, StorageOptions, ValueStateDescriptor,
 };
 
 const JOB: &str = "faults";
@@ -82,27 +81,12 @@ fn storage(port: u16) -> CheckpointStorage {
 }
 
 fn target(id: u64, subtask: u32) -> SnapshotTarget {
-    SnapshotTarget {
-        checkpoint_id: id,
-        kind: SnapshotKind::Checkpoint,
-        format: SnapshotFormat::Canonical,
-        incremental: false,
-        base: format!("{JOB}/"),
-        exclusive_dir: format!("chk-{id}"),
-        shared_dir: "shared".into(),
-        file_stem: format!("count-{subtask}"),
-    }
+    checkpoint_target(JOB, id, SnapshotFormat::Canonical, false, &format!("count-{subtask}"))
 }
 
 fn commit(storage: &CheckpointStorage, id: u64, handles: Vec<KeyedStateHandle>) {
-    let mut manifest = SnapshotManifest::new(JOB, id, SnapshotKind::Checkpoint, MAX_PARALLELISM);
-    manifest.operators.push(OperatorSnapshot {
-        operator_id: "count".into(),
-        parallelism: PARALLELISM,
-        keyed_state: handles,
-        operator_state: vec![],
-    });
-    storage.commit(&manifest).unwrap();
+    assert_eq!(handles.len(), PARALLELISM as usize, "a handle per subtask");
+    commit_keyed_checkpoint(storage, JOB, id, MAX_PARALLELISM, "count", handles).unwrap();
 }
 
 /// Word-count-like updates routed to the subtask owning each key.

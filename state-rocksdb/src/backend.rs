@@ -12,12 +12,13 @@ use state_api::key_group::assign_to_key_group;
 use state_api::ttl::Clock;
 use state_api::{
     AsyncSnapshot, Capabilities, Error, ErrorKind, FileRef, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend,
-    Result, SnapshotFormat, SnapshotTarget, StateId, StateMeta,
+    Result, SnapshotFormat, SnapshotKind, SnapshotTarget, StateId, StateMeta,
 };
 
+use crate::changelog::{ChainSlot, Changelog, SegmentSnapshot};
 use crate::keys;
 use crate::local_checkpoint::{self, CheckpointThread};
-use crate::pending_cells::{self, PendingCellsWriter};
+use crate::pending_cells::{self, PendingCellsWriter, WriteLog, WriteOp};
 use crate::snapshot::{CanonicalFromRocksDb, DirGuard, NativeSnapshot};
 use crate::write_back::{Buffered, WriteBack};
 use crate::Resources;
@@ -177,6 +178,23 @@ pub struct RocksDbKeyedStateBackend {
     /// until it finishes, nothing may write RocksDB
     /// ([`Self::wait_for_checkpoint_thread`]).
     checkpoint_thread: Option<CheckpointThread>,
+    /// The writes since the newest changelog base, while changelog
+    /// checkpoints are on and one was made ([`crate::changelog`]).
+    changelog: Option<Changelog>,
+    /// The newest changelog chain uploaded; written by asynchronous phases.
+    chain: ChainSlot,
+}
+
+/// Adds a write that went around the write-back cache to `changelog`, if
+/// one is kept; a changelog grown past its limit is dropped (the next
+/// checkpoint is a base).
+fn log_write(changelog: &mut Option<Changelog>, state: StateId, key: &[u8], op: WriteOp<'_>) {
+    if let Some(log) = changelog {
+        log.log.add(state, key, op);
+        if log.overflowed() {
+            *changelog = None;
+        }
+    }
 }
 
 impl std::fmt::Debug for RocksDbKeyedStateBackend {
@@ -260,6 +278,8 @@ impl RocksDbKeyedStateBackend {
             instance,
             snapshot_seq: 0,
             checkpoint_thread: None,
+            changelog: None,
+            chain: ChainSlot::default(),
         };
         let metas: Vec<StateMeta> = {
             let db = backend.db()?;
@@ -319,15 +339,21 @@ impl RocksDbKeyedStateBackend {
         let db = self.db.as_deref().ok_or_else(backend_closed)?;
         let states = &self.states;
         let mut batch = WriteBatch::default();
-        self.write_back.write_dirty_into(&mut batch, |id| {
+        let log = self.changelog.as_mut().map(|c| &mut c.log);
+        self.write_back.write_dirty_into(&mut batch, log, |id| {
             let name = &states.get(id).ok_or_else(|| unknown_state(id))?.cf;
             db.cf_handle(name)
                 .ok_or_else(|| Error::corrupt(format!("column family {name} is missing")))
         })?;
         if let Err(e) = db.write_opt(batch, &self.write_options) {
-            // The cache took the entries for written: it no longer matches.
+            // The cache took the entries for written: it no longer matches,
+            // nor does the changelog.
             self.write_back.clear();
+            self.changelog = None;
             return Err(rocks_error("write", e));
+        }
+        if self.changelog.as_ref().is_some_and(Changelog::overflowed) {
+            self.changelog = None;
         }
         Ok(())
     }
@@ -490,29 +516,35 @@ impl RocksDbKeyedStateBackend {
     }
 
     /// The write-back cache's dirty cells as a pending-cells file, or
-    /// `None` when none is dirty.
-    fn pending_cells(&self) -> Option<Vec<u8>> {
+    /// `None` when none is dirty; `mark_logged` for a changelog's base.
+    fn pending_cells(&mut self, mark_logged: bool) -> Option<Vec<u8>> {
         if !self.write_back.has_dirty() {
             return None;
         }
         let names: Vec<&str> = self.states.iter().map(|s| s.meta.name.as_str()).collect();
         let mut writer = PendingCellsWriter::new(&names, self.write_back.dirty_entries());
-        self.write_back.add_dirty_to(&mut writer);
+        self.write_back.add_dirty_to(&mut writer, mark_logged);
         Some(writer.finish())
     }
 
-    /// Lays a native snapshot's pending cells (`bytes`, read from `file`)
-    /// over this backend: those of key groups in `range`, through the
-    /// write-back cache as dirty entries (or straight into RocksDB when the
-    /// cache is off).
+    /// Lays a native snapshot's cell writes (`bytes`, read from `file`: its
+    /// pending cells, or a changelog segment) over this backend, in order:
+    /// those of key groups in `range`. Cell puts and removals go through
+    /// the write-back cache as dirty entries; the rest, and everything when
+    /// the cache is off, straight into RocksDB, each before any later
+    /// write the cache makes.
     ///
     /// # Errors
-    /// Corrupt when the file does not decode or names a state this backend
-    /// lacks or holds as a map; RocksDB write errors.
-    pub(crate) fn apply_pending_cells(&mut self, bytes: &[u8], file: &str, range: KeyGroupRange) -> Result<()> {
+    /// Corrupt when the file does not decode, names a state this backend
+    /// lacks, or writes a state in a way its kind never is; RocksDB write
+    /// errors.
+    pub(crate) fn apply_cell_writes(&mut self, bytes: &[u8], file: &str, range: KeyGroupRange) -> Result<()> {
         self.wait_for_checkpoint_thread()?;
+        // Restore writes are in the snapshot already: no changelog may
+        // build on this backend until its first base.
+        self.changelog = None;
         let corrupt = |message: String| Error::corrupt(message).with_context("file", file.to_owned());
-        let cells = pending_cells::decode(bytes).map_err(|e| e.with_context("stored as", file.to_owned()))?;
+        let cells = pending_cells::decode(bytes, file)?;
         let mut batch = WriteBatch::default();
         for cell in cells {
             let key_group = u32::from(u16::from_be_bytes([cell.key[0], cell.key[1]]));
@@ -523,26 +555,51 @@ impl RocksDbKeyedStateBackend {
                 .ids
                 .get(cell.state)
                 .ok_or_else(|| corrupt(format!("a pending cell of state {} the checkpoint lacks", cell.state)))?;
-            if self.states[id].meta.kind.is_map() {
-                return Err(corrupt(format!("a pending cell of map state {}", cell.state)));
+            let is_map = self.states[id].meta.kind.is_map();
+            match (cell.op, is_map) {
+                (WriteOp::Append(_), true) => {
+                    return Err(corrupt(format!("an append to map state {}", cell.state)));
+                }
+                (WriteOp::RemoveRange(_), false) => {
+                    return Err(corrupt(format!("a range removal in cell state {}", cell.state)));
+                }
+                _ => {}
             }
-            if self.write_back.enabled() {
-                self.write_back.put(id, cell.key, cell.value);
-                self.enforce_write_back_limits()?;
-            } else {
-                let cf = self.cf(&self.states[id].cf)?;
-                match cell.value {
-                    Some(value) => batch.put_cf(cf, cell.key, value),
-                    None => batch.delete_cf(cf, cell.key),
+            let cached = self.write_back.enabled() && !is_map;
+            match cell.op {
+                WriteOp::Put(_) | WriteOp::Remove if cached => {
+                    // Earlier writes first: the cache may write this one now.
+                    self.write_batch(&mut batch)?;
+                    let value = match cell.op {
+                        WriteOp::Put(value) => Some(value),
+                        _ => None,
+                    };
+                    self.write_back.put(id, cell.key, value);
+                    self.enforce_write_back_limits()?;
+                }
+                WriteOp::Append(bytes) if cached && self.write_back.append(id, cell.key, bytes) => {}
+                op => {
+                    let cf = self.cf(&self.states[id].cf)?;
+                    match op {
+                        WriteOp::Put(value) => batch.put_cf(cf, cell.key, value),
+                        WriteOp::Remove => batch.delete_cf(cf, cell.key),
+                        WriteOp::Append(bytes) => batch.merge_cf(cf, cell.key, bytes),
+                        WriteOp::RemoveRange(end) => batch.delete_range_cf(cf, cell.key, end),
+                    }
                 }
             }
         }
-        if !batch.is_empty() {
-            self.db()?
-                .write_opt(batch, &self.write_options)
-                .map_err(|e| rocks_error("write", e))?;
+        self.write_batch(&mut batch)
+    }
+
+    /// Writes `batch` to RocksDB, if it holds anything, and empties it.
+    fn write_batch(&self, batch: &mut WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.db()?
+            .write_opt(std::mem::take(batch), &self.write_options)
+            .map_err(|e| rocks_error("write", e))
     }
 
     fn require_key(&self) -> Result<()> {
@@ -555,8 +612,10 @@ impl RocksDbKeyedStateBackend {
     /// Copies the key groups of `range` from the DB at `source_db` (opened
     /// read-only) into this backend: the rescaling path.
     pub(crate) fn copy_key_groups_from(&mut self, source_db: &Path, range: KeyGroupRange) -> Result<()> {
-        // The copy writes RocksDB directly: nothing cached may outlive it.
+        // The copy writes RocksDB directly: nothing cached may outlive it,
+        // and no changelog may build on the state before it.
         self.wait_for_checkpoint_thread()?;
+        self.changelog = None;
         self.write_and_empty_cache()?;
         let names = DB::list_cf(&Options::default(), source_db).map_err(|e| rocks_error("list column families", e))?;
         let descriptors = names
@@ -602,6 +661,26 @@ impl RocksDbKeyedStateBackend {
                 .map_err(|e| rocks_error("write", e))?;
         }
         Ok(())
+    }
+
+    /// The synchronous phase of a changelog segment, or `None` when the
+    /// checkpoint must be a base: the writes gathered since the last piece
+    /// and the cache's unlogged entries become the next piece.
+    fn changelog_segment(&mut self) -> Option<Box<dyn AsyncSnapshot>> {
+        let changelog = self.changelog.as_mut()?;
+        let chain = changelog.chain_to_extend(&self.chain)?;
+        let mut last_writes = WriteLog::default();
+        self.write_back.add_unlogged_to(&mut last_writes);
+        let (pieces, piece) = changelog.cut_piece(&chain, last_writes);
+        Some(Box::new(SegmentSnapshot {
+            chain,
+            pieces,
+            piece,
+            slot: Arc::clone(&self.chain),
+            instance: self.instance.clone(),
+            range: self.options.key_group_range,
+            states: self.registered_states(),
+        }))
     }
 
     /// Where a snapshot's hard links go: next to the working directory, not
@@ -733,7 +812,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let cf = self.cell_cf(state)?;
         self.db()?
             .put_cf_opt(cf, &self.cell_key, value, &self.write_options)
-            .map_err(|e| rocks_error("put", e))
+            .map_err(|e| rocks_error("put", e))?;
+        log_write(&mut self.changelog, state, &self.cell_key, WriteOp::Put(value));
+        Ok(())
     }
 
     fn append(&mut self, state: StateId, bytes: &[u8]) -> Result<()> {
@@ -746,7 +827,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let cf = self.cell_cf(state)?;
         self.db()?
             .merge_cf_opt(cf, &self.cell_key, bytes, &self.write_options)
-            .map_err(|e| rocks_error("merge", e))
+            .map_err(|e| rocks_error("merge", e))?;
+        log_write(&mut self.changelog, state, &self.cell_key, WriteOp::Append(bytes));
+        Ok(())
     }
 
     fn clear(&mut self, state: StateId) -> Result<()> {
@@ -762,7 +845,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             batch.delete_range_cf(cf, self.map_prefix.as_slice(), end.as_slice());
             self.db()?
                 .write_opt(batch, &self.write_options)
-                .map_err(|e| rocks_error("delete range", e))
+                .map_err(|e| rocks_error("delete range", e))?;
+            log_write(&mut self.changelog, state, &self.map_prefix, WriteOp::RemoveRange(&end));
+            Ok(())
         } else if self.write_back.enabled() {
             self.cell_cf(state)?;
             self.buffer_cell(state, None)
@@ -770,7 +855,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             let cf = self.cell_cf(state)?;
             self.db()?
                 .delete_cf_opt(cf, &self.cell_key, &self.write_options)
-                .map_err(|e| rocks_error("delete", e))
+                .map_err(|e| rocks_error("delete", e))?;
+            log_write(&mut self.changelog, state, &self.cell_key, WriteOp::Remove);
+            Ok(())
         }
     }
 
@@ -795,7 +882,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let cf = self.map_cf(state)?;
         self.db()?
             .put_cf_opt(cf, &self.scratch, value, &self.write_options)
-            .map_err(|e| rocks_error("put", e))
+            .map_err(|e| rocks_error("put", e))?;
+        log_write(&mut self.changelog, state, &self.scratch, WriteOp::Put(value));
+        Ok(())
     }
 
     fn map_remove(&mut self, state: StateId, user_key: &[u8]) -> Result<()> {
@@ -807,7 +896,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let cf = self.map_cf(state)?;
         self.db()?
             .delete_cf_opt(cf, &self.scratch, &self.write_options)
-            .map_err(|e| rocks_error("delete", e))
+            .map_err(|e| rocks_error("delete", e))?;
+        log_write(&mut self.changelog, state, &self.scratch, WriteOp::Remove);
+        Ok(())
     }
 
     fn map_entries(&self, state: StateId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -857,9 +948,26 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         self.wait_for_checkpoint_thread()?;
         let snapshot: Box<dyn AsyncSnapshot> = match target.format {
             SnapshotFormat::Native => {
-                let pending_cells = self.pending_cells();
+                // Savepoints are self-contained: never part of a changelog.
+                let changelog_on =
+                    self.resources.changelog && target.incremental && target.kind == SnapshotKind::Checkpoint;
+                if changelog_on {
+                    if let Some(segment) = self.changelog_segment() {
+                        tracing::debug!(
+                            sync_us = started.elapsed().as_micros() as u64,
+                            "rocksdb changelog segment"
+                        );
+                        return Ok(segment);
+                    }
+                }
+                let pending_cells = self.pending_cells(changelog_on);
                 let write_back_done = started.elapsed();
                 let dir = DirGuard(self.snapshot_dir("native"));
+                // A new base: the writes gathered so far are in its files.
+                let changelog_base = changelog_on.then(|| {
+                    self.changelog = Some(Changelog::new(self.snapshot_seq));
+                    (self.snapshot_seq, Arc::clone(&self.chain))
+                });
                 let db = Arc::clone(self.db.as_ref().ok_or_else(backend_closed)?);
                 let (thread, checkpoint) = CheckpointThread::start(db, self.family_names(), self.dir.clone(), dir)?;
                 self.checkpoint_thread = Some(thread);
@@ -876,6 +984,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
                     uploaded: Arc::clone(&self.uploaded),
                     instance: self.instance.clone(),
                     pending_cells,
+                    changelog_base,
                 })
             }
             SnapshotFormat::Canonical => {

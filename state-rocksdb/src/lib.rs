@@ -14,7 +14,9 @@
 //! [`CheckpointStorage`] as every backend. Incremental mode uploads
 //! each SST file once to `shared/` and references it afterwards; retention
 //! never deletes a shared file a retained checkpoint references. Savepoints
-//! use the canonical format, so they restore into any backend.
+//! use the canonical format, so they restore into any backend. With
+//! [`RocksDbConfig::changelog`] on, most incremental checkpoints upload only
+//! the writes made since the one before ([`changelog`]'s docs).
 //!
 //! Restore downloads files in parallel and opens them; at another
 //! parallelism it copies the owned key-group ranges out of each old
@@ -23,6 +25,7 @@
 //! shutdown, and directories left by dead processes are removed, not reused.
 
 mod backend;
+pub mod changelog;
 mod keys;
 mod local_checkpoint;
 mod pending_cells;
@@ -63,6 +66,13 @@ pub struct RocksDbConfig {
     /// RocksDB in one batch before each snapshot and whenever half the
     /// capacity, at most 16,384, are changed; a full cache is emptied.
     pub write_back_entries: usize,
+    /// Changelog checkpoints (Flink's `state.backend.changelog.enabled`):
+    /// an incremental checkpoint uploads the writes made since the one
+    /// before instead of the SSTs new since then, and a RocksDB checkpoint
+    /// is made every [`changelog::MAX_SEGMENTS`] checkpoints, or sooner
+    /// once the writes add up to its size. Off by default, as in Flink: a
+    /// restore replays up to that many writes.
+    pub changelog: bool,
 }
 
 impl Default for RocksDbConfig {
@@ -73,6 +83,7 @@ impl Default for RocksDbConfig {
             write_buffer_bytes: 64 << 20,
             write_buffer_size: 4 << 20,
             write_back_entries: DEFAULT_WRITE_BACK_ENTRIES,
+            changelog: false,
         }
     }
 }
@@ -89,6 +100,7 @@ pub struct Resources {
     pub(crate) write_buffers: rocksdb::WriteBufferManager,
     pub(crate) write_buffer_size: usize,
     pub(crate) write_back_entries: usize,
+    pub(crate) changelog: bool,
 }
 
 impl std::fmt::Debug for Resources {
@@ -124,6 +136,7 @@ impl RocksDbStateBackend {
                 write_buffers,
                 write_buffer_size: config.write_buffer_size,
                 write_back_entries: config.write_back_entries,
+                changelog: config.changelog,
             }),
         }
     }
@@ -206,22 +219,31 @@ fn local_name(path: &str) -> Result<&str> {
 }
 
 /// Downloads (checksums verified) the RocksDB files of `handle` into `dir`,
-/// four at a time, and returns its pending-cells file (stored path and
-/// bytes), which is not RocksDB's and stays in memory.
-fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) -> Result<Option<(String, Vec<u8>)>> {
+/// four at a time, and returns its files of cell writes (stored path and
+/// bytes), which are not RocksDB's and stay in memory: the pending cells,
+/// then the changelog segments in the order they apply.
+fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     backend::create_dir(dir)?;
     let mut pending = None;
+    let mut segments = Vec::new();
     let mut chunks: Vec<Vec<&state_api::FileRef>> = vec![Vec::new(); 4];
     for (i, f) in handle.files.iter().enumerate() {
-        if local_name(&f.path)? == pending_cells::PENDING_CELLS_FILE {
+        let name = local_name(&f.path)?;
+        if name == pending_cells::PENDING_CELLS_FILE {
             pending = Some(f);
+        } else if name.starts_with(changelog::SEGMENT_FILE_PREFIX) {
+            segments.push((name, f));
         } else {
             chunks[i % 4].push(f);
         }
     }
+    // Segment names end in their zero-padded piece numbers.
+    segments.sort_by_key(|(name, _)| *name);
     let pending = pending
+        .into_iter()
+        .chain(segments.into_iter().map(|(_, f)| f))
         .map(|file| storage.read_verified(file).map(|bytes| (file.path.clone(), bytes)))
-        .transpose()?;
+        .collect::<Result<Vec<_>>>()?;
     std::thread::scope(|scope| {
         let workers: Vec<_> = chunks
             .into_iter()
@@ -244,6 +266,28 @@ fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) 
         Ok::<(), Error>(())
     })?;
     Ok(pending)
+}
+
+/// Lays a native handle's files of cell writes ([`download`]) over
+/// `backend`, those of key groups in `range`. The states a changelog
+/// segment writes may have been registered after its base was made, so
+/// every state of the handle is registered first.
+fn apply_cell_writes(
+    backend: &mut RocksDbKeyedStateBackend,
+    handle: &KeyedStateHandle,
+    files: Vec<(String, Vec<u8>)>,
+    range: state_api::KeyGroupRange,
+) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    for meta in &handle.states {
+        backend.register_state(meta)?;
+    }
+    for (file, bytes) in files {
+        backend.apply_cell_writes(&bytes, &file, range)?;
+    }
+    Ok(())
 }
 
 impl StateBackend for RocksDbStateBackend {
@@ -298,9 +342,7 @@ impl StateBackend for RocksDbStateBackend {
             };
             let downloaded = started.elapsed();
             let mut backend = self.open_or_remove(dir, options)?;
-            if let Some((file, bytes)) = pending {
-                backend.apply_pending_cells(&bytes, &file, range)?;
-            }
+            apply_cell_writes(&mut backend, native[0], pending, range)?;
             tracing::debug!(
                 download_ms = downloaded.as_millis() as u64,
                 open_ms = (started.elapsed() - downloaded).as_millis() as u64,
@@ -316,9 +358,7 @@ impl StateBackend for RocksDbStateBackend {
             let copied = backend.copy_key_groups_from(&temp, owned);
             backend::remove_dir(&temp);
             copied?;
-            if let Some((file, bytes)) = pending {
-                backend.apply_pending_cells(&bytes, &file, owned)?;
-            }
+            apply_cell_writes(&mut backend, handle, pending, owned)?;
         }
         state_api::snapshot::canonical::restore_into(&mut backend, &canonical, storage)?;
         Ok(Box::new(backend))

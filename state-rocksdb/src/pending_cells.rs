@@ -1,5 +1,6 @@
-//! The write-back cache's dirty cells at a checkpoint, as one file of the
-//! native snapshot (*pending cells*).
+//! Cell writes as a file of a native snapshot: the write-back cache's dirty
+//! cells at a checkpoint (*pending cells*), and the writes of a changelog
+//! segment ([`crate::changelog`]).
 //!
 //! Writing those cells into RocksDB was most of a checkpoint's synchronous
 //! pause (up to 16,384 memtable inserts, 12–42 ms). Copied into a buffer
@@ -11,9 +12,15 @@
 //! key groups it takes. Canonical snapshots (savepoints) still write the
 //! cells into RocksDB first: their files hold everything in one format.
 //!
+//! A changelog segment holds every kind of write, in the order made: cell
+//! puts and removals, list appends (RocksDB merges), and the removal of a
+//! key range (a map state's `clear`).
+//!
 //! ```text
-//! file:   MAGIC | varint(state count) | state name frames | cell*
-//! cell:   varint(state index) | frame(RocksDB key) | 0 (removed) | 1 frame(value)
+//! file:   MAGIC | varint(state count) | state name frames | write*
+//! write:  varint(state index) | frame(RocksDB key) | op
+//! op:     0 (removed) | 1 frame(value) | 2 frame(appended bytes)
+//!         | 3 frame(end key, exclusive: every key from the RocksDB key up to it removed)
 //! frame:  varint(len) | bytes
 //! ```
 //!
@@ -23,10 +30,12 @@
 use state_api::codec::{get_length_prefixed, get_varint, put_length_prefixed, put_varint};
 use state_api::{Error, Result};
 
-/// The local name of the file in a downloaded native snapshot.
+/// The local name of the pending-cells file in a downloaded native
+/// snapshot.
 pub(crate) const PENDING_CELLS_FILE: &str = "streamstate-pending-cells";
 
-/// The first bytes of the file (format version 1).
+/// The first bytes of the file (format version 1; tags 2 and 3 came with
+/// changelog segments, which only this version reads).
 const MAGIC: &[u8; 8] = b"SSPCELL1";
 
 /// A cell of a small key and value (a word and its count): 12.5 bytes on
@@ -35,8 +44,71 @@ const TYPICAL_CELL_BYTES: usize = 16;
 
 const REMOVED: u8 = 0;
 const PRESENT: u8 = 1;
+const APPENDED: u8 = 2;
+const RANGE_REMOVED: u8 = 3;
 
-/// Builds a pending-cells file.
+/// One write to a RocksDB key of a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteOp<'a> {
+    /// The key now holds this value.
+    Put(&'a [u8]),
+    /// The key is removed.
+    Remove,
+    /// These bytes are appended to the key's value (a list's merge).
+    Append(&'a [u8]),
+    /// Every key from the written key up to this one (exclusive) is
+    /// removed.
+    RemoveRange(&'a [u8]),
+}
+
+impl<'a> WriteOp<'a> {
+    /// A put of `value`, or a removal for `None`.
+    pub(crate) fn put_or_remove(value: Option<&'a [u8]>) -> Self {
+        value.map_or(Self::Remove, Self::Put)
+    }
+}
+
+fn encode(out: &mut Vec<u8>, state_index: usize, key: &[u8], op: WriteOp<'_>) {
+    put_varint(out, state_index as u64);
+    put_length_prefixed(out, key);
+    let (tag, operand) = match op {
+        WriteOp::Remove => (REMOVED, None),
+        WriteOp::Put(value) => (PRESENT, Some(value)),
+        WriteOp::Append(bytes) => (APPENDED, Some(bytes)),
+        WriteOp::RemoveRange(end) => (RANGE_REMOVED, Some(end)),
+    };
+    out.push(tag);
+    if let Some(operand) = operand {
+        put_length_prefixed(out, operand);
+    }
+}
+
+/// Encoded writes without the file's header: what a changelog gathers
+/// between checkpoints. State indexes are the backend's state ids; the
+/// header that names them is written with the file.
+#[derive(Debug, Default)]
+pub(crate) struct WriteLog {
+    bytes: Vec<u8>,
+}
+
+impl WriteLog {
+    /// Adds one write of the state at `state_index`.
+    pub(crate) fn add(&mut self, state_index: usize, key: &[u8], op: WriteOp<'_>) {
+        encode(&mut self.bytes, state_index, key, op);
+    }
+
+    /// Encoded bytes so far.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The encoded writes, leaving the log empty.
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+/// Builds a file of cell writes.
 pub(crate) struct PendingCellsWriter {
     out: Vec<u8>,
 }
@@ -58,15 +130,12 @@ impl PendingCellsWriter {
     /// Adds one cell of the state at `state_index`: its value, or `None`
     /// for a removal.
     pub(crate) fn add(&mut self, state_index: usize, key: &[u8], value: Option<&[u8]>) {
-        put_varint(&mut self.out, state_index as u64);
-        put_length_prefixed(&mut self.out, key);
-        match value {
-            Some(value) => {
-                self.out.push(PRESENT);
-                put_length_prefixed(&mut self.out, value);
-            }
-            None => self.out.push(REMOVED),
-        }
+        encode(&mut self.out, state_index, key, WriteOp::put_or_remove(value));
+    }
+
+    /// Adds writes a [`WriteLog`] encoded, with the same state indexes.
+    pub(crate) fn extend_encoded(&mut self, encoded: &[u8]) {
+        self.out.extend_from_slice(encoded);
     }
 
     /// The file's bytes.
@@ -75,29 +144,29 @@ impl PendingCellsWriter {
     }
 }
 
-/// One pending cell, borrowed from the file's bytes.
+/// One write, borrowed from the file's bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct PendingCell<'a> {
     /// The state's name.
     pub(crate) state: &'a str,
     /// The RocksDB key (key group prefix and key).
     pub(crate) key: &'a [u8],
-    /// The value, or `None` for a removal.
-    pub(crate) value: Option<&'a [u8]>,
+    /// What was written.
+    pub(crate) op: WriteOp<'a>,
 }
 
-/// Decodes a pending-cells file.
+/// Decodes a file of cell writes; `file` names it in errors.
 ///
 /// # Errors
 /// Corrupt, naming what is wrong, for any malformed file.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<PendingCell<'_>>> {
-    decode_cells(bytes).map_err(|e| e.with_context("file", PENDING_CELLS_FILE))
+pub(crate) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Vec<PendingCell<'a>>> {
+    decode_cells(bytes).map_err(|e| e.with_context("file", file.to_owned()))
 }
 
 fn decode_cells(bytes: &[u8]) -> Result<Vec<PendingCell<'_>>> {
     let mut input = bytes
         .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| Error::corrupt("not a pending-cells file (unknown header)"))?;
+        .ok_or_else(|| Error::corrupt("not a cell-writes file (unknown header)"))?;
     let name_count = get_varint(&mut input)?;
     // Every name takes at least one byte: a larger count is corrupt (and
     // must not size an allocation).
@@ -127,12 +196,14 @@ fn decode_cells(bytes: &[u8]) -> Result<Vec<PendingCell<'_>>> {
             .split_first()
             .ok_or_else(|| Error::corrupt("a cell ends before its value"))?;
         input = rest;
-        let value = match tag {
-            PRESENT => Some(get_length_prefixed(&mut input)?),
-            REMOVED => None,
+        let op = match tag {
+            REMOVED => WriteOp::Remove,
+            PRESENT => WriteOp::Put(get_length_prefixed(&mut input)?),
+            APPENDED => WriteOp::Append(get_length_prefixed(&mut input)?),
+            RANGE_REMOVED => WriteOp::RemoveRange(get_length_prefixed(&mut input)?),
             other => return Err(Error::corrupt(format!("unknown cell tag {other}"))),
         };
-        cells.push(PendingCell { state, key, value });
+        cells.push(PendingCell { state, key, op });
     }
     Ok(cells)
 }
@@ -142,35 +213,31 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        let mut writer = PendingCellsWriter::new(&["count", "last"], 3);
+        let mut writer = PendingCellsWriter::new(&["count", "last", "items"], 5);
         writer.add(0, b"\x00\x07word", Some(b"\x05"));
         writer.add(1, b"\x01\x00gone", None);
+        let mut log = WriteLog::default();
+        log.add(2, b"\x00\x09list", WriteOp::Append(b"\x01\x02"));
+        log.add(2, b"\x00\x09map\x00", WriteOp::RemoveRange(b"\x00\x09map\x01"));
+        writer.extend_encoded(&log.take());
+        assert_eq!(log.len(), 0, "take empties the log");
         writer.add(0, b"\x00\x08empty", Some(b""));
         writer.finish()
     }
 
     #[test]
-    fn round_trips_values_removals_and_empty_values() {
+    fn round_trips_every_kind_of_write_in_order() {
         let bytes = sample();
-        let cells = decode(&bytes).unwrap();
+        let cells = decode(&bytes, PENDING_CELLS_FILE).unwrap();
+        let cell = |state, key: &'static [u8], op| PendingCell { state, key, op };
         assert_eq!(
             cells,
             vec![
-                PendingCell {
-                    state: "count",
-                    key: b"\x00\x07word",
-                    value: Some(b"\x05"),
-                },
-                PendingCell {
-                    state: "last",
-                    key: b"\x01\x00gone",
-                    value: None,
-                },
-                PendingCell {
-                    state: "count",
-                    key: b"\x00\x08empty",
-                    value: Some(b""),
-                },
+                cell("count", b"\x00\x07word", WriteOp::Put(b"\x05")),
+                cell("last", b"\x01\x00gone", WriteOp::Remove),
+                cell("items", b"\x00\x09list", WriteOp::Append(b"\x01\x02")),
+                cell("items", b"\x00\x09map\x00", WriteOp::RemoveRange(b"\x00\x09map\x01")),
+                cell("count", b"\x00\x08empty", WriteOp::Put(b"")),
             ]
         );
     }
@@ -178,7 +245,7 @@ mod tests {
     #[test]
     fn an_empty_file_has_no_cells() {
         let bytes = PendingCellsWriter::new(&[], 0).finish();
-        assert!(decode(&bytes).unwrap().is_empty());
+        assert!(decode(&bytes, PENDING_CELLS_FILE).unwrap().is_empty());
     }
 
     #[test]
@@ -188,21 +255,21 @@ mod tests {
         // cell boundary decodes the cells before it (the storage checksum
         // catches that case).
         for len in 0..bytes.len() {
-            match decode(&bytes[..len]) {
+            match decode(&bytes[..len], "segment-7") {
                 Err(e) => {
                     assert_eq!(e.kind(), state_api::ErrorKind::Corrupt, "cut at {len}: {e}");
-                    assert!(e.to_string().contains(PENDING_CELLS_FILE), "{e}");
+                    assert!(e.to_string().contains("segment-7"), "{e}");
                 }
-                Ok(cells) => assert!(cells.len() < 3, "cut at {len} decoded every cell"),
+                Ok(cells) => assert!(cells.len() < 5, "cut at {len} decoded every cell"),
             }
         }
         let mut bad = bytes.clone();
         bad[0] = b'X';
-        assert!(decode(&bad).is_err());
+        assert!(decode(&bad, PENDING_CELLS_FILE).is_err());
         let mut bad_tag = bytes;
         // The last cell ends with its tag and an empty value's length.
         let last_tag = bad_tag.len() - 2;
         bad_tag[last_tag] = 7;
-        assert!(decode(&bad_tag).is_err());
+        assert!(decode(&bad_tag, PENDING_CELLS_FILE).is_err());
     }
 }

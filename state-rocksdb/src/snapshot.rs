@@ -7,7 +7,9 @@
 //!   change with every checkpoint, go to the checkpoint's own directory.
 //!   File names in storage are `<owner>~<local name>`. The write-back
 //!   cache's dirty cells go along as the checkpoint's own pending-cells
-//!   file ([`crate::pending_cells`]).
+//!   file ([`crate::pending_cells`]). The base of a changelog
+//!   ([`crate::changelog`]) puts every file in `shared/`, since later
+//!   checkpoints reference all of them, and publishes the chain it starts.
 //! * Canonical: open the checkpoint read-only and write the backend-neutral
 //!   format, key group by key group (savepoints; restorable into any backend).
 
@@ -24,6 +26,7 @@ use state_api::{
 };
 
 use crate::backend::{cf_options, db_options, remove_dir, rocks_error, state_cf};
+use crate::changelog::{publish, ChainSlot, PublishedChain};
 use crate::pending_cells::PENDING_CELLS_FILE;
 use crate::{keys, Resources};
 
@@ -51,10 +54,27 @@ pub(crate) struct NativeSnapshot {
     pub(crate) instance: String,
     /// The write-back cache's dirty cells, a file of this snapshot alone.
     pub(crate) pending_cells: Option<Vec<u8>>,
+    /// Set when this snapshot is a changelog's base: its generation, and
+    /// where to publish the chain it starts.
+    pub(crate) changelog_base: Option<(u64, ChainSlot)>,
+}
+
+impl NativeSnapshot {
+    /// Where a file of this snapshot that is not shared by name goes: the
+    /// checkpoint's own directory, or for a changelog's base `shared/`,
+    /// under a name of this base alone.
+    fn own_file(&self, target: &SnapshotTarget, name: &str) -> String {
+        match &self.changelog_base {
+            Some((generation, _)) => {
+                target.shared_file(&format!("{}-g{generation}{NAME_SEPARATOR}{name}", self.instance))
+            }
+            None => target.exclusive_file(&format!("{}{NAME_SEPARATOR}{name}", target.file_stem)),
+        }
+    }
 }
 
 impl AsyncSnapshot for NativeSnapshot {
-    fn write(self: Box<Self>, storage: &CheckpointStorage, target: &SnapshotTarget) -> Result<KeyedStateHandle> {
+    fn write(mut self: Box<Self>, storage: &CheckpointStorage, target: &SnapshotTarget) -> Result<KeyedStateHandle> {
         let dir = self.checkpoint.recv().map_err(|_| {
             Error::new(
                 state_api::ErrorKind::Storage,
@@ -91,10 +111,7 @@ impl AsyncSnapshot for NativeSnapshot {
                     &local,
                 )?
             } else {
-                storage.write_from_file(
-                    &target.exclusive_file(&format!("{}{NAME_SEPARATOR}{name}", target.file_stem)),
-                    &local,
-                )?
+                storage.write_from_file(&self.own_file(target, name), &local)?
             };
             if shared {
                 if let Ok(mut m) = self.uploaded.lock() {
@@ -105,11 +122,8 @@ impl AsyncSnapshot for NativeSnapshot {
             uploaded_bytes += file.size;
             files.push(file);
         }
-        if let Some(bytes) = self.pending_cells {
-            let file = storage.write(
-                &target.exclusive_file(&format!("{}{NAME_SEPARATOR}{PENDING_CELLS_FILE}", target.file_stem)),
-                bytes,
-            )?;
+        if let Some(bytes) = self.pending_cells.take() {
+            let file = storage.write(&self.own_file(target, PENDING_CELLS_FILE), bytes)?;
             full_bytes += file.size;
             uploaded_bytes += file.size;
             files.push(file);
@@ -122,6 +136,17 @@ impl AsyncSnapshot for NativeSnapshot {
             if let Ok(mut uploaded) = self.uploaded.lock() {
                 uploaded.retain(|name, _| names.binary_search(name).is_ok());
             }
+        }
+        if let Some((generation, slot)) = &self.changelog_base {
+            publish(
+                slot,
+                PublishedChain {
+                    generation: *generation,
+                    base_files: files.clone(),
+                    segments: Vec::new(),
+                    through_piece: 0,
+                },
+            );
         }
         Ok(KeyedStateHandle {
             backend: "rocksdb".into(),

@@ -20,13 +20,19 @@
 //! Invariant: a cached key's value (or removal, `None`) is what a read must
 //! return; a clean entry equals what RocksDB holds. Anything that writes a
 //! cached key to RocksDB directly must [`WriteBack::clear`] first.
+//!
+//! For changelog checkpoints ([`crate::changelog`]) an entry is also
+//! *unlogged* while its latest value is in no changelog piece yet: it is
+//! logged when the cache writes it to RocksDB or when a checkpoint takes
+//! the unlogged entries, whichever comes first, so each change reaches the
+//! changelog once. Unlogged entries are always dirty.
 
 use std::collections::HashMap;
 
 use rocksdb::{ColumnFamily, WriteBatch};
 use state_api::StateId;
 
-use crate::pending_cells::PendingCellsWriter;
+use crate::pending_cells::{PendingCellsWriter, WriteLog, WriteOp};
 
 type FastHasher = foldhash::fast::RandomState;
 
@@ -36,6 +42,8 @@ type FastHasher = foldhash::fast::RandomState;
 struct Slot {
     value: Option<Vec<u8>>,
     dirty: bool,
+    /// Changed since the changelog last took this entry.
+    unlogged: bool,
 }
 
 /// One state's cached cells, by RocksDB key.
@@ -144,6 +152,7 @@ impl WriteBack {
                     }
                     _ => slot.value = value.map(<[u8]>::to_vec),
                 }
+                slot.unlogged = true;
                 !std::mem::replace(&mut slot.dirty, true)
             }
             None => {
@@ -152,6 +161,7 @@ impl WriteBack {
                     Slot {
                         value: value.map(<[u8]>::to_vec),
                         dirty: true,
+                        unlogged: true,
                     },
                 );
                 self.entries += 1;
@@ -170,22 +180,26 @@ impl WriteBack {
             return false;
         };
         slot.value.get_or_insert_with(Vec::new).extend_from_slice(bytes);
+        slot.unlogged = true;
         if !std::mem::replace(&mut slot.dirty, true) {
             self.dirty += 1;
         }
         true
     }
 
-    /// Adds every dirty entry to `batch` and marks it clean; `cf_of` finds
-    /// each state's column family. Nothing changes unless every family is
-    /// found. The caller must write `batch`; if that fails, the cache no
-    /// longer matches RocksDB and must be [`WriteBack::clear`]ed.
+    /// Adds every dirty entry to `batch` and marks it clean, and the
+    /// unlogged ones to `log` (when a changelog is kept) marking them
+    /// logged; `cf_of` finds each state's column family. Nothing changes
+    /// unless every family is found. The caller must write `batch`; if that
+    /// fails, the cache no longer matches RocksDB and must be
+    /// [`WriteBack::clear`]ed.
     ///
     /// # Errors
     /// `cf_of`'s error, with the cache unchanged.
     pub(crate) fn write_dirty_into<'a>(
         &mut self,
         batch: &mut WriteBatch,
+        mut log: Option<&mut WriteLog>,
         cf_of: impl Fn(StateId) -> state_api::Result<&'a ColumnFamily>,
     ) -> state_api::Result<()> {
         let families = (0..self.states.len())
@@ -197,7 +211,7 @@ impl WriteBack {
                 }
             })
             .collect::<state_api::Result<Vec<_>>>()?;
-        for (cells, cf) in self.states.iter_mut().zip(families) {
+        for (state, (cells, cf)) in self.states.iter_mut().zip(families).enumerate() {
             let Some(cf) = cf else {
                 continue;
             };
@@ -212,19 +226,36 @@ impl WriteBack {
                     Some(value) => batch.put_cf(cf, key, value),
                     None => batch.delete_cf(cf, key),
                 }
+                if let (true, Some(log)) = (slot.unlogged, log.as_deref_mut()) {
+                    log.add(state, key, WriteOp::put_or_remove(slot.value.as_deref()));
+                }
                 slot.dirty = false;
+                slot.unlogged = false;
             }
         }
         self.dirty = 0;
         Ok(())
     }
 
-    /// Adds every dirty entry to `writer`, under its state's id; the cache
-    /// is unchanged (the entries stay dirty).
-    pub(crate) fn add_dirty_to(&self, writer: &mut PendingCellsWriter) {
-        for (state, cells) in self.states.iter().enumerate() {
-            for (key, slot) in cells.iter().filter(|(_, slot)| slot.dirty) {
+    /// Adds every dirty entry to `writer`, under its state's id. The
+    /// entries stay dirty; `mark_logged` marks them logged too (the
+    /// snapshot starts a new changelog, which builds on them).
+    pub(crate) fn add_dirty_to(&mut self, writer: &mut PendingCellsWriter, mark_logged: bool) {
+        for (state, cells) in self.states.iter_mut().enumerate() {
+            for (key, slot) in cells.iter_mut().filter(|(_, slot)| slot.dirty) {
                 writer.add(state, key, slot.value.as_deref());
+                slot.unlogged &= !mark_logged;
+            }
+        }
+    }
+
+    /// Adds every unlogged entry to `log` and marks it logged; the entries
+    /// stay dirty.
+    pub(crate) fn add_unlogged_to(&mut self, log: &mut WriteLog) {
+        for (state, cells) in self.states.iter_mut().enumerate() {
+            for (key, slot) in cells.iter_mut().filter(|(_, slot)| slot.unlogged) {
+                log.add(state, key, WriteOp::put_or_remove(slot.value.as_deref()));
+                slot.unlogged = false;
             }
         }
     }

@@ -2,38 +2,21 @@
 //! across backends, and the working-directory lifecycle.
 #![allow(clippy::unwrap_used)]
 
-use state_api::testkit::{dump, StorageFixture};
+use state_api::testkit::{checkpoint_target, commit_keyed_checkpoint, dump, StorageFixture};
 use state_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt, KeyedStateHandle,
-    ListStateDescriptor, MapStateDescriptor, OperatorSnapshot, SnapshotFormat, SnapshotKind, SnapshotManifest,
-    SnapshotTarget, StateBackend, ValueStateDescriptor,
+    ListStateDescriptor, MapStateDescriptor, SnapshotFormat, SnapshotTarget, StateBackend, ValueStateDescriptor,
 };
 use state_rocksdb::{RocksDbConfig, RocksDbStateBackend};
 
 const JOB: &str = "rocks";
 
 fn target(id: u64, format: SnapshotFormat, incremental: bool) -> SnapshotTarget {
-    SnapshotTarget {
-        checkpoint_id: id,
-        kind: SnapshotKind::Checkpoint,
-        format,
-        incremental,
-        base: format!("{JOB}/"),
-        exclusive_dir: format!("chk-{id}"),
-        shared_dir: "shared".into(),
-        file_stem: "op-0".into(),
-    }
+    checkpoint_target(JOB, id, format, incremental, "op-0")
 }
 
 fn commit(storage: &CheckpointStorage, id: u64, handle: KeyedStateHandle) {
-    let mut manifest = SnapshotManifest::new(JOB, id, SnapshotKind::Checkpoint, 128);
-    manifest.operators.push(OperatorSnapshot {
-        operator_id: "op".into(),
-        parallelism: 1,
-        keyed_state: vec![handle],
-        operator_state: vec![],
-    });
-    storage.commit(&manifest).unwrap();
+    commit_keyed_checkpoint(storage, JOB, id, 128, "op", vec![handle]).unwrap();
 }
 
 fn options() -> KeyedBackendOptions {
@@ -121,7 +104,7 @@ fn incremental_checkpoints_upload_only_new_files_and_survive_retention() {
     let new_bytes: u64 = third
         .files
         .iter()
-        .filter(|f| !second.files.contains(f) || !f.path.contains("/shared/"))
+        .filter(|f| !second.files.contains(f))
         .map(|f| f.size)
         .sum();
     assert_eq!(

@@ -17,7 +17,11 @@ pub mod model;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::backend::{KeyedBackendOptions, KeyedStateBackend, StateBackend};
+use crate::backend::{
+    KeyedBackendOptions, KeyedStateBackend, KeyedStateHandle, SnapshotFormat, SnapshotKind, SnapshotTarget,
+    StateBackend,
+};
+use crate::snapshot::manifest::{OperatorSnapshot, SnapshotManifest};
 use crate::storage::CheckpointStorage;
 use crate::{KeyGroupRange, Result};
 
@@ -210,6 +214,66 @@ pub fn dump(backend: &mut dyn KeyedStateBackend) -> Result<StateDump> {
         }
     }
     Ok(out)
+}
+
+/// The target of checkpoint `id` of `job` as the runtime lays it out:
+/// files in `<job>/chk-<id>/` (shared ones in `<job>/shared/`), named after
+/// `file_stem`.
+pub fn checkpoint_target(
+    job: &str,
+    id: u64,
+    format: SnapshotFormat,
+    incremental: bool,
+    file_stem: &str,
+) -> SnapshotTarget {
+    SnapshotTarget {
+        checkpoint_id: id,
+        kind: SnapshotKind::Checkpoint,
+        format,
+        incremental,
+        base: format!("{job}/"),
+        exclusive_dir: format!("chk-{id}"),
+        shared_dir: "shared".into(),
+        file_stem: file_stem.into(),
+    }
+}
+
+/// Commits checkpoint `id` of `job` holding one keyed operator,
+/// `operator_id`, with a handle per subtask: what the runtime's coordinator
+/// writes once every subtask has acknowledged. The checkpoint exists from
+/// then on (its `_metadata`); retention is not run.
+///
+/// ```
+/// use state_api::testkit::{checkpoint_target, commit_keyed_checkpoint, StorageFixture};
+/// use state_api::SnapshotFormat;
+///
+/// let fixture = StorageFixture::memory();
+/// let target = checkpoint_target("job", 1, SnapshotFormat::Canonical, false, "op-0");
+/// assert_eq!(target.exclusive_dir, "chk-1");
+/// commit_keyed_checkpoint(&fixture.storage, "job", 1, 128, "op", vec![]).unwrap();
+/// let latest = fixture.storage.latest_completed(Some("job")).unwrap().unwrap();
+/// assert_eq!(latest.manifest.checkpoint_id, 1);
+/// ```
+///
+/// # Errors
+/// The storage's error when the manifest cannot be written.
+pub fn commit_keyed_checkpoint(
+    storage: &CheckpointStorage,
+    job: &str,
+    id: u64,
+    max_parallelism: u32,
+    operator_id: &str,
+    handles: Vec<KeyedStateHandle>,
+) -> Result<()> {
+    let mut manifest = SnapshotManifest::new(job, id, SnapshotKind::Checkpoint, max_parallelism);
+    manifest.operators.push(OperatorSnapshot {
+        operator_id: operator_id.into(),
+        parallelism: handles.len() as u32,
+        keyed_state: handles,
+        operator_state: vec![],
+    });
+    storage.commit(&manifest)?;
+    Ok(())
 }
 
 /// Expands to one `#[test]` per conformance case, each run against
