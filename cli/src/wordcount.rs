@@ -62,7 +62,7 @@ pub struct WordCountArgs {
     /// RocksDB: changelog checkpoints (Flink's
     /// `state.backend.changelog.enabled`): incremental checkpoints upload
     /// the writes made since the one before, with a RocksDB checkpoint
-    /// every 10 checkpoints.
+    /// after every 10 of them.
     #[arg(long)]
     changelog: bool,
     /// Keep checkpoints when the job is cancelled (the default).

@@ -69,9 +69,10 @@ pub struct RocksDbConfig {
     /// Changelog checkpoints (Flink's `state.backend.changelog.enabled`):
     /// an incremental checkpoint uploads the writes made since the one
     /// before instead of the SSTs new since then, and a RocksDB checkpoint
-    /// is made every [`changelog::MAX_SEGMENTS`] checkpoints, or sooner
+    /// is made after every [`changelog::MAX_SEGMENTS`] of them, or sooner
     /// once the writes add up to its size. Off by default, as in Flink: a
-    /// restore replays up to that many writes.
+    /// restore replays those writes (docs/BENCHMARKS.md: 1,077 ms against
+    /// 71 ms for ~700,000 keys).
     pub changelog: bool,
 }
 
