@@ -28,8 +28,9 @@
 //! failed, or was never run, leaves nothing out. Uploads may finish in any
 //! order: a chain is published only over an older one.
 //!
-//! Restore downloads the base's RocksDB files, lays its pending cells over
-//! them, then applies each segment in order. A new base is made, as the
+//! Restore downloads the base's RocksDB files and lays its pending cells
+//! and segments over them, folded first to each key's last write
+//! ([`crate::replay`]). A new base is made, as the
 //! heap backend starts a new chain, once the chain has [`MAX_SEGMENTS`]
 //! segments or its segments add up to the base's size, which bounds what a
 //! restore replays; also when the base's upload has not finished by the
@@ -147,9 +148,8 @@ impl Changelog {
     /// Ends the current piece with `last_writes` (the cache's unlogged
     /// entries) and returns the pieces a segment on `chain` must hold, with
     /// the new piece's number.
-    pub(crate) fn cut_piece(&mut self, chain: &PublishedChain, last_writes: WriteLog) -> (Vec<Arc<Vec<u8>>>, u64) {
+    pub(crate) fn cut_piece(&mut self, chain: &PublishedChain, mut last_writes: WriteLog) -> (Vec<Arc<Vec<u8>>>, u64) {
         let mut piece = self.log.take();
-        let mut last_writes = last_writes;
         piece.extend_from_slice(&last_writes.take());
         let number = self.next_piece;
         self.next_piece += 1;

@@ -29,6 +29,7 @@ pub mod changelog;
 mod keys;
 mod local_checkpoint;
 mod pending_cells;
+mod replay;
 mod snapshot;
 mod write_back;
 
@@ -285,10 +286,7 @@ fn apply_cell_writes(
     for meta in &handle.states {
         backend.register_state(meta)?;
     }
-    for (file, bytes) in files {
-        backend.apply_cell_writes(&bytes, &file, range)?;
-    }
-    Ok(())
+    backend.apply_cell_writes(&files, range)
 }
 
 impl StateBackend for RocksDbStateBackend {

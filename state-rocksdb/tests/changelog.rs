@@ -40,6 +40,13 @@ fn backend(write_back_entries: usize) -> RocksDbStateBackend {
 /// removed, so removals and range removals are in the log too. (Not more
 /// clears: RocksDB reads slow down with every range tombstone in a
 /// memtable.)
+/// A keyed backend of `rocks` owning every key group.
+fn whole_range(rocks: &RocksDbStateBackend) -> Box<dyn KeyedStateBackend> {
+    rocks
+        .create_keyed_backend(options(KeyGroupRange::all(MAX_PARALLELISM)))
+        .unwrap()
+}
+
 fn write_round(b: &mut dyn KeyedStateBackend, from: u64, to: u64, round: u64) {
     let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
     let l = b.list_state(&ListStateDescriptor::<u64>::new("l")).unwrap();
@@ -97,9 +104,7 @@ fn segments_hold_the_writes_since_the_checkpoint_before_and_restore_exactly() {
         let fixture = StorageFixture::local_dir();
         let storage = &fixture.storage;
         let rocks = backend(write_back_entries);
-        let mut keyed = rocks
-            .create_keyed_backend(options(KeyGroupRange::all(MAX_PARALLELISM)))
-            .unwrap();
+        let mut keyed = whole_range(&rocks);
         write_round(keyed.as_mut(), 0, 3_000, 0);
         let base = checkpoint(keyed.as_mut(), storage, 1);
         assert!(segments(&base).is_empty(), "the first checkpoint is a base");
@@ -166,9 +171,7 @@ fn a_segment_holds_the_writes_of_checkpoints_whose_uploads_never_finished() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
     let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
-    let mut keyed = rocks
-        .create_keyed_backend(options(KeyGroupRange::all(MAX_PARALLELISM)))
-        .unwrap();
+    let mut keyed = whole_range(&rocks);
     write_round(keyed.as_mut(), 0, 2_000, 0);
     checkpoint(keyed.as_mut(), storage, 1);
 
@@ -212,9 +215,7 @@ fn a_checkpoint_before_its_base_is_uploaded_is_a_base_too() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
     let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
-    let mut keyed = rocks
-        .create_keyed_backend(options(KeyGroupRange::all(MAX_PARALLELISM)))
-        .unwrap();
+    let mut keyed = whole_range(&rocks);
     write_round(keyed.as_mut(), 0, 1_000, 0);
     let t1 = target(1);
     let first = keyed.snapshot(&t1).unwrap();
@@ -235,9 +236,7 @@ fn a_state_registered_after_the_base_is_restored_from_its_segment() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
     let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
-    let mut keyed = rocks
-        .create_keyed_backend(options(KeyGroupRange::all(MAX_PARALLELISM)))
-        .unwrap();
+    let mut keyed = whole_range(&rocks);
     write_round(keyed.as_mut(), 0, 1_000, 0);
     checkpoint(keyed.as_mut(), storage, 1);
     let late = keyed
@@ -260,9 +259,7 @@ fn savepoints_and_full_checkpoints_leave_the_changelog_alone() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
     let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
-    let mut keyed = rocks
-        .create_keyed_backend(options(KeyGroupRange::all(MAX_PARALLELISM)))
-        .unwrap();
+    let mut keyed = whole_range(&rocks);
     write_round(keyed.as_mut(), 0, 1_000, 0);
     checkpoint(keyed.as_mut(), storage, 1);
     write_round(keyed.as_mut(), 0, 100, 1);
