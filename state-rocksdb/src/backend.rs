@@ -19,7 +19,6 @@ use crate::changelog::{ChainSlot, Changelog, SegmentSnapshot};
 use crate::keys;
 use crate::local_checkpoint::{self, CheckpointThread};
 use crate::pending_cells::{self, PendingCellsWriter, WriteLog, WriteOp};
-use crate::replay::{NetWrite, NetWrites};
 use crate::snapshot::{CanonicalFromRocksDb, DirGuard, NativeSnapshot};
 use crate::write_back::{Buffered, WriteBack};
 use crate::Resources;
@@ -135,10 +134,6 @@ const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
 /// How much WAL RocksDB writes before it asks the kernel to start writing
 /// it out (`sync_file_range`, no wait).
 const WAL_BYTES_PER_SYNC: u64 = 256 << 10;
-
-/// How large a write batch a restore's cell writes grow before it is
-/// written: RocksDB copies a batch into its memtable whole.
-const RESTORE_BATCH_BYTES: usize = 16 << 20;
 
 /// List appends concatenate frames; no read-modify-write.
 fn append_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
@@ -532,117 +527,79 @@ impl RocksDbKeyedStateBackend {
         Some(writer.finish())
     }
 
-    /// Lays a native snapshot's files of cell writes (`files`: stored path
-    /// and bytes, its pending cells and then its changelog segments, in the
-    /// order they apply) over this backend: the writes to key groups in
-    /// `range`, folded first to each key's net write ([`crate::replay`]).
-    /// When the net cell puts and removals fit under the write-back
-    /// cache's dirty limit they go into the cache as dirty entries (a
-    /// checkpoint's pending cells, which then cost no memtable insert);
-    /// everything else goes into RocksDB in key order.
+    /// Lays a native snapshot's cell writes (`bytes`, read from `file`: its
+    /// pending cells, or a changelog segment) over this backend, in order:
+    /// those of key groups in `range`. Cell puts and removals go through
+    /// the write-back cache as dirty entries; the rest, and everything when
+    /// the cache is off, straight into RocksDB, each before any later
+    /// write the cache makes.
     ///
     /// # Errors
-    /// Corrupt when a file does not decode, names a state this backend
+    /// Corrupt when the file does not decode, names a state this backend
     /// lacks, or writes a state in a way its kind never is; RocksDB write
     /// errors.
-    pub(crate) fn apply_cell_writes(&mut self, files: &[(String, Vec<u8>)], range: KeyGroupRange) -> Result<()> {
+    pub(crate) fn apply_cell_writes(&mut self, bytes: &[u8], file: &str, range: KeyGroupRange) -> Result<()> {
         self.wait_for_checkpoint_thread()?;
         // Restore writes are in the snapshot already: no changelog may
         // build on this backend until its first base.
         self.changelog = None;
-        // Everything below writes RocksDB or the cache directly: nothing
-        // cached may be older than it.
-        self.write_and_empty_cache()?;
-        // About one key per two writes of ~12 bytes (the word count's).
-        let bytes: usize = files.iter().map(|(_, bytes)| bytes.len()).sum();
-        let mut net = NetWrites::with_capacity(bytes / 24);
-        for (file, bytes) in files {
-            let corrupt = |message: String| Error::corrupt(message).with_context("file", file.clone());
-            // Cells of one state come in runs: look its id up once a run.
-            let mut last: Option<(&str, StateId, bool)> = None;
-            for cell in pending_cells::decode(bytes, file)? {
-                let (id, is_map) = match last {
-                    Some((name, id, is_map)) if name == cell.state => (id, is_map),
-                    _ => {
-                        let id = *self.ids.get(cell.state).ok_or_else(|| {
-                            corrupt(format!("a pending cell of state {} the checkpoint lacks", cell.state))
-                        })?;
-                        let is_map = self.states[id].meta.kind.is_map();
-                        last = Some((cell.state, id, is_map));
-                        (id, is_map)
-                    }
-                };
-                match (cell.op, is_map) {
-                    (WriteOp::Append(_), true) => {
-                        return Err(corrupt(format!("an append to map state {}", cell.state)));
-                    }
-                    (WriteOp::RemoveRange(_), false) => {
-                        return Err(corrupt(format!("a range removal in cell state {}", cell.state)));
-                    }
-                    _ => {}
-                }
-                let key_group = u32::from(u16::from_be_bytes([cell.key[0], cell.key[1]]));
-                if range.contains(key_group) {
-                    net.add(id, cell.key, cell.op);
-                }
-            }
-        }
-        let folded = net.finish();
-        tracing::debug!(
-            files = files.len(),
-            keys = folded.cells.len(),
-            range_removals = folded.ranges.len(),
-            "replaying the net cell writes of a native snapshot"
-        );
-        let into_cache = self.write_back.can_hold_dirty(folded.cells.len());
-        // Borrowed field by field: the cache is written while RocksDB's
-        // column families are held.
-        let db = self.db.as_deref().ok_or_else(backend_closed)?;
-        let states = &self.states;
-        let cf_of = |id: StateId| {
-            let name = &states[id].cf;
-            db.cf_handle(name)
-                .ok_or_else(|| Error::corrupt(format!("column family {name} is missing")))
-        };
-        let write = |batch: &mut WriteBatch| {
-            db.write_opt(std::mem::take(batch), &self.write_options)
-                .map_err(|e| rocks_error("write", e))
-        };
+        let corrupt = |message: String| Error::corrupt(message).with_context("file", file.to_owned());
+        let cells = pending_cells::decode(bytes, file)?;
         let mut batch = WriteBatch::default();
-        for &(id, start, end) in &folded.ranges {
-            batch.delete_range_cf(cf_of(id)?, start, end);
-        }
-        let mut family_of_last = None;
-        for &(id, key, ref net_write) in &folded.cells {
-            let cached = into_cache && !states[id].meta.kind.is_map();
-            match net_write {
-                NetWrite::Put(value) if cached => self.write_back.put(id, key, Some(value)),
-                NetWrite::Remove if cached => self.write_back.put(id, key, None),
-                net_write => {
-                    // Cells come in state order: one lookup per state.
-                    let family = match family_of_last {
-                        Some((last_id, family)) if last_id == id => family,
-                        _ => {
-                            let family = cf_of(id)?;
-                            family_of_last = Some((id, family));
-                            family
-                        }
+        for cell in cells {
+            let key_group = u32::from(u16::from_be_bytes([cell.key[0], cell.key[1]]));
+            if !range.contains(key_group) {
+                continue;
+            }
+            let id = *self
+                .ids
+                .get(cell.state)
+                .ok_or_else(|| corrupt(format!("a pending cell of state {} the checkpoint lacks", cell.state)))?;
+            let is_map = self.states[id].meta.kind.is_map();
+            match (cell.op, is_map) {
+                (WriteOp::Append(_), true) => {
+                    return Err(corrupt(format!("an append to map state {}", cell.state)));
+                }
+                (WriteOp::RemoveRange(_), false) => {
+                    return Err(corrupt(format!("a range removal in cell state {}", cell.state)));
+                }
+                _ => {}
+            }
+            let cached = self.write_back.enabled() && !is_map;
+            match cell.op {
+                WriteOp::Put(_) | WriteOp::Remove if cached => {
+                    // Earlier writes first: the cache may write this one now.
+                    self.write_batch(&mut batch)?;
+                    let value = match cell.op {
+                        WriteOp::Put(value) => Some(value),
+                        _ => None,
                     };
-                    match net_write {
-                        NetWrite::Put(value) => batch.put_cf(family, key, value),
-                        NetWrite::Remove => batch.delete_cf(family, key),
-                        NetWrite::Append(bytes) => batch.merge_cf(family, key, bytes),
-                    }
-                    if batch.size_in_bytes() >= RESTORE_BATCH_BYTES {
-                        write(&mut batch)?;
+                    self.write_back.put(id, cell.key, value);
+                    self.enforce_write_back_limits()?;
+                }
+                WriteOp::Append(bytes) if cached && self.write_back.append(id, cell.key, bytes) => {}
+                op => {
+                    let cf = self.cf(&self.states[id].cf)?;
+                    match op {
+                        WriteOp::Put(value) => batch.put_cf(cf, cell.key, value),
+                        WriteOp::Remove => batch.delete_cf(cf, cell.key),
+                        WriteOp::Append(bytes) => batch.merge_cf(cf, cell.key, bytes),
+                        WriteOp::RemoveRange(end) => batch.delete_range_cf(cf, cell.key, end),
                     }
                 }
             }
         }
-        if !batch.is_empty() {
-            write(&mut batch)?;
+        self.write_batch(&mut batch)
+    }
+
+    /// Writes `batch` to RocksDB, if it holds anything, and empties it.
+    fn write_batch(&self, batch: &mut WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.db()?
+            .write_opt(std::mem::take(batch), &self.write_options)
+            .map_err(|e| rocks_error("write", e))
     }
 
     fn require_key(&self) -> Result<()> {

@@ -28,9 +28,8 @@
 //! failed, or was never run, leaves nothing out. Uploads may finish in any
 //! order: a chain is published only over an older one.
 //!
-//! Restore downloads the base's RocksDB files and lays its pending cells
-//! and segments over them, folded first to each key's last write
-//! ([`crate::replay`]). A new base is made, as the
+//! Restore downloads the base's RocksDB files, lays its pending cells over
+//! them, then applies each segment in order. A new base is made, as the
 //! heap backend starts a new chain, once the chain has [`MAX_SEGMENTS`]
 //! segments or its segments add up to the base's size, which bounds what a
 //! restore replays; also when the base's upload has not finished by the

@@ -29,7 +29,6 @@ pub mod changelog;
 mod keys;
 mod local_checkpoint;
 mod pending_cells;
-mod replay;
 mod snapshot;
 mod write_back;
 
@@ -286,7 +285,10 @@ fn apply_cell_writes(
     for meta in &handle.states {
         backend.register_state(meta)?;
     }
-    backend.apply_cell_writes(&files, range)
+    for (file, bytes) in files {
+        backend.apply_cell_writes(&bytes, &file, range)?;
+    }
+    Ok(())
 }
 
 impl StateBackend for RocksDbStateBackend {

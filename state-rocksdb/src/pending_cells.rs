@@ -8,9 +8,8 @@
 //! RocksDB later, at the dirty limit, as between checkpoints. A native
 //! snapshot's state is then its RocksDB checkpoint with the pending cells
 //! laid over it: restore puts them back into the write-back cache (or into
-//! RocksDB when the cache is off or they, with any changelog segments'
-//! writes, do not fit under its dirty limit, [`crate::replay`]), rescaling
-//! copies those of the key groups it takes. Canonical snapshots (savepoints) still write the
+//! RocksDB when the cache is off or smaller), rescaling copies those of the
+//! key groups it takes. Canonical snapshots (savepoints) still write the
 //! cells into RocksDB first: their files hold everything in one format.
 //!
 //! A changelog segment holds every kind of write, in the order made: cell

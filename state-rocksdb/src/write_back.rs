@@ -113,14 +113,6 @@ impl WriteBack {
         self.entries >= self.capacity + self.dirty_limit || self.dirty >= 2 * self.dirty_limit
     }
 
-    /// Whether `count` more keys fit in the cache, dirty, without reaching
-    /// its capacity or its dirty limit.
-    pub(crate) fn can_hold_dirty(&self, count: usize) -> bool {
-        self.enabled()
-            && self.dirty.saturating_add(count) < self.dirty_limit
-            && self.entries.saturating_add(count) < self.capacity
-    }
-
     /// Whether some entry is newer than RocksDB.
     pub(crate) fn has_dirty(&self) -> bool {
         self.dirty > 0
