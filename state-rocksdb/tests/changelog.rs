@@ -35,11 +35,6 @@ fn backend(write_back_entries: usize) -> RocksDbStateBackend {
     })
 }
 
-/// Writes every kind of state for keys `from..to`: a value, a list append,
-/// a map put; every tenth key's map is cleared and every fifth key's value
-/// removed, so removals and range removals are in the log too. (Not more
-/// clears: RocksDB reads slow down with every range tombstone in a
-/// memtable.)
 /// A keyed backend of `rocks` owning every key group.
 fn whole_range(rocks: &RocksDbStateBackend) -> Box<dyn KeyedStateBackend> {
     rocks
@@ -47,6 +42,11 @@ fn whole_range(rocks: &RocksDbStateBackend) -> Box<dyn KeyedStateBackend> {
         .unwrap()
 }
 
+/// Writes every kind of state for keys `from..to`: a value, a list append,
+/// a map put; every tenth key's map is cleared and every fifth key's value
+/// removed, so removals and range removals are in the log too. (Not more
+/// clears: RocksDB reads slow down with every range tombstone in a
+/// memtable.)
 fn write_round(b: &mut dyn KeyedStateBackend, from: u64, to: u64, round: u64) {
     let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
     let l = b.list_state(&ListStateDescriptor::<u64>::new("l")).unwrap();
