@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, IngestExternalFileOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
 use state_api::backend::{key_group_outside_range, key_outside_range, unknown_state, wrong_state_kind};
 use state_api::key_group::assign_to_key_group;
 use state_api::ttl::Clock;
@@ -17,7 +19,7 @@ use state_api::{
 
 use crate::changelog::{ChainSlot, Changelog, SegmentSnapshot};
 use crate::keys;
-use crate::local_checkpoint::{self, CheckpointThread};
+use crate::local_checkpoint::{self, CheckpointThread, Memtables};
 use crate::pending_cells::{self, PendingCellsWriter, WriteLog, WriteOp};
 use crate::snapshot::{CanonicalFromRocksDb, DirGuard, NativeSnapshot};
 use crate::write_back::{Buffered, WriteBack};
@@ -609,45 +611,77 @@ impl RocksDbKeyedStateBackend {
         Ok(())
     }
 
-    /// Copies the key groups of `range` from the DB at `source_db` (opened
-    /// read-only) into this backend: the rescaling path.
-    pub(crate) fn copy_key_groups_from(&mut self, source_db: &Path, range: KeyGroupRange) -> Result<()> {
+    /// Ingests a changelog's segment SSTs ([`crate::changelog`]) over this
+    /// backend: `(state, path)` of each, every file of a segment before any
+    /// of the next. Each file takes a sequence number above every write
+    /// before it, so the files apply in the order given. The cache is
+    /// written out first: what it holds is older than every segment. The
+    /// files are moved into the database.
+    ///
+    /// # Errors
+    /// RocksDB errors (a corrupt or foreign file among them), naming the
+    /// file.
+    pub(crate) fn ingest_segment_tables(&mut self, tables: &[(StateId, PathBuf)]) -> Result<()> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        self.wait_for_checkpoint_thread()?;
+        // The segments are in the snapshot already: no changelog may build
+        // on this backend until its first base.
+        self.changelog = None;
+        self.write_and_empty_cache()?;
+        let mut options = IngestExternalFileOptions::default();
+        options.set_move_files(true);
+        // One ingestion per column family, its files oldest first: RocksDB
+        // gives overlapping files of one ingestion increasing sequence
+        // numbers in the order given.
+        let mut by_state: Vec<(StateId, Vec<&Path>)> = Vec::new();
+        for (id, path) in tables {
+            match by_state.iter_mut().find(|(state, _)| state == id) {
+                Some((_, paths)) => paths.push(path),
+                None => by_state.push((*id, vec![path])),
+            }
+        }
+        for (id, paths) in by_state {
+            let cf = self.cf(&self.state(id)?.cf)?;
+            self.db()?
+                .ingest_external_file_cf_opts(cf, &options, paths.clone())
+                .map_err(|e| {
+                    let files = paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    rocks_error("ingest changelog segments", e).with_context("file", files)
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Copies the key groups of `range` out of `source`, an old instance
+    /// restored as it was: the rescaling path.
+    pub(crate) fn copy_key_groups_from(&mut self, source: &mut Self, range: KeyGroupRange) -> Result<()> {
         // The copy writes RocksDB directly: nothing cached may outlive it,
         // and no changelog may build on the state before it.
         self.wait_for_checkpoint_thread()?;
         self.changelog = None;
         self.write_and_empty_cache()?;
-        let names = DB::list_cf(&Options::default(), source_db).map_err(|e| rocks_error("list column families", e))?;
-        let descriptors = names
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, cf_options(&self.resources)))
-            .collect::<Vec<_>>();
-        let source = DB::open_cf_descriptors_read_only(&db_options(&self.resources), source_db, descriptors, false)
-            .map_err(|e| rocks_error("open for restore", e).with_context("file", source_db.display().to_string()))?;
-        let meta_cf = source
-            .cf_handle(META_CF)
-            .ok_or_else(|| Error::corrupt("meta column family missing"))?;
-        let metas: Vec<StateMeta> = source
-            .iterator_cf(meta_cf, IteratorMode::Start)
-            .map(|item| {
-                let (_, v) = item.map_err(|e| rocks_error("read", e))?;
-                serde_json::from_slice(&v).map_err(|e| Error::corrupt("state meta does not decode").with_source(e))
-            })
-            .collect::<Result<_>>()?;
+        source.write_and_empty_cache()?;
         let (Some(end), false) = (range.end(), range.is_empty()) else {
             return Ok(());
         };
-        for meta in metas {
-            let id = self.register_state(&meta)?;
-            let from_cf = source
-                .cf_handle(&state_cf(&meta.name))
-                .ok_or_else(|| Error::corrupt(format!("column family of state {} is missing", meta.name)))?;
+        let source_db = source.db()?;
+        for state in &source.states {
+            let id = self.register_state(&state.meta)?;
+            let from_cf = source.cf(&state.cf)?;
             let mut read = ReadOptions::default();
             read.set_iterate_upper_bound(keys::key_group_start(end + 1));
             let lower = keys::key_group_start(range.start());
             let mut batch = WriteBatch::default();
             let to_cf = self.cf(&self.states[id].cf)?;
-            for item in source.iterator_cf_opt(from_cf, read, IteratorMode::From(&lower, rocksdb::Direction::Forward)) {
+            for item in
+                source_db.iterator_cf_opt(from_cf, read, IteratorMode::From(&lower, rocksdb::Direction::Forward))
+            {
                 let (k, v) = item.map_err(|e| rocks_error("read", e))?;
                 batch.put_cf(to_cf, k, v);
                 if batch.len() >= 10_000 {
@@ -672,6 +706,7 @@ impl RocksDbKeyedStateBackend {
         let mut last_writes = WriteLog::default();
         self.write_back.add_unlogged_to(&mut last_writes);
         let (pieces, piece) = changelog.cut_piece(&chain, last_writes);
+        let dir = self.snapshot_dir("changelog");
         Some(Box::new(SegmentSnapshot {
             chain,
             pieces,
@@ -680,6 +715,8 @@ impl RocksDbKeyedStateBackend {
             instance: self.instance.clone(),
             range: self.options.key_group_range,
             states: self.registered_states(),
+            dir,
+            resources: Arc::clone(&self.resources),
         }))
     }
 
@@ -969,7 +1006,13 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
                     (self.snapshot_seq, Arc::clone(&self.chain))
                 });
                 let db = Arc::clone(self.db.as_ref().ok_or_else(backend_closed)?);
-                let (thread, checkpoint) = CheckpointThread::start(db, self.family_names(), self.dir.clone(), dir)?;
+                let memtables = if changelog_on {
+                    Memtables::Flushed
+                } else {
+                    Memtables::InWal
+                };
+                let (thread, checkpoint) =
+                    CheckpointThread::start(db, self.family_names(), self.dir.clone(), dir, memtables)?;
                 self.checkpoint_thread = Some(thread);
                 tracing::debug!(
                     write_back_us = write_back_done.as_micros() as u64,
@@ -985,13 +1028,14 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
                     instance: self.instance.clone(),
                     pending_cells,
                     changelog_base,
+                    resources: Arc::clone(&self.resources),
                 })
             }
             SnapshotFormat::Canonical => {
                 self.write_dirty_cells()?;
                 let dir = DirGuard(self.snapshot_dir("canonical"));
                 let families = self.families()?;
-                let dir = local_checkpoint::make_checkpoint(self.db()?, &families, &self.dir, dir)?;
+                let dir = local_checkpoint::make_checkpoint(self.db()?, &families, &self.dir, dir, Memtables::InWal)?;
                 Box::new(CanonicalFromRocksDb {
                     dir,
                     range: self.options.key_group_range,

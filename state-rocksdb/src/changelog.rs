@@ -13,10 +13,11 @@
 //! * a **base**: the native checkpoint as without a changelog (SSTs, the
 //!   WAL copy, the pending cells), but with every file in `shared/`, since
 //!   later checkpoints reference all of it. It starts a new *generation*;
-//! * a **segment**: one file of the writes made since the newest checkpoint
-//!   whose upload has finished (the *published chain*), in the order made,
-//!   in the cell-writes format ([`crate::pending_cells`]). Its handle lists
-//!   the base's files, the chain's segments and its own.
+//! * a **segment**: the writes made since the newest checkpoint whose
+//!   upload has finished (the *published chain*), folded to each key's
+//!   last write ([`crate::fold`]) and written as one SST file per state
+//!   written. Its handle lists the base's files, the chain's segments and
+//!   its own.
 //!
 //! The backend gathers the writes in a [`WriteLog`]: what the write-back
 //! cache writes to RocksDB, and every write that goes around the cache (map
@@ -29,22 +30,33 @@
 //! order: a chain is published only over an older one.
 //!
 //! Restore downloads the base's RocksDB files, lays its pending cells over
-//! them, then applies each segment in order. A new base is made, as the
+//! them, then ingests each segment's SSTs in order (`IngestExternalFile`:
+//! each ingestion gets a sequence number above all before it, so a later
+//! segment wins). Replaying the writes one by one instead cost 0.8–1.2 s
+//! for the word count's ~700k keys; the files are built where the time is
+//! free, in the checkpoint's asynchronous phase. Segments of an earlier
+//! version, one file of cell writes ([`crate::pending_cells`]), are still
+//! replayed. A new base is made, as the
 //! heap backend starts a new chain, once the chain has [`MAX_SEGMENTS`]
 //! segments or its segments add up to the base's size, which bounds what a
 //! restore replays; also when the base's upload has not finished by the
 //! next checkpoint, or the gathered writes pass [`MAX_LOG_BYTES`]
 //! (checkpoints stopped coming).
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use rocksdb::SstFileWriter;
 use state_api::{
-    AsyncSnapshot, CheckpointStorage, FileRef, KeyGroupRange, KeyedStateHandle, Result, SnapshotFormat, SnapshotTarget,
-    StateMeta,
+    AsyncSnapshot, CheckpointStorage, Error, FileRef, KeyGroupRange, KeyedStateHandle, Result, SnapshotFormat,
+    SnapshotTarget, StateMeta,
 };
 
-use crate::pending_cells::{PendingCellsWriter, WriteLog};
-use crate::snapshot::NAME_SEPARATOR;
+use crate::backend::{cf_options, create_dir, rocks_error};
+use crate::fold::{NetWrite, NetWrites};
+use crate::pending_cells::{for_each_logged, WriteLog};
+use crate::snapshot::{DirGuard, NAME_SEPARATOR};
+use crate::Resources;
 
 /// Segments after which the next checkpoint is a new base (the heap
 /// backend's `MAX_DELTAS`).
@@ -55,9 +67,35 @@ pub const MAX_SEGMENTS: usize = 10;
 /// coming would otherwise fill.
 pub(crate) const MAX_LOG_BYTES: usize = 64 << 20;
 
-/// The local-name prefix of a segment's file; the piece number follows,
+/// The local-name prefix of a segment's files; the piece number follows,
 /// zero-padded, so names sort in the order the segments apply.
 pub(crate) const SEGMENT_FILE_PREFIX: &str = "streamstate-changelog-";
+
+/// The local-name suffix of a segment's SST files; segments of an earlier
+/// version, files of cell writes, lack it.
+pub(crate) const SEGMENT_TABLE_SUFFIX: &str = ".sst";
+
+/// The encoded bytes of an average write in the word count's segments
+/// (a state index, a key of about 8 bytes, a tag and a count): sizes the
+/// fold's table up front.
+pub(crate) const TYPICAL_WRITE_BYTES: usize = 14;
+
+/// The local name of the SST of piece `piece` holding the writes of the
+/// state at `state_index` (of the handle's states).
+fn segment_table_name(piece: u64, state_index: usize) -> String {
+    format!("{SEGMENT_FILE_PREFIX}{piece:012}-s{state_index}{SEGMENT_TABLE_SUFFIX}")
+}
+
+/// The state index an SST of a segment is for ([`segment_table_name`]),
+/// or `None` for a name that is not one.
+pub(crate) fn segment_table_state(local_name: &str) -> Option<usize> {
+    let rest = local_name
+        .strip_prefix(SEGMENT_FILE_PREFIX)?
+        .strip_suffix(SEGMENT_TABLE_SUFFIX)?;
+    let (piece, state) = rest.split_once("-s")?;
+    piece.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+    state.parse().ok()
+}
 
 /// The newest changelog checkpoint whose upload finished: what the next
 /// segment builds on.
@@ -67,8 +105,9 @@ pub(crate) struct PublishedChain {
     pub(crate) generation: u64,
     /// The base's files.
     pub(crate) base_files: Vec<FileRef>,
-    /// The segments since the base, in order.
-    pub(crate) segments: Vec<FileRef>,
+    /// The segments since the base, in order: each one's files (none when
+    /// it held no writes).
+    pub(crate) segments: Vec<Vec<FileRef>>,
     /// The newest piece the segments hold (0: none).
     pub(crate) through_piece: u64,
 }
@@ -79,7 +118,7 @@ impl PublishedChain {
     }
 
     fn segment_bytes(&self) -> u64 {
-        self.segments.iter().map(|f| f.size).sum()
+        self.segments.iter().flatten().map(|f| f.size).sum()
     }
 }
 
@@ -158,8 +197,9 @@ impl Changelog {
     }
 }
 
-/// The asynchronous phase of a segment checkpoint: uploads the pieces as one
-/// file to `shared/` and publishes the longer chain.
+/// The asynchronous phase of a segment checkpoint: folds the pieces, writes
+/// one SST per state written, uploads them to `shared/` and publishes the
+/// longer chain.
 pub(crate) struct SegmentSnapshot {
     pub(crate) chain: PublishedChain,
     pub(crate) pieces: Vec<Arc<Vec<u8>>>,
@@ -168,30 +208,139 @@ pub(crate) struct SegmentSnapshot {
     pub(crate) instance: String,
     pub(crate) range: KeyGroupRange,
     pub(crate) states: Vec<StateMeta>,
+    /// Where the SSTs are written before their upload: next to the
+    /// backend's working directory, removed once uploaded.
+    pub(crate) dir: PathBuf,
+    pub(crate) resources: Arc<Resources>,
+}
+
+/// Writes the SSTs of piece `piece` into `dir`, one per state written (of
+/// `state_count`, by index): the net effect of the writes `add_writes`
+/// folds in. Returns the state index and path of each, in state order.
+///
+/// # Errors
+/// What `add_writes` returns; RocksDB's, naming the file.
+pub(crate) fn write_segment_tables<'a>(
+    dir: &Path,
+    piece: u64,
+    state_count: usize,
+    resources: &Resources,
+    expected_writes: usize,
+    add_writes: impl FnOnce(&mut NetWrites<'a>) -> Result<()>,
+) -> Result<Vec<(usize, PathBuf)>> {
+    let mut net = NetWrites::with_capacity(expected_writes);
+    add_writes(&mut net)?;
+    let folded = net.finish();
+    let options = cf_options(resources);
+    let mut cells = folded.cells.into_iter().peekable();
+    let mut tables = Vec::new();
+    for state in 0..state_count {
+        let mut ranges = folded.ranges.iter().filter(|(s, _, _)| *s == state).peekable();
+        if ranges.peek().is_none() && cells.peek().is_none_or(|(s, _, _)| *s != state) {
+            continue;
+        }
+        let path = dir.join(segment_table_name(piece, state));
+        let failed = |e| rocks_error("write a changelog segment", e).with_context("file", path.display().to_string());
+        let mut writer = SstFileWriter::create(&options);
+        writer.open(&path).map_err(failed)?;
+        for (_, start, end) in ranges {
+            writer.delete_range(start, end).map_err(failed)?;
+        }
+        while let Some((_, key, write)) = cells.next_if(|(s, _, _)| *s == state) {
+            match write {
+                NetWrite::Put(value) => writer.put(key, value),
+                NetWrite::Remove => writer.delete(key),
+                NetWrite::Append(bytes) => writer.merge(key, bytes),
+            }
+            .map_err(failed)?;
+        }
+        writer.finish().map_err(failed)?;
+        tables.push((state, path));
+    }
+    Ok(tables)
+}
+
+/// Uploads a piece's SSTs ([`write_segment_tables`]) to `shared/`, under
+/// names of the generation's base alone.
+pub(crate) fn upload_segment_tables(
+    storage: &CheckpointStorage,
+    target: &SnapshotTarget,
+    instance: &str,
+    generation: u64,
+    piece: u64,
+    tables: &[(usize, PathBuf)],
+) -> Result<Vec<FileRef>> {
+    tables
+        .iter()
+        .map(|(state, path)| {
+            let name = format!(
+                "{instance}-g{generation}{NAME_SEPARATOR}{}",
+                segment_table_name(piece, *state)
+            );
+            storage.write_from_file(&target.shared_file(&name), path)
+        })
+        .collect()
 }
 
 impl SegmentSnapshot {
-    fn encode(&self) -> Vec<u8> {
-        let names: Vec<&str> = self.states.iter().map(|s| s.name.as_str()).collect();
-        let mut writer = PendingCellsWriter::new(&names, 0);
-        for piece in &self.pieces {
-            writer.extend_encoded(piece);
-        }
-        writer.finish()
+    /// Writes the segment's SSTs into `dir` ([`write_segment_tables`]).
+    fn write_tables(&self, dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+        let logged: usize = self.pieces.iter().map(|p| p.len()).sum();
+        let state_count = self.states.len();
+        write_segment_tables(
+            dir,
+            self.piece,
+            state_count,
+            &self.resources,
+            logged / TYPICAL_WRITE_BYTES,
+            |net| {
+                self.pieces
+                    .iter()
+                    .try_for_each(|piece| fold_logged(net, piece, state_count))
+            },
+        )
     }
+}
+
+/// Folds the writes a [`WriteLog`] encoded (`log`) into `net`.
+///
+/// # Errors
+/// Corrupt when a write names a state index of `state_count` or more, or
+/// `log` does not decode.
+pub(crate) fn fold_logged<'a>(net: &mut NetWrites<'a>, log: &'a [u8], state_count: usize) -> Result<()> {
+    for_each_logged(log, |index, key, op| {
+        let state = usize::try_from(index)
+            .ok()
+            .filter(|&i| i < state_count)
+            .ok_or_else(|| Error::corrupt(format!("a changelog write of unknown state index {index}")))?;
+        net.add(state, key, op);
+        Ok(())
+    })
 }
 
 impl AsyncSnapshot for SegmentSnapshot {
     fn write(self: Box<Self>, storage: &CheckpointStorage, target: &SnapshotTarget) -> Result<KeyedStateHandle> {
-        let name = format!(
-            "{}-g{}{NAME_SEPARATOR}{SEGMENT_FILE_PREFIX}{:012}",
-            self.instance, self.chain.generation, self.piece
-        );
-        let file = storage.write(&target.shared_file(&name), self.encode())?;
-        let uploaded_bytes = file.size;
+        let dir = DirGuard(self.dir.clone());
+        create_dir(&dir.0)?;
+        let tables = self.write_tables(&dir.0)?;
+        let new_files = upload_segment_tables(
+            storage,
+            target,
+            &self.instance,
+            self.chain.generation,
+            self.piece,
+            &tables,
+        )?;
+        let uploaded_bytes = new_files.iter().map(|f| f.size).sum();
         let mut segments = self.chain.segments.clone();
-        segments.push(file);
-        let files: Vec<FileRef> = self.chain.base_files.iter().chain(&segments).cloned().collect();
+        segments.push(new_files);
+        let files: Vec<FileRef> = self
+            .chain
+            .base_files
+            .iter()
+            .chain(segments.iter().flatten())
+            .cloned()
+            .collect();
         publish(
             &self.slot,
             PublishedChain {
@@ -210,5 +359,30 @@ impl AsyncSnapshot for SegmentSnapshot {
             uploaded_bytes,
             files,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_sort_by_piece_and_name_their_state() {
+        let names = [
+            segment_table_name(9, 2),
+            segment_table_name(10, 0),
+            segment_table_name(10, 11),
+        ];
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted[..2], names[..2], "piece 9 before piece 10");
+        assert_eq!(segment_table_state(&names[2]), Some(11));
+        assert_eq!(
+            segment_table_state(&format!("{SEGMENT_FILE_PREFIX}000000000007")),
+            None,
+            "earlier version"
+        );
+        assert_eq!(segment_table_state("000123.sst"), None, "RocksDB's own");
+        assert_eq!(segment_table_state(&format!("{SEGMENT_FILE_PREFIX}x-s1.sst")), None);
     }
 }

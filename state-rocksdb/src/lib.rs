@@ -26,6 +26,7 @@
 
 mod backend;
 pub mod changelog;
+mod fold;
 mod keys;
 mod local_checkpoint;
 mod pending_cells;
@@ -219,30 +220,64 @@ fn local_name(path: &str) -> Result<&str> {
     Ok(name)
 }
 
-/// Downloads (checksums verified) the RocksDB files of `handle` into `dir`,
-/// four at a time, and returns its files of cell writes (stored path and
-/// bytes), which are not RocksDB's and stay in memory: the pending cells,
-/// then the changelog segments in the order they apply.
-fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    backend::create_dir(dir)?;
+/// The files of a native handle that are not RocksDB's own, downloaded
+/// ([`download`]): what is laid over its database, in this order.
+struct Overlays {
+    /// Files of cell writes (stored path and bytes), kept in memory: the
+    /// pending cells, then changelog segments of an earlier version.
+    cell_files: Vec<(String, Vec<u8>)>,
+    /// Where the changelog segments' SSTs were downloaded to, removed once
+    /// they are ingested.
+    tables_dir: PathBuf,
+    /// The segments' SSTs in the order they apply: the index of their state
+    /// in the handle's states, and the local path.
+    segment_tables: Vec<(usize, PathBuf)>,
+}
+
+impl Overlays {
+    fn is_empty(&self) -> bool {
+        self.cell_files.is_empty() && self.segment_tables.is_empty()
+    }
+}
+
+/// Downloads (checksums verified) the files of `handle` for an instance in
+/// `dir`, four at a time: RocksDB's files into `dir/db`, the changelog
+/// segments' SSTs into `dir/changelog`, and the files of cell writes into
+/// memory.
+fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) -> Result<Overlays> {
+    let db_dir = dir.join("db");
+    let tables_dir = dir.join("changelog");
+    backend::create_dir(&db_dir)?;
     let mut pending = None;
-    let mut segments = Vec::new();
-    let mut chunks: Vec<Vec<&state_api::FileRef>> = vec![Vec::new(); 4];
+    let mut legacy_segments: Vec<(&str, &state_api::FileRef)> = Vec::new();
+    let mut segment_tables = Vec::new();
+    let mut chunks: Vec<Vec<(&state_api::FileRef, PathBuf)>> = vec![Vec::new(); 4];
     for (i, f) in handle.files.iter().enumerate() {
         let name = local_name(&f.path)?;
-        if name == pending_cells::PENDING_CELLS_FILE {
+        let local = if name == pending_cells::PENDING_CELLS_FILE {
             pending = Some(f);
+            continue;
+        } else if let Some(state) = changelog::segment_table_state(name) {
+            let local = tables_dir.join(name);
+            segment_tables.push((state, local.clone()));
+            local
         } else if name.starts_with(changelog::SEGMENT_FILE_PREFIX) {
-            segments.push((name, f));
+            legacy_segments.push((name, f));
+            continue;
         } else {
-            chunks[i % 4].push(f);
-        }
+            db_dir.join(name)
+        };
+        chunks[i % 4].push((f, local));
     }
-    // Segment names end in their zero-padded piece numbers.
-    segments.sort_by_key(|(name, _)| *name);
-    let pending = pending
+    if !segment_tables.is_empty() {
+        backend::create_dir(&tables_dir)?;
+    }
+    // Segment names begin with their zero-padded piece numbers.
+    legacy_segments.sort_by_key(|(name, _)| *name);
+    segment_tables.sort_by(|a, b| a.1.cmp(&b.1));
+    let cell_files = pending
         .into_iter()
-        .chain(segments.into_iter().map(|(_, f)| f))
+        .chain(legacy_segments.into_iter().map(|(_, f)| f))
         .map(|file| storage.read_verified(file).map(|bytes| (file.path.clone(), bytes)))
         .collect::<Result<Vec<_>>>()?;
     std::thread::scope(|scope| {
@@ -250,10 +285,10 @@ fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) 
             .into_iter()
             .map(|files| {
                 scope.spawn(move || -> Result<()> {
-                    for file in files {
+                    for (file, local) in files {
                         // A part at a time: a WAL copy reaches 64 MiB,
                         // compaction outputs 16 MiB.
-                        storage.read_verified_into(file, &dir.join(local_name(&file.path)?))?;
+                        storage.read_verified_into(file, &local)?;
                     }
                     Ok(())
                 })
@@ -266,29 +301,82 @@ fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) 
         }
         Ok::<(), Error>(())
     })?;
-    Ok(pending)
+    Ok(Overlays {
+        cell_files,
+        tables_dir,
+        segment_tables,
+    })
 }
 
-/// Lays a native handle's files of cell writes ([`download`]) over
-/// `backend`, those of key groups in `range`. The states a changelog
-/// segment writes may have been registered after its base was made, so
-/// every state of the handle is registered first.
-fn apply_cell_writes(
-    backend: &mut RocksDbKeyedStateBackend,
-    handle: &KeyedStateHandle,
-    files: Vec<(String, Vec<u8>)>,
-    range: state_api::KeyGroupRange,
-) -> Result<()> {
-    if files.is_empty() {
+/// Lays a native handle's [`Overlays`] over `backend`, opened on its
+/// RocksDB files. The states a changelog segment writes may have been
+/// registered after its base was made, so every state of the handle is
+/// registered first.
+fn lay_overlays(backend: &mut RocksDbKeyedStateBackend, handle: &KeyedStateHandle, overlays: Overlays) -> Result<()> {
+    if overlays.is_empty() {
         return Ok(());
     }
-    for meta in &handle.states {
-        backend.register_state(meta)?;
+    let ids = handle
+        .states
+        .iter()
+        .map(|meta| backend.register_state(meta))
+        .collect::<Result<Vec<_>>>()?;
+    for (file, bytes) in overlays.cell_files {
+        backend.apply_cell_writes(&bytes, &file, handle.key_group_range)?;
     }
-    for (file, bytes) in files {
-        backend.apply_cell_writes(&bytes, &file, range)?;
+    let tables = overlays
+        .segment_tables
+        .into_iter()
+        .map(|(index, path)| {
+            let id = ids.get(index).copied().ok_or_else(|| {
+                Error::corrupt(format!(
+                    "a changelog segment of state index {index}; the snapshot has {} states",
+                    ids.len()
+                ))
+                .with_context("file", path.display().to_string())
+            })?;
+            Ok((id, path))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let ingested = backend.ingest_segment_tables(&tables);
+    backend::remove_dir(&overlays.tables_dir);
+    ingested
+}
+
+impl RocksDbStateBackend {
+    /// Restores the instance of `handle` as it was, into a new working
+    /// directory: downloads its files, opens them and lays its overlays
+    /// over them. `options` must own the handle's key groups.
+    fn restore_native(
+        &self,
+        options: KeyedBackendOptions,
+        handle: &KeyedStateHandle,
+        storage: &CheckpointStorage,
+    ) -> Result<RocksDbKeyedStateBackend> {
+        let dir = self.instance_dir(&options)?;
+        let started = std::time::Instant::now();
+        let overlays = match download(storage, handle, &dir) {
+            Ok(overlays) => overlays,
+            Err(e) => {
+                backend::remove_dir(&dir);
+                return Err(e);
+            }
+        };
+        let downloaded = started.elapsed();
+        let segments = overlays.segment_tables.len();
+        // Dropping the backend on an error removes its directory.
+        let mut backend = self.open_or_remove(dir, options)?;
+        let opened = started.elapsed();
+        lay_overlays(&mut backend, handle, overlays)?;
+        tracing::debug!(
+            download_ms = downloaded.as_millis() as u64,
+            open_ms = (opened - downloaded).as_millis() as u64,
+            overlays_ms = (started.elapsed() - opened).as_millis() as u64,
+            segment_tables = segments,
+            "rocksdb restore"
+        );
+        Ok(backend)
     }
-    Ok(())
 }
 
 impl StateBackend for RocksDbStateBackend {
@@ -331,37 +419,86 @@ impl StateBackend for RocksDbStateBackend {
             canonical.is_empty(),
             native.first().is_some_and(|h| h.key_group_range == range),
         ) {
-            // Same range: download the files and open them as they are.
-            let dir = self.instance_dir(&options)?;
-            let started = std::time::Instant::now();
-            let pending = match download(storage, native[0], &dir.join("db")) {
-                Ok(pending) => pending,
-                Err(e) => {
-                    backend::remove_dir(&dir);
-                    return Err(e);
-                }
-            };
-            let downloaded = started.elapsed();
-            let mut backend = self.open_or_remove(dir, options)?;
-            apply_cell_writes(&mut backend, native[0], pending, range)?;
-            tracing::debug!(
-                download_ms = downloaded.as_millis() as u64,
-                open_ms = (started.elapsed() - downloaded).as_millis() as u64,
-                "rocksdb restore"
-            );
-            return Ok(Box::new(backend));
+            // Same range: the files opened as they are.
+            return Ok(Box::new(self.restore_native(options, native[0], storage)?));
         }
-        let mut backend = self.create(options)?;
-        for (i, handle) in native.iter().enumerate() {
-            let temp = backend.dir.join(format!("restore-{i}"));
-            let pending = download(storage, handle, &temp)?;
-            let owned = handle.key_group_range.intersection(&range);
-            let copied = backend.copy_key_groups_from(&temp, owned);
-            backend::remove_dir(&temp);
-            copied?;
-            apply_cell_writes(&mut backend, handle, pending, owned)?;
+        // Another range: each old instance restored as it was, then the
+        // owned key groups copied out of it.
+        let mut backend = self.create(options.clone())?;
+        for handle in native {
+            let old_options = KeyedBackendOptions {
+                key_group_range: handle.key_group_range,
+                ..options.clone()
+            };
+            let mut old = self.restore_native(old_options, handle, storage)?;
+            backend.copy_key_groups_from(&mut old, handle.key_group_range.intersection(&range))?;
         }
         state_api::snapshot::canonical::restore_into(&mut backend, &canonical, storage)?;
         Ok(Box::new(backend))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use state_api::codec::{encode_value, encode_value_into};
+    use state_api::key_group::assign_to_key_group;
+    use state_api::testkit::{checkpoint_target, dump, StorageFixture};
+    use state_api::{KeyGroupRange, KeyedStateBackendExt, SnapshotTarget, ValueStateDescriptor};
+
+    use super::*;
+
+    const MAX_PARALLELISM: u32 = 16;
+
+    /// A segment of the version before segments became SSTs: one file of
+    /// cell writes, replayed over the base (checkpoints retained from that
+    /// version still restore).
+    #[test]
+    fn a_segment_of_cell_writes_from_an_earlier_version_is_replayed_over_its_base() {
+        let fixture = StorageFixture::local_dir();
+        let storage = &fixture.storage;
+        // No write-back cache, so no pending cells: a base of this version
+        // writes those as SSTs, one of that version as a file of cell
+        // writes; without them the two are alike.
+        let rocks = RocksDbStateBackend::new(RocksDbConfig {
+            changelog: true,
+            write_back_entries: 0,
+            ..RocksDbConfig::default()
+        });
+        let options = KeyedBackendOptions::new("legacy", "op", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
+        let mut keyed = rocks.create(options.clone()).unwrap();
+        let counts = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+        for word in 0..100u64 {
+            keyed.set_current_key_typed(&word).unwrap();
+            counts.update(&mut keyed, &word).unwrap();
+        }
+        let target: SnapshotTarget = checkpoint_target("legacy", 1, SnapshotFormat::Native, true, "op-0");
+        let mut handle = keyed.snapshot(&target).unwrap().write(storage, &target).unwrap();
+
+        // What that version wrote for keys 0..10 counted up to 1000 + key.
+        let mut segment = pending_cells::PendingCellsWriter::new(&["count"], 10);
+        for word in 0..10u64 {
+            keyed.set_current_key_typed(&word).unwrap();
+            counts.update(&mut keyed, &(1000 + word)).unwrap();
+            let mut serialized = Vec::new();
+            encode_value_into(&word, &mut serialized).unwrap();
+            let mut rocks_key = Vec::new();
+            keys::put_key_group(&mut rocks_key, assign_to_key_group(&serialized, MAX_PARALLELISM));
+            rocks_key.extend_from_slice(&serialized);
+            segment.add(0, &rocks_key, Some(&encode_value(&(1000 + word)).unwrap()));
+        }
+        let expected = dump(&mut keyed).unwrap();
+        let name = format!(
+            "old-g1{}{}000000000001",
+            snapshot::NAME_SEPARATOR,
+            changelog::SEGMENT_FILE_PREFIX
+        );
+        handle
+            .files
+            .push(storage.write(&target.shared_file(&name), segment.finish()).unwrap());
+
+        let mut restored = rocks
+            .restore_keyed_backend(options, std::slice::from_ref(&handle), storage)
+            .unwrap();
+        assert_eq!(dump(restored.as_mut()).unwrap(), expected);
     }
 }

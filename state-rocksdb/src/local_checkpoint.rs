@@ -33,22 +33,45 @@ use crate::snapshot::DirGuard;
 /// `log_size_for_flush` for checkpoints: never flush, copy the WAL instead.
 const CHECKPOINT_WITHOUT_FLUSH: u64 = u64::MAX;
 
+/// What a checkpoint does with the memtables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Memtables {
+    /// Switched and flushed in the background; the checkpoint holds them
+    /// as its WAL copy: the checkpoint waits for nothing.
+    InWal,
+    /// Flushed first, waiting, so the checkpoint's WAL holds almost
+    /// nothing: a changelog's base, whose restore ingests the segments'
+    /// SSTs, which would otherwise flush the memtables replayed from the
+    /// WAL first (45–60 ms of a 157–227 ms restore of ~700k keys, measured
+    /// in docs/BENCHMARKS.md), after replaying them (another ~30 ms).
+    Flushed,
+}
+
 /// Makes a RocksDB checkpoint of `db` in `dir`: starts a background flush
 /// of `families` (unless the previous one still runs), which switches the
 /// memtables to a new WAL; syncs the WAL; then RocksDB's checkpoint: hard
 /// links to the SSTs and to the finished WAL, which holds what the switched
 /// memtables hold, and a copy of the new, nearly empty one. Flink's
 /// checkpoint flushes the memtables instead, which makes it grow with them
-/// (tens to hundreds of ms). `work_dir` names the database in errors.
+/// (tens to hundreds of ms). With [`Memtables::Flushed`] the flush is
+/// waited for instead. `work_dir` names the database in errors.
 ///
 /// # Errors
 /// RocksDB's, naming `dir` or `work_dir`; `dir` is then removed.
-pub(crate) fn make_checkpoint(db: &DB, families: &[&ColumnFamily], work_dir: &Path, dir: DirGuard) -> Result<DirGuard> {
+pub(crate) fn make_checkpoint(
+    db: &DB,
+    families: &[&ColumnFamily],
+    work_dir: &Path,
+    dir: DirGuard,
+    memtables: Memtables,
+) -> Result<DirGuard> {
     let started = Instant::now();
     let flush_running = previous_flush_running(db, families, work_dir)?;
     let flush_check_done = started.elapsed();
-    if !flush_running {
-        start_background_flush(db, families, work_dir)?;
+    match memtables {
+        Memtables::InWal if !flush_running => start_background_flush(db, families, work_dir)?,
+        Memtables::InWal => {}
+        Memtables::Flushed => flush_and_wait(db, families, work_dir)?,
     }
     let flush_started = started.elapsed();
     // Synced, not only written: measured against `flush_wal(false)`
@@ -105,11 +128,17 @@ pub(crate) fn previous_flush_running(db: &DB, families: &[&ColumnFamily], work_d
         dir = %work_dir.display(),
         "RocksDB reported a background error with a flush pending; flushing and waiting"
     );
+    flush_and_wait(db, families, work_dir)?;
+    Ok(false)
+}
+
+/// Flushes every column family's memtables and waits until they are
+/// written (a flush already running included).
+fn flush_and_wait(db: &DB, families: &[&ColumnFamily], work_dir: &Path) -> Result<()> {
     let mut options = FlushOptions::default();
     options.set_wait(true);
     db.flush_cfs_opt(families, &options)
-        .map_err(|e| rocks_error("flush", e).with_context("dir", work_dir.display().to_string()))?;
-    Ok(false)
+        .map_err(|e| rocks_error("flush", e).with_context("dir", work_dir.display().to_string()))
 }
 
 /// Starts flushing every column family's memtable without waiting: the
@@ -134,7 +163,7 @@ pub(crate) struct CheckpointThread {
 
 impl CheckpointThread {
     /// Starts making a checkpoint of `db` (its column families named
-    /// `families`) in `dir`.
+    /// `families`) in `dir`, treating the memtables as `memtables` says.
     ///
     /// # Errors
     /// Storage when the thread cannot be started.
@@ -143,6 +172,7 @@ impl CheckpointThread {
         families: Vec<String>,
         work_dir: PathBuf,
         dir: DirGuard,
+        memtables: Memtables,
     ) -> Result<(Self, Receiver<Result<DirGuard>>)> {
         // One slot: the thread never waits for the asynchronous phase. A
         // snapshot dropped unwritten drops the receiver, and with it (or
@@ -152,7 +182,7 @@ impl CheckpointThread {
             .name("rocksdb-checkpoint".into())
             .spawn(move || {
                 let families: Vec<&ColumnFamily> = families.iter().filter_map(|name| db.cf_handle(name)).collect();
-                let result = make_checkpoint(&db, &families, &work_dir, dir);
+                let result = make_checkpoint(&db, &families, &work_dir, dir, memtables);
                 drop(families);
                 // The database is released before the task thread can see
                 // this thread finished: it may then need it exclusively.

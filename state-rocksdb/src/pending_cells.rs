@@ -1,6 +1,8 @@
 //! Cell writes as a file of a native snapshot: the write-back cache's dirty
-//! cells at a checkpoint (*pending cells*), and the writes of a changelog
-//! segment ([`crate::changelog`]).
+//! cells at a checkpoint (*pending cells*), and the writes a changelog
+//! gathers between checkpoints ([`crate::changelog`], the [`WriteLog`],
+//! which is what a segment's SSTs are folded from; a segment of an earlier
+//! version was such a file).
 //!
 //! Writing those cells into RocksDB was most of a checkpoint's synchronous
 //! pause (up to 16,384 memtable inserts, 12–42 ms). Copied into a buffer
@@ -8,11 +10,13 @@
 //! RocksDB later, at the dirty limit, as between checkpoints. A native
 //! snapshot's state is then its RocksDB checkpoint with the pending cells
 //! laid over it: restore puts them back into the write-back cache (or into
-//! RocksDB when the cache is off or smaller), rescaling copies those of the
-//! key groups it takes. Canonical snapshots (savepoints) still write the
-//! cells into RocksDB first: their files hold everything in one format.
+//! RocksDB when the cache is off or smaller); rescaling restores each old
+//! instance so and copies the key groups it takes. A changelog's base
+//! writes its pending cells as SSTs instead, which restore ingests with
+//! the segments after them. Canonical snapshots (savepoints) still write
+//! the cells into RocksDB first: their files hold everything in one format.
 //!
-//! A changelog segment holds every kind of write, in the order made: cell
+//! A changelog's log holds every kind of write, in the order made: cell
 //! puts and removals, list appends (RocksDB merges), and the removal of a
 //! key range (a map state's `clear`).
 //!
@@ -133,7 +137,9 @@ impl PendingCellsWriter {
         encode(&mut self.out, state_index, key, WriteOp::put_or_remove(value));
     }
 
-    /// Adds writes a [`WriteLog`] encoded, with the same state indexes.
+    /// Adds writes a [`WriteLog`] encoded, with the same state indexes (as
+    /// changelog segments of an earlier version held them).
+    #[cfg(test)]
     pub(crate) fn extend_encoded(&mut self, encoded: &[u8]) {
         self.out.extend_from_slice(encoded);
     }
@@ -164,6 +170,25 @@ pub(crate) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Vec<PendingCell<
 }
 
 fn decode_cells(bytes: &[u8]) -> Result<Vec<PendingCell<'_>>> {
+    let (names, mut input) = split_header(bytes)?;
+    let mut cells = Vec::new();
+    while !input.is_empty() {
+        let (index, key, op) = next_write(&mut input)?;
+        let state = usize::try_from(index)
+            .ok()
+            .and_then(|i| names.get(i))
+            .ok_or_else(|| Error::corrupt(format!("state index {index} of a cell is out of range")))?;
+        cells.push(PendingCell { state, key, op });
+    }
+    Ok(cells)
+}
+
+/// Splits a file of cell writes into the state names of its header and its
+/// writes, in the format a [`WriteLog`] encodes.
+///
+/// # Errors
+/// Corrupt, naming what is wrong, for a malformed header.
+pub(crate) fn split_header(bytes: &[u8]) -> Result<(Vec<&str>, &[u8])> {
     let mut input = bytes
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| Error::corrupt("not a cell-writes file (unknown header)"))?;
@@ -179,33 +204,48 @@ fn decode_cells(bytes: &[u8]) -> Result<Vec<PendingCell<'_>>> {
             std::str::from_utf8(name).map_err(|_| Error::corrupt("a state name is not UTF-8"))
         })
         .collect::<Result<Vec<&str>>>()?;
-    let mut cells = Vec::new();
+    Ok((names, input))
+}
+
+/// Decodes the writes a [`WriteLog`] encoded, with their state indexes,
+/// calling `each` for every write in order.
+///
+/// # Errors
+/// Corrupt for malformed bytes (a log is built in memory, so only a bug
+/// makes one), or what `each` returns.
+pub(crate) fn for_each_logged<'a>(
+    mut input: &'a [u8],
+    mut each: impl FnMut(u64, &'a [u8], WriteOp<'a>) -> Result<()>,
+) -> Result<()> {
     while !input.is_empty() {
-        let index = get_varint(&mut input)?;
-        let state = usize::try_from(index)
-            .ok()
-            .and_then(|i| names.get(i))
-            .ok_or_else(|| Error::corrupt(format!("state index {index} of a cell is out of range")))?;
-        let key = get_length_prefixed(&mut input)?;
-        if key.len() < 3 {
-            return Err(Error::corrupt(
-                "a cell key is shorter than its key group prefix and one byte",
-            ));
-        }
-        let (&tag, rest) = input
-            .split_first()
-            .ok_or_else(|| Error::corrupt("a cell ends before its value"))?;
-        input = rest;
-        let op = match tag {
-            REMOVED => WriteOp::Remove,
-            PRESENT => WriteOp::Put(get_length_prefixed(&mut input)?),
-            APPENDED => WriteOp::Append(get_length_prefixed(&mut input)?),
-            RANGE_REMOVED => WriteOp::RemoveRange(get_length_prefixed(&mut input)?),
-            other => return Err(Error::corrupt(format!("unknown cell tag {other}"))),
-        };
-        cells.push(PendingCell { state, key, op });
+        let (index, key, op) = next_write(&mut input)?;
+        each(index, key, op)?;
     }
-    Ok(cells)
+    Ok(())
+}
+
+/// Decodes one write from the front of `input`: its state index, RocksDB
+/// key and operation.
+fn next_write<'a>(input: &mut &'a [u8]) -> Result<(u64, &'a [u8], WriteOp<'a>)> {
+    let index = get_varint(input)?;
+    let key = get_length_prefixed(input)?;
+    if key.len() < 3 {
+        return Err(Error::corrupt(
+            "a cell key is shorter than its key group prefix and one byte",
+        ));
+    }
+    let (&tag, rest) = input
+        .split_first()
+        .ok_or_else(|| Error::corrupt("a cell ends before its value"))?;
+    *input = rest;
+    let op = match tag {
+        REMOVED => WriteOp::Remove,
+        PRESENT => WriteOp::Put(get_length_prefixed(input)?),
+        APPENDED => WriteOp::Append(get_length_prefixed(input)?),
+        RANGE_REMOVED => WriteOp::RemoveRange(get_length_prefixed(input)?),
+        other => return Err(Error::corrupt(format!("unknown cell tag {other}"))),
+    };
+    Ok((index, key, op))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //!   format, key group by key group (savepoints; restorable into any backend).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
@@ -25,9 +25,11 @@ use state_api::{
     SnapshotTarget, StateMeta,
 };
 
-use crate::backend::{cf_options, db_options, remove_dir, rocks_error, state_cf};
-use crate::changelog::{publish, ChainSlot, PublishedChain};
-use crate::pending_cells::PENDING_CELLS_FILE;
+use crate::backend::{cf_options, create_dir, db_options, remove_dir, rocks_error, state_cf};
+use crate::changelog::{
+    fold_logged, publish, upload_segment_tables, write_segment_tables, ChainSlot, PublishedChain, TYPICAL_WRITE_BYTES,
+};
+use crate::pending_cells::{split_header, PENDING_CELLS_FILE};
 use crate::{keys, Resources};
 
 /// Separates the owner prefix from the local file name in storage names.
@@ -57,6 +59,7 @@ pub(crate) struct NativeSnapshot {
     /// Set when this snapshot is a changelog's base: its generation, and
     /// where to publish the chain it starts.
     pub(crate) changelog_base: Option<(u64, ChainSlot)>,
+    pub(crate) resources: Arc<Resources>,
 }
 
 impl NativeSnapshot {
@@ -70,6 +73,23 @@ impl NativeSnapshot {
             }
             None => target.exclusive_file(&format!("{}{NAME_SEPARATOR}{name}", target.file_stem)),
         }
+    }
+
+    /// A changelog base's pending cells as the SSTs of its piece 0, written
+    /// into `dir`: a restore ingests them with the segments after them, and
+    /// so writes nothing into a memtable (which the first ingestion would
+    /// have to flush).
+    fn pending_cells_tables(&self, bytes: &[u8], dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+        create_dir(dir)?;
+        let (names, writes) = split_header(bytes)?;
+        write_segment_tables(
+            dir,
+            0,
+            names.len(),
+            &self.resources,
+            writes.len() / TYPICAL_WRITE_BYTES,
+            |net| fold_logged(net, writes, names.len()),
+        )
     }
 }
 
@@ -123,10 +143,18 @@ impl AsyncSnapshot for NativeSnapshot {
             files.push(file);
         }
         if let Some(bytes) = self.pending_cells.take() {
-            let file = storage.write(&self.own_file(target, PENDING_CELLS_FILE), bytes)?;
-            full_bytes += file.size;
-            uploaded_bytes += file.size;
-            files.push(file);
+            let cell_files = match &self.changelog_base {
+                Some((generation, _)) => {
+                    let tables = self.pending_cells_tables(&bytes, &dir.0.join("changelog"))?;
+                    upload_segment_tables(storage, target, &self.instance, *generation, 0, &tables)?
+                }
+                None => vec![storage.write(&self.own_file(target, PENDING_CELLS_FILE), bytes)?],
+            };
+            for file in cell_files {
+                full_bytes += file.size;
+                uploaded_bytes += file.size;
+                files.push(file);
+            }
         }
         if self.incremental {
             // SSTs compacted away and OPTIONS files replaced never come

@@ -71,13 +71,22 @@ fn checkpoint(keyed: &mut dyn KeyedStateBackend, storage: &CheckpointStorage, id
     keyed.snapshot(&t).unwrap().write(storage, &t).unwrap()
 }
 
+/// The changelog segments `handle` references, in order: each one's
+/// stored name up to its piece number (its files, one per state written,
+/// share it). Piece 0 is not one: it is a base's pending cells.
 fn segments(handle: &KeyedStateHandle) -> Vec<&str> {
-    handle
+    const PREFIX: &str = "streamstate-changelog-";
+    let mut pieces: Vec<&str> = handle
         .files
         .iter()
-        .map(|f| f.path.as_str())
-        .filter(|p| p.contains("streamstate-changelog-"))
-        .collect()
+        .filter_map(|f| {
+            let at = f.path.find(PREFIX)? + PREFIX.len();
+            let piece = f.path.get(at..at + 12)?;
+            (piece != "000000000000").then(|| &f.path[..at + 12])
+        })
+        .collect();
+    pieces.dedup();
+    pieces
 }
 
 /// Restores `handle` at `parallelism` and returns what all subtasks hold.
@@ -108,6 +117,14 @@ fn segments_hold_the_writes_since_the_checkpoint_before_and_restore_exactly() {
         write_round(keyed.as_mut(), 0, 3_000, 0);
         let base = checkpoint(keyed.as_mut(), storage, 1);
         assert!(segments(&base).is_empty(), "the first checkpoint is a base");
+        assert_eq!(
+            base.files
+                .iter()
+                .any(|f| f.path.contains("streamstate-changelog-000000000000-")),
+            write_back_entries > 0,
+            "a base's pending cells (none with the cache off) are the SSTs of its piece 0: {:?}",
+            base.files
+        );
         assert!(
             base.files.iter().all(|f| f.path.contains("/shared/")),
             "later checkpoints reference every file of a base: {:?}",
@@ -115,8 +132,11 @@ fn segments_hold_the_writes_since_the_checkpoint_before_and_restore_exactly() {
         );
         let mut previous = base.clone();
         for round in 1..=MAX_SEGMENTS as u64 {
-            // 60 keys of 3,000 change: 2% of the state.
+            // 60 keys of 3,000 change: 2% of the state; keys 0..10 change
+            // in every round, so only segments applied in order restore
+            // their last values (and their lists' order).
             write_round(keyed.as_mut(), round * 60, round * 60 + 60, round);
+            write_round(keyed.as_mut(), 0, 10, round);
             let expected = dump(keyed.as_mut()).unwrap();
             let handle = checkpoint(keyed.as_mut(), storage, round + 1);
             assert_eq!(
@@ -130,8 +150,13 @@ fn segments_hold_the_writes_since_the_checkpoint_before_and_restore_exactly() {
                 previous.files[..],
                 "a segment checkpoint references the chain before it"
             );
-            let new_file = handle.files.last().unwrap();
-            assert_eq!(handle.uploaded_bytes, new_file.size, "only the segment is uploaded");
+            let new_files = &handle.files[previous.files.len()..];
+            assert_eq!(new_files.len(), 3, "one SST per state written: {new_files:?}");
+            assert_eq!(
+                handle.uploaded_bytes,
+                new_files.iter().map(|f| f.size).sum::<u64>(),
+                "only the segment is uploaded"
+            );
             assert!(
                 handle.uploaded_bytes * 20 < base.full_bytes,
                 "a 2% change uploads far less than the state: {} of {} bytes",
