@@ -71,9 +71,12 @@ pub struct RocksDbConfig {
     /// an incremental checkpoint uploads the writes made since the one
     /// before instead of the SSTs new since then, and a RocksDB checkpoint
     /// is made after every [`changelog::MAX_SEGMENTS`] of them, or sooner
-    /// once the writes add up to its size. Off by default, as in Flink: a
-    /// restore replays those writes (docs/BENCHMARKS.md: 1,077 ms against
-    /// 71 ms for ~700,000 keys).
+    /// once the writes add up to its size. Each segment is uploaded as SSTs
+    /// a restore ingests, so a restore takes about as long as from a full
+    /// checkpoint (docs/BENCHMARKS.md: 53 ms against 101 ms for ~700,000
+    /// keys). Off by default, as in Flink: every checkpoint's asynchronous
+    /// phase then folds and sorts the writes, and a base waits for the
+    /// memtables' flush.
     pub changelog: bool,
 }
 
