@@ -7,9 +7,9 @@
 
 use state_api::testkit::{checkpoint_target, dump, StateDump, StorageFixture};
 use state_api::{
-    CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt, KeyedStateHandle,
-    ListStateDescriptor, MapStateDescriptor, SnapshotFormat, SnapshotKind, SnapshotTarget, StateBackend,
-    ValueStateDescriptor,
+    CheckpointStorage, ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt,
+    KeyedStateHandle, ListStateDescriptor, MapStateDescriptor, SnapshotFormat, SnapshotKind, SnapshotTarget,
+    StateBackend, ValueStateDescriptor,
 };
 use state_rocksdb::changelog::MAX_SEGMENTS;
 use state_rocksdb::{RocksDbConfig, RocksDbStateBackend};
@@ -304,4 +304,56 @@ fn savepoints_and_full_checkpoints_leave_the_changelog_alone() {
     let fourth = checkpoint(keyed.as_mut(), storage, 4);
     assert_eq!(segments(&fourth).len(), 1);
     assert_eq!(restore(&rocks, storage, &fourth, 1), expected);
+}
+
+#[test]
+fn a_damaged_segment_or_one_of_an_unknown_state_fails_the_restore_naming_it() {
+    let fixture = StorageFixture::local_dir();
+    let storage = &fixture.storage;
+    let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
+    let mut keyed = whole_range(&rocks);
+    write_round(keyed.as_mut(), 0, 1_000, 0);
+    let base = checkpoint(keyed.as_mut(), storage, 1);
+    write_round(keyed.as_mut(), 0, 100, 1);
+    let expected = dump(keyed.as_mut()).unwrap();
+    let handle = checkpoint(keyed.as_mut(), storage, 2);
+    let segment = handle.files[base.files.len()..]
+        .iter()
+        .max_by_key(|f| f.size)
+        .unwrap()
+        .clone();
+    let restore_whole = |handle: &KeyedStateHandle| {
+        rocks.restore_keyed_backend(
+            options(KeyGroupRange::all(MAX_PARALLELISM)),
+            std::slice::from_ref(handle),
+            storage,
+        )
+    };
+
+    let intact = storage.read(&segment.path).unwrap();
+    let mut damaged = intact.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x01;
+    storage.write(&segment.path, damaged).unwrap();
+    let Err(err) = restore_whole(&handle) else {
+        panic!("a damaged segment fails the restore")
+    };
+    assert_eq!(err.kind(), ErrorKind::ChecksumMismatch, "{err}");
+    assert!(
+        err.to_string().contains(&segment.path),
+        "the error names the file: {err}"
+    );
+
+    // A handle listing fewer states than its segments write.
+    storage.write(&segment.path, intact).unwrap();
+    let mut fewer_states = handle.clone();
+    fewer_states.states.truncate(1);
+    let Err(err) = restore_whole(&fewer_states) else {
+        panic!("a segment of an unknown state fails the restore")
+    };
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("state index"), "{err}");
+
+    // Neither failure touched the checkpoint.
+    assert_eq!(restore(&rocks, storage, &handle, 1), expected);
 }
