@@ -10,16 +10,18 @@
 //! bytes"). With [`crate::RocksDbConfig::changelog`] on, a checkpoint is
 //! instead one of:
 //!
-//! * a **base**: the native checkpoint as without a changelog (SSTs, the
-//!   WAL copy, the pending cells), but with every file in `shared/`, since
-//!   later checkpoints reference all of it. It starts a new *generation*;
+//! * a **base**: the native checkpoint as without a changelog, but with
+//!   every file in `shared/`, since later checkpoints reference all of it;
+//!   its memtables are flushed first (so its WAL copy is nearly empty) and
+//!   its pending cells are written as the SSTs of its *piece 0*. It starts
+//!   a new *generation*;
 //! * a **segment**: the writes made since the newest checkpoint whose
 //!   upload has finished (the *published chain*), folded to each key's
-//!   last write ([`crate::fold`]) and written as one SST file per state
+//!   last write (`fold.rs`) and written as one SST file per state
 //!   written. Its handle lists the base's files, the chain's segments and
 //!   its own.
 //!
-//! The backend gathers the writes in a [`WriteLog`]: what the write-back
+//! The backend gathers the writes in a `WriteLog` (`pending_cells.rs`): what the write-back
 //! cache writes to RocksDB, and every write that goes around the cache (map
 //! states, appends to uncached lists, writes with the cache off). A segment
 //! adds the cache's entries changed since the last piece, so a key changed
@@ -29,18 +31,19 @@
 //! failed, or was never run, leaves nothing out. Uploads may finish in any
 //! order: a chain is published only over an older one.
 //!
-//! Restore downloads the base's RocksDB files, lays its pending cells over
-//! them, then ingests each segment's SSTs in order (`IngestExternalFile`:
-//! each ingestion gets a sequence number above all before it, so a later
-//! segment wins). Replaying the writes one by one instead cost 0.8–1.2 s
-//! for the word count's ~700k keys; the files are built where the time is
-//! free, in the checkpoint's asynchronous phase. Segments of an earlier
-//! version, one file of cell writes ([`crate::pending_cells`]), are still
-//! replayed. A new base is made, as the
+//! Restore downloads the base's RocksDB files, opens them, and ingests the
+//! SSTs of piece 0 and of each segment, oldest first, in one
+//! `IngestExternalFile` per column family: each file gets a sequence
+//! number above all before it, so a later segment wins, and nothing goes
+//! through a memtable. Replaying the writes one by one instead cost
+//! 0.8–1.2 s for the word count's ~700k keys; the files are built where
+//! the time is free, in the checkpoint's asynchronous phase. Segments of
+//! an earlier version, one file of cell writes (`pending_cells.rs`),
+//! are still replayed. A new base is made, as the
 //! heap backend starts a new chain, once the chain has [`MAX_SEGMENTS`]
-//! segments or its segments add up to the base's size, which bounds what a
-//! restore replays; also when the base's upload has not finished by the
-//! next checkpoint, or the gathered writes pass [`MAX_LOG_BYTES`]
+//! segments or its segments add up to the base's size, which bounds the
+//! files a restore ingests; also when the base's upload has not finished by the
+//! next checkpoint, or the gathered writes pass `MAX_LOG_BYTES` (64 MiB)
 //! (checkpoints stopped coming).
 
 use std::path::{Path, PathBuf};
