@@ -170,16 +170,16 @@ pub(crate) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Vec<PendingCell<
 }
 
 fn decode_cells(bytes: &[u8]) -> Result<Vec<PendingCell<'_>>> {
-    let (names, mut input) = split_header(bytes)?;
+    let (names, writes) = split_header(bytes)?;
     let mut cells = Vec::new();
-    while !input.is_empty() {
-        let (index, key, op) = next_write(&mut input)?;
+    for_each_logged(writes, |index, key, op| {
         let state = usize::try_from(index)
             .ok()
             .and_then(|i| names.get(i))
             .ok_or_else(|| Error::corrupt(format!("state index {index} of a cell is out of range")))?;
         cells.push(PendingCell { state, key, op });
-    }
+        Ok(())
+    })?;
     Ok(cells)
 }
 
