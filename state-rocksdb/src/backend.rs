@@ -213,7 +213,7 @@ impl Drop for RocksDbKeyedStateBackend {
         // Close the DB, then remove the working directory (clean shutdown).
         // A checkpoint still being made reads both: it finishes first, and
         // its snapshot, if anyone still writes it, can upload it.
-        if let Err(e) = self.wait_for_checkpoint_thread() {
+        if let Err(e) = self.wait_for_checkpoint_thread("closing the backend") {
             tracing::warn!(dir = %self.dir.display(), error = %e, "a RocksDB checkpoint failed while the backend closed");
         }
         self.db.take();
@@ -337,7 +337,7 @@ impl RocksDbKeyedStateBackend {
         if !self.write_back.has_dirty() {
             return Ok(());
         }
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("writing the write-back cache's dirty cells")?;
         let db = self.db.as_deref().ok_or_else(backend_closed)?;
         let states = &self.states;
         let mut batch = WriteBatch::default();
@@ -390,7 +390,7 @@ impl RocksDbKeyedStateBackend {
     /// Storage, naming the working directory, when the flush has not
     /// finished within `timeout` or RocksDB reports a background error.
     pub fn wait_for_background_flushes(&mut self, timeout: std::time::Duration) -> Result<()> {
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("waiting for background flushes")?;
         let families = self.families()?;
         let started = std::time::Instant::now();
         while local_checkpoint::previous_flush_running(self.db()?, &families, &self.dir)? {
@@ -496,12 +496,13 @@ impl RocksDbKeyedStateBackend {
     /// checkpoint has finished: RocksDB must not be written before, or the
     /// checkpoint would hold writes made after its snapshot. Every write to
     /// RocksDB calls this first. A wait that was not over at once is logged
-    /// (`wait_us`): it pauses the task thread because of a snapshot, as its
-    /// synchronous phase does, and the benchmark counts it as such.
+    /// (`wait_us`, with the `cause`: what was about to write): it pauses the
+    /// task thread because of a snapshot, as its synchronous phase does, and
+    /// the benchmark counts it as such.
     ///
     /// # Errors
     /// When the thread panicked.
-    fn wait_for_checkpoint_thread(&mut self) -> Result<()> {
+    fn wait_for_checkpoint_thread(&mut self, cause: &'static str) -> Result<()> {
         let Some(thread) = self.checkpoint_thread.take() else {
             return Ok(());
         };
@@ -510,6 +511,7 @@ impl RocksDbKeyedStateBackend {
         if running {
             tracing::info!(
                 wait_us = waited.as_micros() as u64,
+                cause,
                 dir = %self.dir.display(),
                 "a write to RocksDB waited for the checkpoint being made"
             );
@@ -541,7 +543,7 @@ impl RocksDbKeyedStateBackend {
     /// lacks, or writes a state in a way its kind never is; RocksDB write
     /// errors.
     pub(crate) fn apply_cell_writes(&mut self, bytes: &[u8], file: &str, range: KeyGroupRange) -> Result<()> {
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("laying cell writes over a restore")?;
         // Restore writes are in the snapshot already: no changelog may
         // build on this backend until its first base.
         self.changelog = None;
@@ -625,7 +627,7 @@ impl RocksDbKeyedStateBackend {
         if tables.is_empty() {
             return Ok(());
         }
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("ingesting changelog segment tables")?;
         // The segments are in the snapshot already: no changelog may build
         // on this backend until its first base.
         self.changelog = None;
@@ -663,7 +665,7 @@ impl RocksDbKeyedStateBackend {
     pub(crate) fn copy_key_groups_from(&mut self, source: &mut Self, range: KeyGroupRange) -> Result<()> {
         // The copy writes RocksDB directly: nothing cached may outlive it,
         // and no changelog may build on the state before it.
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("copying key groups")?;
         self.changelog = None;
         self.write_and_empty_cache()?;
         source.write_and_empty_cache()?;
@@ -770,7 +772,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let cf = state_cf(&meta.name);
         let cf_opts = cf_options(&self.resources);
         // Creating a column family needs the database to itself.
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("registering a state")?;
         let db = self.db.as_mut().ok_or_else(backend_closed)?;
         let db = Arc::get_mut(db).ok_or_else(|| {
             Error::new(
@@ -845,7 +847,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if self.write_back.enabled() {
             return self.buffer_cell(state, Some(value));
         }
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("a put with the write-back cache off")?;
         let cf = self.cell_cf(state)?;
         self.db()?
             .put_cf_opt(cf, &self.cell_key, value, &self.write_options)
@@ -860,7 +862,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if self.write_back.append(state, &self.cell_key, bytes) {
             return Ok(());
         }
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("a merge into an uncached cell")?;
         let cf = self.cell_cf(state)?;
         self.db()?
             .merge_cf_opt(cf, &self.cell_key, bytes, &self.write_options)
@@ -873,7 +875,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         self.require_key()?;
         let is_map = self.state(state)?.meta.kind.is_map();
         if is_map || !self.write_back.enabled() {
-            self.wait_for_checkpoint_thread()?;
+            self.wait_for_checkpoint_thread("clearing a state")?;
         }
         if is_map {
             let cf = self.map_cf(state)?;
@@ -915,7 +917,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         self.scratch.clear();
         self.scratch.extend_from_slice(&self.map_prefix);
         self.scratch.extend_from_slice(user_key);
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("a map put")?;
         let cf = self.map_cf(state)?;
         self.db()?
             .put_cf_opt(cf, &self.scratch, value, &self.write_options)
@@ -929,7 +931,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         self.scratch.clear();
         self.scratch.extend_from_slice(&self.map_prefix);
         self.scratch.extend_from_slice(user_key);
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("a map removal")?;
         let cf = self.map_cf(state)?;
         self.db()?
             .delete_cf_opt(cf, &self.scratch, &self.write_options)
@@ -982,7 +984,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         // written into RocksDB and the checkpoint made here.
         let started = std::time::Instant::now();
         // Rare: the previous checkpoint is still being made.
-        self.wait_for_checkpoint_thread()?;
+        self.wait_for_checkpoint_thread("the next snapshot")?;
         let snapshot: Box<dyn AsyncSnapshot> = match target.format {
             SnapshotFormat::Native => {
                 // Savepoints are self-contained: never part of a changelog.

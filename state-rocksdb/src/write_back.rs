@@ -61,9 +61,9 @@ pub(crate) struct WriteBack {
 
 /// The most dirty entries a cache holds before writing them (~1–2 µs each):
 /// what a savepoint's synchronous phase may have to write, and what a
-/// checkpoint's pending-cells file may hold (twice that when the writes
-/// were held back for the previous checkpoint,
-/// [`WriteBack::beyond_hold_back_limits`]).
+/// checkpoint's pending-cells file holds, unless writes held back for the
+/// previous checkpoint were still held back when it began
+/// ([`WriteBack::beyond_hold_back_limits`]).
 pub(crate) const MAX_DIRTY_ENTRIES: usize = 16_384;
 
 /// What the cache knows of a key.
@@ -105,12 +105,21 @@ impl WriteBack {
     }
 
     /// Whether the cache, while RocksDB must not be written (a checkpoint
-    /// is being made), can hold no more: a dirty limit's worth past its
-    /// capacity, or twice the dirty limit dirty. Until then it keeps
-    /// writes it would otherwise have written; what a later snapshot
-    /// copies stays bounded by twice the dirty limit.
+    /// is being made), can hold no more: twice its capacity in entries, or
+    /// its capacity dirty. Until then it keeps writes it would otherwise
+    /// have written, and the task thread goes on instead of waiting for the
+    /// checkpoint; once it is made, the next write writes them all.
+    ///
+    /// Why that much: making the checkpoint `fsync`s, and on a shared disk
+    /// an `fsync` now and then takes hundreds of milliseconds. Twice the
+    /// dirty limit (the bound before) held ~0.1 s of a word count's
+    /// writes; with the disk kept busy, runs waited 5–8 times for up to
+    /// 0.6 s (docs/BENCHMARKS.md). The cost is memory during such a stall
+    /// (the capacity's ~15 MiB again at the default), and a snapshot that
+    /// begins while writes are still held back copies up to the capacity's
+    /// cells.
     pub(crate) fn beyond_hold_back_limits(&self) -> bool {
-        self.entries >= self.capacity + self.dirty_limit || self.dirty >= 2 * self.dirty_limit
+        self.entries >= 2 * self.capacity || self.dirty >= self.capacity.max(2 * self.dirty_limit)
     }
 
     /// Whether some entry is newer than RocksDB.
