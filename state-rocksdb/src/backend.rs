@@ -532,17 +532,17 @@ impl RocksDbKeyedStateBackend {
     }
 
     /// Lays a native snapshot's cell writes (`bytes`, read from `file`: its
-    /// pending cells, or a changelog segment) over this backend, in order:
-    /// those of key groups in `range`. Cell puts and removals go through
-    /// the write-back cache as dirty entries; the rest, and everything when
-    /// the cache is off, straight into RocksDB, each before any later
-    /// write the cache makes.
+    /// pending cells, or a changelog segment of the earlier version) over
+    /// this backend, opened on that snapshot's RocksDB files, in order.
+    /// Cell puts and removals go through the write-back cache as dirty
+    /// entries; the rest, and everything when the cache is off, straight
+    /// into RocksDB, each before any later write the cache makes.
     ///
     /// # Errors
     /// Corrupt when the file does not decode, names a state this backend
-    /// lacks, or writes a state in a way its kind never is; RocksDB write
-    /// errors.
-    pub(crate) fn apply_cell_writes(&mut self, bytes: &[u8], file: &str, range: KeyGroupRange) -> Result<()> {
+    /// lacks or a key group outside its range (the snapshot's own), or
+    /// writes a state in a way its kind never is; RocksDB write errors.
+    pub(crate) fn apply_cell_writes(&mut self, bytes: &[u8], file: &str) -> Result<()> {
         self.wait_for_checkpoint_thread("laying cell writes over a restore")?;
         // Restore writes are in the snapshot already: no changelog may
         // build on this backend until its first base.
@@ -552,8 +552,11 @@ impl RocksDbKeyedStateBackend {
         let mut batch = WriteBatch::default();
         for cell in cells {
             let key_group = u32::from(u16::from_be_bytes([cell.key[0], cell.key[1]]));
-            if !range.contains(key_group) {
-                continue;
+            if !self.options.key_group_range.contains(key_group) {
+                return Err(corrupt(format!(
+                    "a pending cell of key group {key_group}, outside the snapshot's {}",
+                    self.options.key_group_range
+                )));
             }
             let id = *self
                 .ids

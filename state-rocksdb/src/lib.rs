@@ -325,7 +325,7 @@ fn lay_overlays(backend: &mut RocksDbKeyedStateBackend, handle: &KeyedStateHandl
         .map(|meta| backend.register_state(meta))
         .collect::<Result<Vec<_>>>()?;
     for (file, bytes) in overlays.cell_files {
-        backend.apply_cell_writes(&bytes, &file, handle.key_group_range)?;
+        backend.apply_cell_writes(&bytes, &file)?;
     }
     let tables = overlays
         .segment_tables
