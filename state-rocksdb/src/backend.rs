@@ -533,15 +533,17 @@ impl RocksDbKeyedStateBackend {
 
     /// Lays a native snapshot's cell writes (`bytes`, read from `file`: its
     /// pending cells, or a changelog segment of the earlier version) over
-    /// this backend, opened on that snapshot's RocksDB files, in order.
+    /// this backend, opened on that snapshot's RocksDB files, in order;
+    /// those of key groups outside this backend's range are left out (a
+    /// rescaling restore clips the rest, [`Self::clip_to_own_range`]).
     /// Cell puts and removals go through the write-back cache as dirty
     /// entries; the rest, and everything when the cache is off, straight
     /// into RocksDB, each before any later write the cache makes.
     ///
     /// # Errors
     /// Corrupt when the file does not decode, names a state this backend
-    /// lacks or a key group outside its range (the snapshot's own), or
-    /// writes a state in a way its kind never is; RocksDB write errors.
+    /// lacks, or writes a state in a way its kind never is; RocksDB write
+    /// errors.
     pub(crate) fn apply_cell_writes(&mut self, bytes: &[u8], file: &str) -> Result<()> {
         self.wait_for_checkpoint_thread("laying cell writes over a restore")?;
         // Restore writes are in the snapshot already: no changelog may
@@ -553,10 +555,7 @@ impl RocksDbKeyedStateBackend {
         for cell in cells {
             let key_group = u32::from(u16::from_be_bytes([cell.key[0], cell.key[1]]));
             if !self.options.key_group_range.contains(key_group) {
-                return Err(corrupt(format!(
-                    "a pending cell of key group {key_group}, outside the snapshot's {}",
-                    self.options.key_group_range
-                )));
+                continue;
             }
             let id = *self
                 .ids
@@ -663,8 +662,45 @@ impl RocksDbKeyedStateBackend {
         Ok(())
     }
 
+    /// Removes every state's entries of key groups outside this backend's
+    /// range, with two range deletions per column family: an old instance
+    /// restored into a new, smaller range (rescaling, as Flink's RocksDB
+    /// backend clips the instance it restores first) keeps its files and
+    /// sheds the rest, instead of having the owned keys copied out one by
+    /// one. The deletions go into the WAL and memtable like any write;
+    /// compactions drop what they cover.
+    ///
+    /// # Errors
+    /// RocksDB's.
+    pub(crate) fn clip_to_own_range(&mut self) -> Result<()> {
+        self.wait_for_checkpoint_thread("clipping to the key-group range")?;
+        // The deletions are in no changelog: none may build on the state
+        // before its next base. Cached cells are in range (restores leave
+        // the others out); written first, they stay in order either way.
+        self.changelog = None;
+        self.write_dirty_cells()?;
+        let range = self.options.key_group_range;
+        // Key ranges to delete: before the first owned key group and after
+        // the last (an empty range owns nothing).
+        let outside = match range.end() {
+            Some(end) if !range.is_empty() => [(0, range.start()), (end + 1, u32::MAX)],
+            _ => [(0, u32::MAX), (0, 0)],
+        };
+        let db = self.db()?;
+        let mut batch = WriteBatch::default();
+        for state in &self.states {
+            let cf = self.cf(&state.cf)?;
+            for (from, to) in outside.into_iter().filter(|(from, to)| from < to) {
+                batch.delete_range_cf(cf, keys::key_group_start(from), keys::key_group_start(to));
+            }
+        }
+        db.write_opt(batch, &self.write_options)
+            .map_err(|e| rocks_error("clip to the key-group range", e))
+    }
+
     /// Copies the key groups of `range` out of `source`, an old instance
-    /// restored as it was: the rescaling path.
+    /// restored as it was: the rescaling path for every old instance but
+    /// the one clipped ([`Self::clip_to_own_range`]).
     pub(crate) fn copy_key_groups_from(&mut self, source: &mut Self, range: KeyGroupRange) -> Result<()> {
         // The copy writes RocksDB directly: nothing cached may outlive it,
         // and no changelog may build on the state before it.

@@ -347,9 +347,12 @@ fn lay_overlays(backend: &mut RocksDbKeyedStateBackend, handle: &KeyedStateHandl
 }
 
 impl RocksDbStateBackend {
-    /// Restores the instance of `handle` as it was, into a new working
-    /// directory: downloads its files, opens them and lays its overlays
-    /// over them. `options` must own the handle's key groups.
+    /// Restores the instance of `handle` into a new working directory:
+    /// downloads its files, opens them and lays its overlays over them.
+    /// With `options` owning the handle's key groups, as it was; with
+    /// another range, the overlays' cells outside it are left out and
+    /// the caller clips the rest
+    /// ([`RocksDbKeyedStateBackend::clip_to_own_range`]).
     fn restore_native(
         &self,
         options: KeyedBackendOptions,
@@ -417,18 +420,30 @@ impl StateBackend for RocksDbStateBackend {
             .filter(|h| h.format == SnapshotFormat::Canonical)
             .cloned()
             .collect();
-        if let (1, true, true) = (
-            native.len(),
-            canonical.is_empty(),
-            native.first().is_some_and(|h| h.key_group_range == range),
-        ) {
-            // Same range: the files opened as they are.
-            return Ok(Box::new(self.restore_native(options, native[0], storage)?));
-        }
-        // Another range: each old instance restored as it was, then the
-        // owned key groups copied out of it.
-        let mut backend = self.create(options.clone())?;
-        for handle in native {
+        // The old instance sharing the most key groups with `range` is
+        // restored into this instance's directory, its files opened as
+        // they are; on another range (rescaling) it is clipped to `range`.
+        // Every other old instance is restored as it was, in a directory of
+        // its own, and the owned key groups are copied out of it.
+        let base = native
+            .iter()
+            .copied()
+            .max_by_key(|h| h.key_group_range.intersection(&range).len());
+        let mut backend = match base {
+            Some(handle) => {
+                let mut backend = self.restore_native(options.clone(), handle, storage)?;
+                if handle.key_group_range != range {
+                    backend.clip_to_own_range()?;
+                }
+                backend
+            }
+            None => self.create(options.clone())?,
+        };
+        for handle in native
+            .iter()
+            .copied()
+            .filter(|h| !base.is_some_and(|b| std::ptr::eq(*h, b)))
+        {
             let old_options = KeyedBackendOptions {
                 key_group_range: handle.key_group_range,
                 ..options.clone()
