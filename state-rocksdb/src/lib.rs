@@ -18,9 +18,11 @@
 //! [`RocksDbConfig::changelog`] on, most incremental checkpoints upload only
 //! the writes made since the one before ([`changelog`]'s docs).
 //!
-//! Restore downloads files in parallel and opens them; at another
-//! parallelism it copies the owned key-group ranges out of each old
-//! instance. Working directories live under [`RocksDbConfig::local_dir`]
+//! Restore downloads files in parallel and opens them. At another
+//! parallelism, as in Flink, the old instance sharing the most key groups
+//! is opened as the new one and clipped to its range with range
+//! deletions; the owned key groups of any other old instance are copied
+//! in. Working directories live under [`RocksDbConfig::local_dir`]
 //! (Flink's `state.backend.rocksdb.localdir`), are removed on clean
 //! shutdown, and directories left by dead processes are removed, not reused.
 

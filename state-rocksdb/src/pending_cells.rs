@@ -10,8 +10,8 @@
 //! RocksDB later, at the dirty limit, as between checkpoints. A native
 //! snapshot's state is then its RocksDB checkpoint with the pending cells
 //! laid over it: restore puts them back into the write-back cache (or into
-//! RocksDB when the cache is off or smaller); rescaling restores each old
-//! instance so and copies the key groups it takes. A changelog's base
+//! RocksDB when the cache is off or smaller), leaving out those of key
+//! groups a rescaled instance does not own. A changelog's base
 //! writes its pending cells as SSTs instead, which restore ingests with
 //! the segments after them. Canonical snapshots (savepoints) still write
 //! the cells into RocksDB first: their files hold everything in one format.
