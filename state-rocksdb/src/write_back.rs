@@ -113,7 +113,7 @@ impl WriteBack {
     /// Why that much: making the checkpoint `fsync`s, and on a shared disk
     /// an `fsync` now and then takes hundreds of milliseconds. Twice the
     /// dirty limit (the bound before) held ~0.1 s of a word count's
-    /// writes; with the disk kept busy, runs waited 5–8 times for up to
+    /// writes; with the disk kept busy, runs waited 5–9 times for up to
     /// 0.6 s (docs/BENCHMARKS.md). The cost is memory during such a stall
     /// (the capacity's ~15 MiB again at the default), and a snapshot that
     /// begins while writes are still held back copies up to the capacity's
