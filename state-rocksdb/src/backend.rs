@@ -663,35 +663,42 @@ impl RocksDbKeyedStateBackend {
     }
 
     /// Removes every state's entries of key groups outside this backend's
-    /// range, with two range deletions per column family: an old instance
-    /// restored into a new, smaller range (rescaling, as Flink's RocksDB
-    /// backend clips the instance it restores first) keeps its files and
-    /// sheds the rest, instead of having the owned keys copied out one by
-    /// one. The deletions go into the WAL and memtable like any write;
-    /// compactions drop what they cover.
+    /// range: an old instance restored into a new, smaller range
+    /// (rescaling, as Flink's RocksDB backend clips the instance it
+    /// restores first) keeps its files and sheds the rest, instead of
+    /// having the owned keys copied out one by one. Per column family, the
+    /// SSTs lying wholly outside the range are dropped (no checkpoint
+    /// uploads them again), then two range deletions cover what is left;
+    /// they go into the WAL and memtable like any write, and compactions
+    /// drop what they cover.
     ///
     /// # Errors
     /// RocksDB's.
     pub(crate) fn clip_to_own_range(&mut self) -> Result<()> {
         self.wait_for_checkpoint_thread("clipping to the key-group range")?;
         // The deletions are in no changelog: none may build on the state
-        // before its next base. Cached cells are in range (restores leave
-        // the others out); written first, they stay in order either way.
+        // before its next base. Cached cells need not be written first:
+        // restores leave out the cells outside the range, so no deletion
+        // covers a cached cell.
         self.changelog = None;
-        self.write_dirty_cells()?;
+        // Key groups before the first owned one and after the last (all of
+        // them for an empty range).
         let range = self.options.key_group_range;
-        // Key ranges to delete: before the first owned key group and after
-        // the last (an empty range owns nothing).
-        let outside = match range.end() {
-            Some(end) if !range.is_empty() => [(0, range.start()), (end + 1, u32::MAX)],
-            _ => [(0, u32::MAX), (0, 0)],
-        };
+        let after = range.start() + range.len();
+        let outside = [(0, range.start()), (after, self.options.max_parallelism)];
+        let outside = outside.iter().filter(|(from, to)| from < to);
         let db = self.db()?;
         let mut batch = WriteBatch::default();
         for state in &self.states {
             let cf = self.cf(&state.cf)?;
-            for (from, to) in outside.into_iter().filter(|(from, to)| from < to) {
-                batch.delete_range_cf(cf, keys::key_group_start(from), keys::key_group_start(to));
+            for &(from, to) in outside.clone() {
+                let (first_key, end_key) = (keys::key_group_start(from), keys::key_group_start(to));
+                // Both bounds are inclusive. Every key of a dropped file lies
+                // in the range deletion below, so no older version of a key
+                // that a dropped file deleted or overwrote comes back.
+                db.delete_file_in_range_cf(cf, &first_key, &keys::inclusive_bound_below(&end_key))
+                    .map_err(|e| rocks_error("drop the files outside the key-group range", e))?;
+                batch.delete_range_cf(cf, first_key, end_key);
             }
         }
         db.write_opt(batch, &self.write_options)

@@ -24,6 +24,22 @@ pub fn key_group_start(key_group: u32) -> Vec<u8> {
     (key_group as u16).to_be_bytes().to_vec()
 }
 
+/// An inclusive upper bound below `key` that lies above nearly every key
+/// before it: for `DeleteFilesInRange`, whose end bound is inclusive, so
+/// that a file ending exactly at `key` stays.
+pub fn inclusive_bound_below(key: &[u8]) -> Vec<u8> {
+    let mut bound = key.to_vec();
+    match bound.pop() {
+        // A proper prefix of `key` sorts before it.
+        None | Some(0) => bound,
+        Some(last) => {
+            bound.push(last - 1);
+            bound.extend_from_slice(&[0xff; 8]);
+            bound
+        }
+    }
+}
+
 /// Writes the map-state prefix of `key` in `key_group`.
 pub fn map_prefix(out: &mut Vec<u8>, key_group: u32, key: &[u8]) {
     out.clear();
@@ -74,5 +90,17 @@ mod tests {
         assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
         assert_eq!(prefix_successor(&[0xff]), None);
         assert!(key_group_start(1) > key_group_start(0));
+    }
+
+    #[test]
+    fn the_bound_below_a_key_group_lies_above_the_previous_group_s_keys() {
+        for key_group in [1u32, 2, 255, 256, 257, 300, 65535, 65536] {
+            let start = key_group_start(key_group);
+            let bound = inclusive_bound_below(&start);
+            assert!(bound < start, "{key_group}: {bound:?} !< {start:?}");
+            let mut previous = key_group_start(key_group - 1);
+            previous.extend_from_slice(b"some key");
+            assert!(bound >= previous, "{key_group}: {bound:?} < {previous:?}");
+        }
     }
 }

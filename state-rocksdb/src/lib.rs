@@ -349,6 +349,64 @@ fn lay_overlays(backend: &mut RocksDbKeyedStateBackend, handle: &KeyedStateHandl
 }
 
 impl RocksDbStateBackend {
+    /// Restores the key groups of `options` from `handles`: the typed
+    /// [`StateBackend::restore_keyed_backend`].
+    ///
+    /// # Errors
+    /// As that.
+    pub fn restore(
+        &self,
+        options: KeyedBackendOptions,
+        handles: &[KeyedStateHandle],
+        storage: &CheckpointStorage,
+    ) -> Result<RocksDbKeyedStateBackend> {
+        let range = options.key_group_range;
+        let wanted: Vec<&KeyedStateHandle> = handles
+            .iter()
+            .filter(|h| !h.key_group_range.intersection(&range).is_empty())
+            .collect();
+        let native: Vec<&KeyedStateHandle> = wanted
+            .iter()
+            .copied()
+            .filter(|h| h.format == SnapshotFormat::Native)
+            .collect();
+        let canonical: Vec<KeyedStateHandle> = wanted
+            .iter()
+            .copied()
+            .filter(|h| h.format == SnapshotFormat::Canonical)
+            .cloned()
+            .collect();
+        // The old instance sharing the most key groups with `range` is
+        // restored into this instance's directory, its files opened as
+        // they are; on another range (rescaling) it is clipped to `range`.
+        // Every other old instance is restored as it was, in a directory of
+        // its own, and the owned key groups are copied out of it.
+        let base = (0..native.len()).max_by_key(|&i| native[i].key_group_range.intersection(&range).len());
+        let mut backend = match base {
+            Some(i) => {
+                let handle = native[i];
+                let mut backend = self.restore_native(options.clone(), handle, storage)?;
+                // Only when it holds key groups outside `range`: a range
+                // tombstone costs every read a check until compacted away.
+                if handle.key_group_range.intersection(&range) != handle.key_group_range {
+                    backend.clip_to_own_range()?;
+                }
+                backend
+            }
+            None => self.create(options.clone())?,
+        };
+        for (_, handle) in native.iter().enumerate().filter(|&(i, _)| Some(i) != base) {
+            let old_options = KeyedBackendOptions {
+                key_group_range: handle.key_group_range,
+                ..options.clone()
+            };
+            let mut old = self.restore_native(old_options, handle, storage)?;
+            backend.copy_key_groups_from(&mut old, handle.key_group_range.intersection(&range))?;
+        }
+        state_api::snapshot::canonical::restore_into(&mut backend, &canonical, storage)?;
+        Ok(backend)
+    }
+
     /// Restores the instance of `handle` into a new working directory:
     /// downloads its files, opens them and lays its overlays over them.
     /// With `options` owning the handle's key groups, as it was; with
@@ -406,57 +464,7 @@ impl StateBackend for RocksDbStateBackend {
         handles: &[KeyedStateHandle],
         storage: &CheckpointStorage,
     ) -> Result<Box<dyn KeyedStateBackend>> {
-        let range = options.key_group_range;
-        let wanted: Vec<&KeyedStateHandle> = handles
-            .iter()
-            .filter(|h| !h.key_group_range.intersection(&range).is_empty())
-            .collect();
-        let native: Vec<&KeyedStateHandle> = wanted
-            .iter()
-            .copied()
-            .filter(|h| h.format == SnapshotFormat::Native)
-            .collect();
-        let canonical: Vec<KeyedStateHandle> = wanted
-            .iter()
-            .copied()
-            .filter(|h| h.format == SnapshotFormat::Canonical)
-            .cloned()
-            .collect();
-        // The old instance sharing the most key groups with `range` is
-        // restored into this instance's directory, its files opened as
-        // they are; on another range (rescaling) it is clipped to `range`.
-        // Every other old instance is restored as it was, in a directory of
-        // its own, and the owned key groups are copied out of it.
-        let base = native
-            .iter()
-            .copied()
-            .max_by_key(|h| h.key_group_range.intersection(&range).len());
-        let mut backend = match base {
-            Some(handle) => {
-                let mut backend = self.restore_native(options.clone(), handle, storage)?;
-                // Only when it holds key groups outside `range`: a range
-                // tombstone costs every read a check until compacted away.
-                if handle.key_group_range.intersection(&range) != handle.key_group_range {
-                    backend.clip_to_own_range()?;
-                }
-                backend
-            }
-            None => self.create(options.clone())?,
-        };
-        for handle in native
-            .iter()
-            .copied()
-            .filter(|h| !base.is_some_and(|b| std::ptr::eq(*h, b)))
-        {
-            let old_options = KeyedBackendOptions {
-                key_group_range: handle.key_group_range,
-                ..options.clone()
-            };
-            let mut old = self.restore_native(old_options, handle, storage)?;
-            backend.copy_key_groups_from(&mut old, handle.key_group_range.intersection(&range))?;
-        }
-        state_api::snapshot::canonical::restore_into(&mut backend, &canonical, storage)?;
-        Ok(Box::new(backend))
+        Ok(Box::new(self.restore(options, handles, storage)?))
     }
 }
 
@@ -464,12 +472,79 @@ impl StateBackend for RocksDbStateBackend {
 mod tests {
     use state_api::codec::{encode_value, encode_value_into};
     use state_api::key_group::assign_to_key_group;
-    use state_api::testkit::{checkpoint_target, dump, StorageFixture};
+    use state_api::testkit::{checkpoint_target, dump, StateDump, StorageFixture};
     use state_api::{KeyGroupRange, KeyedStateBackendExt, SnapshotTarget, ValueStateDescriptor};
 
     use super::*;
 
     const MAX_PARALLELISM: u32 = 16;
+
+    /// A restore into half of the old key groups drops the old instance's
+    /// SSTs that lie wholly in the other half (no checkpoint uploads them
+    /// again) and reads exactly its own keys.
+    #[test]
+    fn a_rescaling_restore_drops_the_files_outside_its_range() {
+        let fixture = StorageFixture::local_dir();
+        let storage = &fixture.storage;
+        let rocks = RocksDbStateBackend::new(RocksDbConfig {
+            write_back_entries: 0,
+            ..RocksDbConfig::default()
+        });
+        let half = MAX_PARALLELISM / 2;
+        let (lower, upper) = (
+            KeyGroupRange::new(0, half - 1),
+            KeyGroupRange::new(half, MAX_PARALLELISM - 1),
+        );
+        let options = KeyedBackendOptions::new("clip", "op", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
+        let mut keyed = rocks.create(options.clone()).unwrap();
+        let counts = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+        let cf_name = backend::state_cf("count");
+        // One SST per half at the bottom level: each half written,
+        // flushed and compacted on its own.
+        for part in [lower, upper] {
+            for word in 0..2000u64 {
+                keyed.set_current_key_typed(&word).unwrap();
+                if part.contains(keyed.current_key_group()) {
+                    counts.update(&mut keyed, &word).unwrap();
+                }
+            }
+            let db = keyed.db().unwrap();
+            let cf = db.cf_handle(&cf_name).unwrap();
+            db.flush_cf(cf).unwrap();
+            db.compact_range_cf(cf, Some(keys::key_group_start(part.start())), None::<&[u8]>);
+        }
+        let file_ranges = |db: &rocksdb::DB| -> Vec<(Vec<u8>, Vec<u8>)> {
+            let mut ranges: Vec<_> = db
+                .live_files()
+                .unwrap()
+                .into_iter()
+                .filter(|f| f.column_family_name == cf_name)
+                .map(|f| (f.start_key.unwrap(), f.end_key.unwrap()))
+                .collect();
+            ranges.sort();
+            ranges
+        };
+        let upper_start = keys::key_group_start(half);
+        let before = file_ranges(keyed.db().unwrap());
+        assert_eq!(before.len(), 2, "one file per half: {before:?}");
+        assert!(before[0].1 < upper_start && before[1].0 >= upper_start, "{before:?}");
+        let expected: StateDump = dump(&mut keyed)
+            .unwrap()
+            .into_iter()
+            .filter(|((_, key), _)| upper.contains(assign_to_key_group(key, MAX_PARALLELISM)))
+            .collect();
+        assert!(!expected.is_empty());
+        let target: SnapshotTarget = checkpoint_target("clip", 1, SnapshotFormat::Native, true, "op-0");
+        let handle = keyed.snapshot(&target).unwrap().write(storage, &target).unwrap();
+
+        let upper_options = KeyedBackendOptions {
+            key_group_range: upper,
+            ..options
+        };
+        let mut restored = rocks.restore(upper_options, &[handle], storage).unwrap();
+        assert_eq!(file_ranges(restored.db().unwrap()), before[1..].to_vec());
+        assert_eq!(dump(&mut restored).unwrap(), expected);
+    }
 
     /// A segment of the version before segments became SSTs: one file of
     /// cell writes, replayed over the base (checkpoints retained from that
