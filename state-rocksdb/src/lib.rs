@@ -20,11 +20,12 @@
 //!
 //! Restore downloads files in parallel and opens them. At another
 //! parallelism, as in Flink, the old instance sharing the most key groups
-//! is opened as the new one and clipped to its range with range
-//! deletions; the owned key groups of any other old instance are copied
-//! in. Working directories live under [`RocksDbConfig::local_dir`]
-//! (Flink's `state.backend.rocksdb.localdir`), are removed on clean
-//! shutdown, and directories left by dead processes are removed, not reused.
+//! is opened as the new one and clipped to its range (its SSTs wholly
+//! outside the range dropped, range deletions over the rest); the owned
+//! key groups of any other old instance are copied in. Working
+//! directories live under [`RocksDbConfig::local_dir`] (Flink's
+//! `state.backend.rocksdb.localdir`), are removed on clean shutdown, and
+//! directories left by dead processes are removed, not reused.
 
 mod backend;
 pub mod changelog;
