@@ -245,10 +245,14 @@ def report(a):
                 c = r["checkpoints"]
                 return (pct([x["duration_ms"] for x in c], 50), max((x["sync_us"] for x in c), default=None))
 
+            def ck_cell(duration, sync):
+                # A run shorter than the checkpoint interval completes none.
+                return "none completed" if duration is None else f"{duration} ({ms(sync)})"
+
             (fd, fsync), (kd, ksync) = ck(f), ck(k)
             points.append((b["keys"], rate(b), rate(f), rate(k), fd, kd))
             out.append(f"| {b['corpus']} | {b['keys']:,} | {rate(b):,.0f} | {rate(f):,.0f} ({rate(f) / rate(b):.2f}) | "
-                       f"{rate(k):,.0f} ({rate(k) / rate(b):.2f}) | {fd} ({ms(fsync)}) | {kd} ({ms(ksync)}) | "
+                       f"{rate(k):,.0f} ({rate(k) / rate(b):.2f}) | {ck_cell(fd, fsync)} | {ck_cell(kd, ksync)} | "
                        f"{f['rss_mib']} / {k['rss_mib']} MiB |")
         out += ["", "![words/s and checkpoint time against state size](bench/scaling.png)", ""]
         largest = max(sweep, key=lambda g: next((r["keys"] or 0 for r in by_group[g] if r["name"] == "baseline"), 0))
