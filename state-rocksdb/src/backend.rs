@@ -116,14 +116,46 @@ pub(crate) fn db_options(resources: &Resources) -> Options {
 }
 
 /// [`db_options`] for opening a working directory, where a restored
-/// checkpoint's WAL copy replays: what it replays stays in memtables (the
-/// next checkpoint's background flush writes it) instead of being flushed
-/// to L0 while the job waits. The crate has no setter for
+/// checkpoint's WAL copy replays: what it replays stays in memtables (a
+/// background flush started after the restore writes it) instead of being
+/// flushed to L0 while the job waits. The crate has no setter for
 /// `avoid_flush_during_recovery`; RocksDB's option-string parser sets it.
-fn db_options_for_open(resources: &Resources) -> Result<Options> {
-    db_options(resources)
+///
+/// Except when the copy holds more than [`MAX_WAL_FILES_KEPT_AT_OPEN`]
+/// files: replayed WAL files stay live, and so in every checkpoint, until
+/// their memtables are flushed. A job that fails after each restore
+/// before that flush ends would otherwise restore a longer chain of them
+/// every time (each restore adds the WAL files it writes to the copy).
+/// Flushing during recovery cuts the chain to one file.
+fn db_options_for_open(resources: &Resources, wal_files: usize) -> Result<Options> {
+    let mut options = db_options(resources);
+    if wal_files > MAX_WAL_FILES_KEPT_AT_OPEN {
+        return Ok(options);
+    }
+    options
         .get_options_from_string("avoid_flush_during_recovery=true")
         .map_err(|e| rocks_error("set avoid_flush_during_recovery", e))
+}
+
+/// The most WAL files a restore replays into memtables without flushing
+/// them first ([`db_options_for_open`]). A checkpoint made when no flush
+/// was running holds one or two: the finished WAL of the memtables it
+/// switched and the new, nearly empty one. Each restore whose job fails
+/// before the flush after it ends adds two (measured: the file it opens
+/// and the one its checkpoint switches to).
+pub(crate) const MAX_WAL_FILES_KEPT_AT_OPEN: usize = 8;
+
+/// The WAL files in the database directory `db_path` (none if it does not
+/// exist yet).
+pub(crate) fn count_wal_files(db_path: &Path) -> usize {
+    std::fs::read_dir(db_path)
+        .map(|entries| {
+            entries
+                .filter_map(std::result::Result::ok)
+                .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// RocksDB's `target_file_size_base`: the size of compaction outputs.
@@ -245,7 +277,8 @@ impl RocksDbKeyedStateBackend {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options(&resources)))
             .collect::<Vec<_>>();
-        let db = DB::open_cf_descriptors(&db_options_for_open(&resources)?, &db_path, descriptors)
+        let db_options = db_options_for_open(&resources, count_wal_files(&db_path))?;
+        let db = DB::open_cf_descriptors(&db_options, &db_path, descriptors)
             .map_err(|e| rocks_error("open", e).with_context("file", db_path.display().to_string()))?;
         // The WAL is on, but never synced and written from a memory buffer
         // (`manual_wal_flush`): it is not for crash recovery of this working
@@ -296,9 +329,28 @@ impl RocksDbKeyedStateBackend {
                 .collect::<Result<_>>()?
         };
         for meta in metas {
-            backend.register_state(&meta)?;
+            backend.adopt_recorded_state(meta)?;
         }
         Ok(backend)
+    }
+
+    /// Registers a state recorded in the meta column family at open,
+    /// without writing its record again: a restore that wrote it would
+    /// leave data in a memtable, and so in the WAL the next checkpoint
+    /// copies, before the job has written anything.
+    fn adopt_recorded_state(&mut self, meta: StateMeta) -> Result<()> {
+        meta.validate()?;
+        let cf = state_cf(&meta.name);
+        if self.db()?.cf_handle(&cf).is_none() {
+            return Err(Error::corrupt(format!(
+                "state {} is recorded but its column family {cf} is missing",
+                meta.name
+            ))
+            .with_context("dir", self.dir.display().to_string()));
+        }
+        self.ids.insert(meta.name.clone(), self.states.len());
+        self.states.push(RocksState { meta, cf });
+        Ok(())
     }
 
     pub(crate) fn db(&self) -> Result<&DB> {
@@ -378,6 +430,18 @@ impl RocksDbKeyedStateBackend {
             .iter()
             .filter_map(|name| db.cf_handle(name))
             .collect())
+    }
+
+    /// Starts flushing, in the background, what a restore replayed from
+    /// the checkpoint's WAL copy into memtables (and what it wrote since),
+    /// so that the first checkpoint after it holds SSTs instead of the
+    /// replayed WAL files again. Not waited for: the job starts meanwhile.
+    ///
+    /// # Errors
+    /// RocksDB's, naming the working directory.
+    pub(crate) fn start_flushing_restored_memtables(&self) -> Result<()> {
+        let families = self.families()?;
+        local_checkpoint::start_background_flush(self.db()?, &families, &self.dir)
     }
 
     /// Waits, at most `timeout`, until memtables switched earlier (by a

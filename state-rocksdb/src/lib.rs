@@ -405,6 +405,7 @@ impl RocksDbStateBackend {
             backend.copy_key_groups_from(&mut old, handle.key_group_range.intersection(&range))?;
         }
         state_api::snapshot::canonical::restore_into(&mut backend, &canonical, storage)?;
+        backend.start_flushing_restored_memtables()?;
         Ok(backend)
     }
 
@@ -471,6 +472,8 @@ impl StateBackend for RocksDbStateBackend {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use state_api::codec::{encode_value, encode_value_into};
     use state_api::key_group::assign_to_key_group;
     use state_api::testkit::{checkpoint_target, dump, StateDump, StorageFixture};
@@ -479,6 +482,101 @@ mod tests {
     use super::*;
 
     const MAX_PARALLELISM: u32 = 16;
+
+    /// The `.log` files of a snapshot.
+    fn wal_files(handle: &KeyedStateHandle) -> usize {
+        handle.files.iter().filter(|f| f.path.ends_with(".log")).count()
+    }
+
+    /// A job restored and checkpointed again and again (a job that fails
+    /// soon after every restore) does not restore a longer chain of WAL
+    /// files each time: replayed WAL files are flushed after the restore,
+    /// and never kept at open beyond a bound.
+    #[test]
+    fn restores_in_a_row_do_not_chain_wal_files() {
+        let fixture = StorageFixture::local_dir();
+        let storage = &fixture.storage;
+        let rocks = RocksDbStateBackend::default();
+        let options = KeyedBackendOptions::new("walchain", "op", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
+        let mut keyed = rocks.create(options.clone()).unwrap();
+        let counts = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+        let mut expected = BTreeMap::new();
+        let mut handle = None;
+        for round in 1..=12u64 {
+            for word in round..round + 200 {
+                keyed.set_current_key_typed(&word).unwrap();
+                let count = counts.value(&mut keyed).unwrap().unwrap_or(0) + 1;
+                counts.update(&mut keyed, &count).unwrap();
+                expected.insert(word, count);
+            }
+            let target = checkpoint_target("walchain", round, SnapshotFormat::Native, true, "op-0");
+            let taken = keyed.snapshot(&target).unwrap().write(storage, &target).unwrap();
+            assert!(
+                wal_files(&taken) <= backend::MAX_WAL_FILES_KEPT_AT_OPEN + 2,
+                "checkpoint {round} holds {} WAL files: {:?}",
+                wal_files(&taken),
+                taken.files
+            );
+            keyed = rocks
+                .restore(options.clone(), std::slice::from_ref(&taken), storage)
+                .unwrap();
+            handle = Some(taken);
+        }
+        assert!(handle.is_some());
+        let restored: BTreeMap<u64, u64> = expected
+            .keys()
+            .map(|&word| {
+                keyed.set_current_key_typed(&word).unwrap();
+                (word, counts.value(&mut keyed).unwrap().unwrap())
+            })
+            .collect();
+        assert_eq!(restored, expected);
+    }
+
+    /// A working directory whose WAL holds more files than a restore keeps
+    /// replayed in memtables is flushed while it opens: the WAL files go,
+    /// the state stays.
+    #[test]
+    fn opening_a_long_chain_of_wal_files_flushes_it() {
+        let rocks = RocksDbStateBackend::new(RocksDbConfig {
+            write_back_entries: 0,
+            ..RocksDbConfig::default()
+        });
+        let options = KeyedBackendOptions::new("walopen", "op", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
+        let mut keyed = rocks.create(options.clone()).unwrap();
+        let counts = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+        let cf_name = backend::state_cf("count");
+        // A write to the default family that is never flushed keeps every
+        // later WAL file live; each flush of the state's family starts one.
+        keyed.db().unwrap().put(b"pinned", b"1").unwrap();
+        for word in 0..(backend::MAX_WAL_FILES_KEPT_AT_OPEN as u64 + 4) {
+            keyed.set_current_key_typed(&word).unwrap();
+            counts.update(&mut keyed, &word).unwrap();
+            let db = keyed.db().unwrap();
+            db.flush_cf(db.cf_handle(&cf_name).unwrap()).unwrap();
+        }
+        let expected = dump(&mut keyed).unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        let copy_db = copy.path().join("db");
+        rocksdb::checkpoint::Checkpoint::new(keyed.db().unwrap())
+            .and_then(|c| c.create_checkpoint_with_log_size(&copy_db, u64::MAX))
+            .unwrap();
+        let copied = backend::count_wal_files(&copy_db);
+        assert!(
+            copied > backend::MAX_WAL_FILES_KEPT_AT_OPEN,
+            "{copied} WAL files copied"
+        );
+
+        let mut reopened =
+            RocksDbKeyedStateBackend::open(copy.path().to_path_buf(), options, Arc::clone(&rocks.resources)).unwrap();
+        let kept = backend::count_wal_files(&copy_db);
+        assert!(kept <= 2, "{kept} of {copied} WAL files kept at open");
+        assert_eq!(
+            reopened.db().unwrap().get(b"pinned").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(dump(&mut reopened).unwrap(), expected);
+    }
 
     /// A restore into half of the old key groups drops the old instance's
     /// SSTs that lie wholly in the other half (no checkpoint uploads them

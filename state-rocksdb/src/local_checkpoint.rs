@@ -144,7 +144,7 @@ fn flush_and_wait(db: &DB, families: &[&ColumnFamily], work_dir: &Path) -> Resul
 /// Starts flushing every column family's memtable without waiting: the
 /// memtables are switched now (so later writes go to new ones and a new WAL
 /// file), the flush itself runs on RocksDB's background threads.
-fn start_background_flush(db: &DB, families: &[&ColumnFamily], work_dir: &Path) -> Result<()> {
+pub(crate) fn start_background_flush(db: &DB, families: &[&ColumnFamily], work_dir: &Path) -> Result<()> {
     let mut options = FlushOptions::default();
     options.set_wait(false);
     db.flush_cfs_opt(families, &options)
