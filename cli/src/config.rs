@@ -32,6 +32,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "state.backend.rocksdb.memory.fixed-per-tm",
     "state.backend.rocksdb.memory.write-buffer-ratio",
     "state.backend.rocksdb.writebuffer.size",
+    "state.backend.rocksdb.rescaling.compact-clipped-ranges",
     "parallelism.default",
     "pipeline.max-parallelism",
     "s3.endpoint",

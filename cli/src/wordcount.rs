@@ -151,6 +151,8 @@ pub fn run(args: WordCountArgs) -> Result<()> {
             rocksdb_write_buffer_size: config.get_memory_size(&["state.backend.rocksdb.writebuffer.size"])?,
             rocksdb_changelog: args.changelog
                 || config.get_bool(&["state.backend.changelog.enabled"])?.unwrap_or(false),
+            rocksdb_compact_clipped_ranges: config
+                .get_bool(&["state.backend.rocksdb.rescaling.compact-clipped-ranges"])?,
             ..rocksdb_memory(&config)?
         },
     )?;

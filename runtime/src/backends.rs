@@ -85,6 +85,11 @@ pub struct BackendConfig {
     /// RocksDB's changelog checkpoints (`state.backend.changelog.enabled`,
     /// see `state_rocksdb::RocksDbConfig::changelog`).
     pub rocksdb_changelog: bool,
+    /// Whether a rescaling restore compacts the key-group ranges it
+    /// clipped away, in the background
+    /// (`state.backend.rocksdb.rescaling.compact-clipped-ranges`; default
+    /// `state_rocksdb::RocksDbConfig::default().compact_clipped_ranges`).
+    pub rocksdb_compact_clipped_ranges: Option<bool>,
 }
 
 /// The backend `kind` with default settings, if this build includes it.
@@ -117,6 +122,9 @@ pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Res
                     write_buffer_bytes: config.rocksdb_write_buffer_bytes.unwrap_or(defaults.write_buffer_bytes),
                     write_buffer_size: config.rocksdb_write_buffer_size.unwrap_or(defaults.write_buffer_size),
                     changelog: config.rocksdb_changelog,
+                    compact_clipped_ranges: config
+                        .rocksdb_compact_clipped_ranges
+                        .unwrap_or(defaults.compact_clipped_ranges),
                 },
             )))
         }

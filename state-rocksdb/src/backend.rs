@@ -21,6 +21,7 @@ use crate::changelog::{ChainSlot, Changelog, SegmentSnapshot};
 use crate::keys;
 use crate::local_checkpoint::{self, CheckpointThread, Memtables};
 use crate::pending_cells::{self, PendingCellsWriter, WriteLog, WriteOp};
+use crate::range_compaction::{ClippedRange, RangeCompaction};
 use crate::snapshot::{CanonicalFromRocksDb, DirGuard, NativeSnapshot};
 use crate::write_back::{Buffered, WriteBack};
 use crate::Resources;
@@ -212,6 +213,11 @@ pub struct RocksDbKeyedStateBackend {
     /// until it finishes, nothing may write RocksDB
     /// ([`Self::wait_for_checkpoint_thread`]).
     checkpoint_thread: Option<CheckpointThread>,
+    /// Key ranges [`Self::clip_to_own_range`] deleted, for
+    /// [`Self::start_compacting_clipped_ranges`].
+    clipped: Vec<ClippedRange>,
+    /// The thread compacting them, while it runs.
+    range_compaction: Option<RangeCompaction>,
     /// The writes since the newest changelog base, while changelog
     /// checkpoints are on and one was made ([`crate::changelog`]).
     changelog: Option<Changelog>,
@@ -247,6 +253,9 @@ impl Drop for RocksDbKeyedStateBackend {
         // its snapshot, if anyone still writes it, can upload it.
         if let Err(e) = self.wait_for_checkpoint_thread("closing the backend") {
             tracing::warn!(dir = %self.dir.display(), error = %e, "a RocksDB checkpoint failed while the backend closed");
+        }
+        if let (Some(compaction), Some(db)) = (self.range_compaction.take(), self.db.as_deref()) {
+            compaction.stop(db);
         }
         self.db.take();
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
@@ -313,6 +322,8 @@ impl RocksDbKeyedStateBackend {
             instance,
             snapshot_seq: 0,
             checkpoint_thread: None,
+            clipped: Vec::new(),
+            range_compaction: None,
             changelog: None,
             chain: ChainSlot::default(),
         };
@@ -442,6 +453,35 @@ impl RocksDbKeyedStateBackend {
     pub(crate) fn start_flushing_restored_memtables(&self) -> Result<()> {
         let families = self.families()?;
         local_checkpoint::start_background_flush(self.db()?, &families, &self.dir)
+    }
+
+    /// Starts compacting the ranges [`Self::clip_to_own_range`] deleted,
+    /// on a thread of its own (`range_compaction`), unless
+    /// `RocksDbConfig::compact_clipped_ranges` is off.
+    ///
+    /// # Errors
+    /// Storage when the thread cannot be started.
+    pub(crate) fn start_compacting_clipped_ranges(&mut self) -> Result<()> {
+        let ranges = std::mem::take(&mut self.clipped);
+        if ranges.is_empty() || !self.resources.compact_clipped_ranges {
+            return Ok(());
+        }
+        let db = Arc::clone(self.db.as_ref().ok_or_else(backend_closed)?);
+        self.range_compaction = Some(RangeCompaction::start(db, ranges, self.dir.clone())?);
+        Ok(())
+    }
+
+    /// Waits until the compaction of the ranges a rescaling restore
+    /// clipped away has finished (at once when none runs): tests use it to
+    /// look at the files it leaves.
+    ///
+    /// # Errors
+    /// When the compaction thread panicked.
+    pub fn wait_for_range_compaction(&mut self) -> Result<()> {
+        match self.range_compaction.take() {
+            Some(compaction) => compaction.wait(),
+            None => Ok(()),
+        }
     }
 
     /// Waits, at most `timeout`, until memtables switched earlier (by a
@@ -753,6 +793,7 @@ impl RocksDbKeyedStateBackend {
         let outside = outside.iter().filter(|(from, to)| from < to);
         let db = self.db()?;
         let mut batch = WriteBatch::default();
+        let mut clipped = Vec::new();
         for state in &self.states {
             let cf = self.cf(&state.cf)?;
             for &(from, to) in outside.clone() {
@@ -762,11 +803,18 @@ impl RocksDbKeyedStateBackend {
                 // that a dropped file deleted or overwrote comes back.
                 db.delete_file_in_range_cf(cf, &first_key, &keys::inclusive_bound_below(&end_key))
                     .map_err(|e| rocks_error("drop the files outside the key-group range", e))?;
-                batch.delete_range_cf(cf, first_key, end_key);
+                batch.delete_range_cf(cf, &first_key, &end_key);
+                clipped.push(ClippedRange {
+                    column_family: state.cf.clone(),
+                    start: first_key,
+                    end: end_key,
+                });
             }
         }
         db.write_opt(batch, &self.write_options)
-            .map_err(|e| rocks_error("clip to the key-group range", e))
+            .map_err(|e| rocks_error("clip to the key-group range", e))?;
+        self.clipped.extend(clipped);
+        Ok(())
     }
 
     /// Copies the key groups of `range` out of `source`, an old instance
@@ -883,6 +931,12 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let cf_opts = cf_options(&self.resources);
         // Creating a column family needs the database to itself.
         self.wait_for_checkpoint_thread("registering a state")?;
+        if let Some(compaction) = self.range_compaction.take() {
+            if compaction.is_running() {
+                tracing::info!(dir = %self.dir.display(), "registering a state waits for the compaction of clipped ranges");
+            }
+            compaction.wait()?;
+        }
         let db = self.db.as_mut().ok_or_else(backend_closed)?;
         let db = Arc::get_mut(db).ok_or_else(|| {
             Error::new(

@@ -21,8 +21,10 @@
 //! Restore downloads files in parallel and opens them. At another
 //! parallelism, as in Flink, the old instance sharing the most key groups
 //! is opened as the new one and clipped to its range (its SSTs wholly
-//! outside the range dropped, range deletions over the rest); the owned
-//! key groups of any other old instance are copied in. Working
+//! outside the range dropped, range deletions over the rest, which a
+//! thread then compacts away while the job runs:
+//! [`RocksDbConfig::compact_clipped_ranges`]); the owned key groups of any
+//! other old instance are copied in. Working
 //! directories live under [`RocksDbConfig::local_dir`] (Flink's
 //! `state.backend.rocksdb.localdir`), are removed on clean shutdown, and
 //! directories left by dead processes are removed, not reused.
@@ -33,6 +35,7 @@ mod fold;
 mod keys;
 mod local_checkpoint;
 mod pending_cells;
+mod range_compaction;
 mod snapshot;
 mod write_back;
 
@@ -81,6 +84,12 @@ pub struct RocksDbConfig {
     /// phase then folds and sorts the writes, and a base waits for the
     /// memtables' flush.
     pub changelog: bool,
+    /// After a rescaling restore, compact the key-group ranges it clipped
+    /// away, on a thread of its own while the job runs, so that its
+    /// checkpoints stop carrying the other instances' keys (see
+    /// `range_compaction`). On by default; Flink leaves them to RocksDB's
+    /// own compactions, which is what `false` does.
+    pub compact_clipped_ranges: bool,
 }
 
 impl Default for RocksDbConfig {
@@ -92,6 +101,7 @@ impl Default for RocksDbConfig {
             write_buffer_size: 4 << 20,
             write_back_entries: DEFAULT_WRITE_BACK_ENTRIES,
             changelog: false,
+            compact_clipped_ranges: true,
         }
     }
 }
@@ -109,6 +119,7 @@ pub struct Resources {
     pub(crate) write_buffer_size: usize,
     pub(crate) write_back_entries: usize,
     pub(crate) changelog: bool,
+    pub(crate) compact_clipped_ranges: bool,
 }
 
 impl std::fmt::Debug for Resources {
@@ -145,6 +156,7 @@ impl RocksDbStateBackend {
                 write_buffer_size: config.write_buffer_size,
                 write_back_entries: config.write_back_entries,
                 changelog: config.changelog,
+                compact_clipped_ranges: config.compact_clipped_ranges,
             }),
         }
     }
@@ -406,6 +418,7 @@ impl RocksDbStateBackend {
         }
         state_api::snapshot::canonical::restore_into(&mut backend, &canonical, storage)?;
         backend.start_flushing_restored_memtables()?;
+        backend.start_compacting_clipped_ranges()?;
         Ok(backend)
     }
 
@@ -643,6 +656,68 @@ mod tests {
         let mut restored = rocks.restore(upper_options, &[handle], storage).unwrap();
         assert_eq!(file_ranges(restored.db().unwrap()), before[1..].to_vec());
         assert_eq!(dump(&mut restored).unwrap(), expected);
+    }
+
+    /// A rescaling restore compacts the ranges it clipped away in the
+    /// background: a file spanning every key group is rewritten to hold
+    /// the new range's keys only. With `compact_clipped_ranges` off it
+    /// keeps the clipped keys (under a range deletion).
+    #[test]
+    fn a_rescaling_restore_compacts_the_ranges_it_clipped() {
+        let fixture = StorageFixture::local_dir();
+        let storage = &fixture.storage;
+        let half = MAX_PARALLELISM / 2;
+        let upper = KeyGroupRange::new(half, MAX_PARALLELISM - 1);
+        let upper_start = keys::key_group_start(half);
+        let cf_name = backend::state_cf("count");
+        let options = KeyedBackendOptions::new("compact", "op", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
+        for compact in [true, false] {
+            let rocks = RocksDbStateBackend::new(RocksDbConfig {
+                write_back_entries: 0,
+                compact_clipped_ranges: compact,
+                ..RocksDbConfig::default()
+            });
+            let mut keyed = rocks.create(options.clone()).unwrap();
+            let counts = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+            for word in 0..2000u64 {
+                keyed.set_current_key_typed(&word).unwrap();
+                counts.update(&mut keyed, &word).unwrap();
+            }
+            let db = keyed.db().unwrap();
+            let cf = db.cf_handle(&cf_name).unwrap();
+            db.flush_cf(cf).unwrap();
+            db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+            let expected: StateDump = dump(&mut keyed)
+                .unwrap()
+                .into_iter()
+                .filter(|((_, key), _)| upper.contains(assign_to_key_group(key, MAX_PARALLELISM)))
+                .collect();
+            let target: SnapshotTarget = checkpoint_target("compact", 1, SnapshotFormat::Native, true, "op-0");
+            let handle = keyed.snapshot(&target).unwrap().write(storage, &target).unwrap();
+
+            let upper_options = KeyedBackendOptions {
+                key_group_range: upper,
+                ..options.clone()
+            };
+            let mut restored = rocks.restore(upper_options, &[handle], storage).unwrap();
+            restored.wait_for_range_compaction().unwrap();
+            let starts: Vec<Vec<u8>> = restored
+                .db()
+                .unwrap()
+                .live_files()
+                .unwrap()
+                .into_iter()
+                .filter(|f| f.column_family_name == cf_name)
+                .map(|f| f.start_key.unwrap())
+                .collect();
+            assert!(!starts.is_empty());
+            let clipped_keys_kept = starts.iter().any(|start| *start < upper_start);
+            assert_eq!(
+                clipped_keys_kept, !compact,
+                "compact_clipped_ranges {compact}: files start at {starts:?}"
+            );
+            assert_eq!(dump(&mut restored).unwrap(), expected);
+        }
     }
 
     /// A segment of the version before segments became SSTs: one file of
