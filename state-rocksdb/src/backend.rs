@@ -127,7 +127,8 @@ pub(crate) fn db_options(resources: &Resources) -> Options {
 /// their memtables are flushed. A job that fails after each restore
 /// before that flush ends would otherwise restore a longer chain of them
 /// every time (each restore adds the WAL files it writes to the copy).
-/// Flushing during recovery cuts the chain to one file.
+/// Flushing during recovery cuts the chain to one or two files (the
+/// tests check at most two).
 fn db_options_for_open(resources: &Resources, wal_files: usize) -> Result<Options> {
     let mut options = db_options(resources);
     if wal_files > MAX_WAL_FILES_KEPT_AT_OPEN {
