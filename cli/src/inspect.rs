@@ -203,27 +203,29 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
                 storage,
                 std::slice::from_ref(handle),
                 handle.key_group_range,
-                |states, r| {
-                    let meta = &states[r.state_index];
-                    let name = &meta.name;
-                    if state.is_some_and(|s| s != name) || wanted_key.as_ref().is_some_and(|k| k != r.key) {
-                        return Ok(());
+                |file, records| {
+                    for r in records {
+                        let meta = &file.states[r.state_index];
+                        let name = &meta.name;
+                        if state.is_some_and(|s| s != name) || wanted_key.as_ref().is_some_and(|k| k != r.key) {
+                            continue;
+                        }
+                        entries.push(InspectedEntry {
+                            operator: op.operator_id.clone(),
+                            state: name.clone(),
+                            key_group: r.key_group,
+                            key: render(r.key),
+                            user_key: r.user_key.map(render),
+                            value: if meta.ttl.is_some() {
+                                // Skip the 8-byte expiry in front of TTL values.
+                                r.value
+                                    .get(8..)
+                                    .map_or_else(|| render(r.value), |v| render_typed(v, &meta.value_type))
+                            } else {
+                                render_typed(r.value, &meta.value_type)
+                            },
+                        });
                     }
-                    entries.push(InspectedEntry {
-                        operator: op.operator_id.clone(),
-                        state: name.clone(),
-                        key_group: r.key_group,
-                        key: render(r.key),
-                        user_key: r.user_key.map(render),
-                        value: if meta.ttl.is_some() {
-                            // Skip the 8-byte expiry in front of TTL values.
-                            r.value
-                                .get(8..)
-                                .map_or_else(|| render(r.value), |v| render_typed(v, &meta.value_type))
-                        } else {
-                            render_typed(r.value, &meta.value_type)
-                        },
-                    });
                     Ok(())
                 },
             )?;

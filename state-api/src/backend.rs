@@ -211,6 +211,16 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// [`ErrorKind::InvalidArgument`] for an unknown state id or a map state.
     fn get(&self, state: StateId) -> Result<Option<Cow<'_, [u8]>>>;
 
+    /// A hint from a restore about to write the cells of `keys` keys of
+    /// `state` in `key_group`, none of them there yet: a backend that keeps
+    /// cells in hash tables makes room for them at once instead of growing
+    /// its tables step by step (each step a copy and fresh pages). Never
+    /// fails (an unknown state, a map state or a key group outside the range
+    /// reserves nothing); the default does nothing.
+    fn reserve_keys(&mut self, state: StateId, key_group: u32, keys: usize) {
+        let _ = (state, key_group, keys);
+    }
+
     /// A hint for a caller about to read many keys' cells of `state`: loads
     /// what reading `serialized_key`'s cell will need, without changing the
     /// current key. Touching a group of keys before handling them lets the

@@ -232,6 +232,12 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         Ok(table.get(shard, &self.current_key).map(|v| Cow::Borrowed(v.as_slice())))
     }
 
+    fn reserve_keys(&mut self, state: StateId, key_group: u32, keys: usize) {
+        if let Ok(table) = self.cells_mut(state) {
+            table.reserve(key_group, keys);
+        }
+    }
+
     fn touch(&self, state: StateId, serialized_key: &[u8]) -> u64 {
         let Ok(table) = self.cells(state) else {
             return 0;

@@ -547,6 +547,19 @@ pub fn parse_block<'a>(
 /// # Errors
 /// See [`parse_footer`], [`parse_index`] and [`parse_block`].
 pub fn parse_file(bytes: &[u8]) -> Result<(CanonicalIndex, Vec<CanonicalRecord<'_>>)> {
+    let index = parse_file_index(bytes)?;
+    // Sized up front: a record takes at least 3 bytes, which bounds what a
+    // corrupt index can ask for.
+    let mut records = Vec::with_capacity((index.record_count() as usize).min(bytes.len() / 3 + 1));
+    for block in &index.blocks {
+        records.extend(parse_block(&index, block, block_bytes(bytes, block))?);
+    }
+    Ok((index, records))
+}
+
+/// Checks the header and footer of a whole canonical file held in memory
+/// and parses its index.
+fn parse_file_index(bytes: &[u8]) -> Result<CanonicalIndex> {
     let len = bytes.len() as u64;
     if bytes.len() < HEADER_LEN + FOOTER_LEN {
         return Err(Error::corrupt(format!(
@@ -556,13 +569,14 @@ pub fn parse_file(bytes: &[u8]) -> Result<(CanonicalIndex, Vec<CanonicalRecord<'
     check_header(&bytes[..HEADER_LEN])?;
     let footer = parse_footer(&bytes[bytes.len() - FOOTER_LEN..], len)?;
     let index_start = footer.index_offset as usize;
-    let index = parse_index(&bytes[index_start..index_start + footer.index_len as usize], &footer)?;
-    let mut records = Vec::new();
-    for block in &index.blocks {
-        let start = block.offset as usize;
-        records.extend(parse_block(&index, block, &bytes[start..start + block.len as usize])?);
-    }
-    Ok((index, records))
+    parse_index(&bytes[index_start..index_start + footer.index_len as usize], &footer)
+}
+
+/// A block's bytes in a whole file whose index [`parse_index`] checked
+/// (its blocks lie inside the file).
+fn block_bytes<'a>(file: &'a [u8], block: &KeyGroupBlock) -> &'a [u8] {
+    let start = block.offset as usize;
+    &file[start..start + block.len as usize]
 }
 
 fn check_header(header: &[u8]) -> Result<()> {
@@ -584,14 +598,40 @@ fn check_header(header: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The file records passed to [`read_handles`]' `apply` came from.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordFile<'a> {
+    /// The file's states; a record's `state_index` points into them.
+    pub states: &'a [StateMeta],
+    /// Whether the file is a delta (records change an earlier file's state)
+    /// rather than a full snapshot (every record a key of its own).
+    pub delta: bool,
+    /// The file's place among the files read, from 0: records of one file
+    /// share it, so a caller can map the file's states to its own once per
+    /// file instead of comparing state lists per record.
+    pub ordinal: usize,
+}
+
+impl<'a> RecordFile<'a> {
+    fn of(index: &'a CanonicalIndex, ordinal: usize) -> Self {
+        Self {
+            states: &index.states,
+            delta: index.delta,
+            ordinal,
+        }
+    }
+}
+
 /// Reads every canonical record of `handles` whose key group is in `range`
-/// and passes it to `apply`, with the states of the file it came from.
-/// A handle's files are read in order: a full file, then the deltas after
-/// it, whose removal records (`removed`) `apply` must carry out.
+/// and passes them to `apply` a key-group block at a time, with the file
+/// they came from. A handle's files are read in order: a full file, then
+/// the deltas after it, whose removal records (`removed`) `apply` must
+/// carry out.
 ///
 /// A file whose whole range is wanted is read at once and its CRC-32C checked
 /// against the manifest; otherwise only its footer, index and the wanted
-/// blocks are read, each checked against its own CRC.
+/// blocks are read. Each block is checked against its own CRC before its
+/// records are passed on.
 ///
 /// # Errors
 /// [`ErrorKind::Unsupported`] for a non-canonical handle; storage,
@@ -601,8 +641,9 @@ pub fn read_handles(
     storage: &CheckpointStorage,
     handles: &[KeyedStateHandle],
     range: KeyGroupRange,
-    mut apply: impl FnMut(&[StateMeta], CanonicalRecord<'_>) -> Result<()>,
+    mut apply: impl FnMut(RecordFile<'_>, &[CanonicalRecord<'_>]) -> Result<()>,
 ) -> Result<()> {
+    let mut ordinal = 0;
     for handle in handles {
         if handle.format != SnapshotFormat::Canonical {
             return Err(Error::unsupported(format!(
@@ -616,11 +657,17 @@ pub fn read_handles(
         }
         for file in &handle.files {
             let with_file = |e: Error| e.with_context("file", file.path.clone());
+            let this_file = ordinal;
+            ordinal += 1;
             if wanted == handle.key_group_range {
                 let bytes = storage.read_verified(file)?;
-                let (index, records) = parse_file(&bytes).map_err(with_file)?;
-                for record in records {
-                    apply(&index.states, record).map_err(with_file)?;
+                let index = parse_file_index(&bytes).map_err(with_file)?;
+                // A block at a time: a vector of the whole file's records
+                // (~50 MiB at 700k keys) cost a heap restore a fifth of its
+                // time in page faults and copies (docs/BENCHMARKS.md).
+                for block in &index.blocks {
+                    let records = parse_block(&index, block, block_bytes(&bytes, block)).map_err(with_file)?;
+                    apply(RecordFile::of(&index, this_file), &records).map_err(with_file)?;
                 }
             } else {
                 let len = storage.stat_len(&file.path)?;
@@ -642,9 +689,8 @@ pub fn read_handles(
                 let index = parse_index(&index_bytes, &footer).map_err(with_file)?;
                 for block in index.blocks.iter().filter(|b| wanted.contains(b.key_group)) {
                     let bytes = storage.read_range(&file.path, block.offset..block.offset + block.len)?;
-                    for record in parse_block(&index, block, &bytes).map_err(with_file)? {
-                        apply(&index.states, record).map_err(with_file)?;
-                    }
+                    let records = parse_block(&index, block, &bytes).map_err(with_file)?;
+                    apply(RecordFile::of(&index, this_file), &records).map_err(with_file)?;
                 }
             }
         }
@@ -666,36 +712,86 @@ pub fn restore_into(
 ) -> Result<()> {
     let range = backend.key_group_range();
     let max_parallelism = backend.max_parallelism();
-    // Map (file's states, index) to backend ids; files of one snapshot share
-    // their state lists, so the cache hits almost always.
+    // Maps a file's states to backend ids, once per file; files of one
+    // snapshot share their state lists, so they share the ids too.
     let mut ids: Vec<(Vec<StateMeta>, Vec<StateId>)> = Vec::new();
-    read_handles(storage, handles, range, |states, record| {
-        let slot = match ids.iter().position(|(s, _)| s.as_slice() == states) {
-            Some(slot) => slot,
-            None => {
-                let registered = states
-                    .iter()
-                    .map(|meta| backend.register_state(meta))
-                    .collect::<Result<Vec<_>>>()?;
-                ids.push((states.to_vec(), registered));
-                ids.len() - 1
+    let mut file_ids: Option<(usize, usize)> = None;
+    let mut new_keys: Vec<usize> = Vec::new();
+    read_handles(storage, handles, range, |file, records| {
+        let slot = match file_ids {
+            Some((ordinal, slot)) if ordinal == file.ordinal => slot,
+            _ => {
+                let slot = match ids.iter().position(|(s, _)| s.as_slice() == file.states) {
+                    Some(slot) => slot,
+                    None => {
+                        let registered = file
+                            .states
+                            .iter()
+                            .map(|meta| backend.register_state(meta))
+                            .collect::<Result<Vec<_>>>()?;
+                        ids.push((file.states.to_vec(), registered));
+                        ids.len() - 1
+                    }
+                };
+                file_ids = Some((file.ordinal, slot));
+                slot
             }
         };
-        let state = ids[slot].1[record.state_index];
-        let actual_group = assign_to_key_group(record.key, max_parallelism);
-        if actual_group != record.key_group {
-            return Err(Error::corrupt(format!(
-                "record stored under key group {} hashes to key group {actual_group} (max parallelism {max_parallelism})",
-                record.key_group
-            )));
+        let state_ids = &ids[slot].1;
+        if let (false, Some(first)) = (file.delta, records.first()) {
+            // Every cell record of a full file is a key of its own: say how
+            // many each state gets in this key group before writing them.
+            new_keys.clear();
+            new_keys.resize(state_ids.len(), 0);
+            for record in records.iter().filter(|r| r.user_key.is_none()) {
+                new_keys[record.state_index] += 1;
+            }
+            for (&state, &keys) in state_ids.iter().zip(&new_keys) {
+                if keys > 0 {
+                    backend.reserve_keys(state, first.key_group, keys);
+                }
+            }
         }
-        backend.set_current_key(record.key)?;
-        match record.user_key {
-            _ if record.removed => backend.clear(state),
-            Some(user_key) => backend.map_put(state, user_key, record.value),
-            None => backend.put(state, record.value),
+        for record in records {
+            restore_record(backend, state_ids[record.state_index], record, max_parallelism)?;
         }
+        Ok(())
     })
+}
+
+/// Writes one record of a canonical file into `backend`'s `state`.
+fn restore_record(
+    backend: &mut dyn KeyedStateBackend,
+    state: StateId,
+    record: &CanonicalRecord<'_>,
+    max_parallelism: u32,
+) -> Result<()> {
+    // `set_current_key` hashes the key to its key group; checking that
+    // group against the one the record was stored under costs no second
+    // hash. It refuses a key outside the backend's range, which a corrupt
+    // record's key may hash to: that is corruption too.
+    let key_group_mismatch = |actual: u32| {
+        Error::corrupt(format!(
+            "record stored under key group {} hashes to key group {actual} (max parallelism {max_parallelism})",
+            record.key_group
+        ))
+    };
+    if let Err(refused) = backend.set_current_key(record.key) {
+        let actual = assign_to_key_group(record.key, max_parallelism);
+        return Err(if actual == record.key_group {
+            refused
+        } else {
+            key_group_mismatch(actual)
+        });
+    }
+    if backend.current_key_group() != record.key_group {
+        return Err(key_group_mismatch(backend.current_key_group()));
+    }
+    match record.user_key {
+        _ if record.removed => backend.clear(state),
+        Some(user_key) => backend.map_put(state, user_key, record.value),
+        None => backend.put(state, record.value),
+    }
 }
 
 #[cfg(test)]
