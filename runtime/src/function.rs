@@ -286,12 +286,10 @@ where
         // A key group at a time: a large state's keys are never all in
         // memory at once.
         for key_group in backend.key_group_range().iter() {
-            for key_bytes in backend.keys_in_key_group(state.id(), key_group)? {
-                backend.set_current_key(&key_bytes)?;
-                if let Some(sum) = state.value(backend)? {
-                    out((state_api::codec::decode_value::<K>(&key_bytes)?, sum));
-                }
-            }
+            state.for_each_in_key_group(backend, key_group, |key_bytes, sum| {
+                out((state_api::codec::decode_value::<K>(key_bytes)?, sum));
+                Ok(())
+            })?;
         }
         Ok(())
     }

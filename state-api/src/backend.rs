@@ -130,6 +130,10 @@ pub struct FileRef {
     pub crc32c: u32,
 }
 
+/// What [`KeyedStateBackend::for_each_cell_in_key_group`] calls for each
+/// cell: `visit(key, cell)`, serialized key and stored cell bytes.
+pub type CellVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// What one keyed backend instance wrote for one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyedStateHandle {
@@ -293,6 +297,36 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// [`ErrorKind::InvalidArgument`] for an unknown state id or a key group
     /// outside this backend's range.
     fn keys_in_key_group(&self, state: StateId, key_group: u32) -> Result<Vec<Vec<u8>>>;
+
+    /// Calls `visit(key, cell)` for every key of `state` in `key_group`
+    /// that has a cell, in the order of
+    /// [`KeyedStateBackend::keys_in_key_group`], with the cell's stored
+    /// bytes as [`KeyedStateBackend::get`] returns them: a bounded job's
+    /// final results read a key group's cells without a lookup per key.
+    /// Stops at the first error `visit` returns.
+    ///
+    /// The default reads each key of `keys_in_key_group` with `get`, which
+    /// changes the current key; backends that can walk their cells in place
+    /// (the heap backends) override it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an unknown state id, a map state
+    /// or a key group outside this backend's range; the first error of
+    /// `visit`.
+    fn for_each_cell_in_key_group(
+        &mut self,
+        state: StateId,
+        key_group: u32,
+        visit: &mut CellVisitor<'_>,
+    ) -> Result<()> {
+        for key in self.keys_in_key_group(state, key_group)? {
+            self.set_current_key(&key)?;
+            if let Some(cell) = self.get(state)? {
+                visit(&key, &cell)?;
+            }
+        }
+        Ok(())
+    }
 
     /// The synchronous phase of a snapshot: captures a consistent view and
     /// returns the asynchronous phase that writes it.

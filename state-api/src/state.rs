@@ -212,6 +212,61 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
         })
     }
 
+    /// Calls `visit(key, value)` for every key of `key_group` with a live
+    /// value, in serialized key order (the key as serialized bytes): a
+    /// bounded job's final results, without a lookup per key on backends
+    /// that walk their cells in place
+    /// ([`KeyedStateBackend::for_each_cell_in_key_group`]). May change the
+    /// current key. Expired values are skipped (and left for
+    /// [`ValueState::value`] to remove); under a TTL that refreshes on
+    /// read, each key is read with [`ValueState::value`], which refreshes it.
+    ///
+    /// ```
+    /// use state_api::{KeyedStateBackend, ValueState};
+    /// /// One key group's keys (serialized `String`s) and their counts.
+    /// fn counts_of_group(
+    ///     backend: &mut dyn KeyedStateBackend,
+    ///     counts: ValueState<u64>,
+    ///     key_group: u32,
+    /// ) -> state_api::Result<Vec<(String, u64)>> {
+    ///     let mut found = Vec::new();
+    ///     counts.for_each_in_key_group(backend, key_group, |key, count| {
+    ///         found.push((state_api::codec::decode_value(key)?, count));
+    ///         Ok(())
+    ///     })?;
+    ///     Ok(found)
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// Backend errors, [`crate::ErrorKind::Serialization`] when stored bytes
+    /// are not a `T`, and the first error `visit` returns.
+    pub fn for_each_in_key_group<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        key_group: u32,
+        mut visit: impl FnMut(&[u8], T) -> Result<()>,
+    ) -> Result<()> {
+        if refreshes_on_read(self.ttl) {
+            for key in backend.keys_in_key_group(self.id, key_group)? {
+                backend.set_current_key(&key)?;
+                if let Some(value) = self.value(backend)? {
+                    visit(&key, value)?;
+                }
+            }
+            return Ok(());
+        }
+        let (ttl, now) = (self.ttl, now_for(self.ttl, backend));
+        backend.for_each_cell_in_key_group(
+            self.id,
+            key_group,
+            &mut |key, stored| match live_payload(stored, ttl, now)? {
+                Some(payload) => visit(key, decode_value::<T>(payload)?),
+                None => Ok(()),
+            },
+        )
+    }
+
     /// Removes the current key's value.
     ///
     /// # Errors

@@ -17,7 +17,7 @@ use crate::snapshot::manifest::{OperatorSnapshot, SnapshotManifest};
 use crate::state::KeyedStateBackendExt;
 use crate::storage::CheckpointStorage;
 use crate::ttl::{ManualClock, TtlConfig, TtlUpdateType};
-use crate::{ErrorKind, KeyGroupRange, KeyedStateHandle};
+use crate::{Error, ErrorKind, KeyGroupRange, KeyedStateHandle};
 
 const MAX_PARALLELISM: u32 = 128;
 const JOB: &str = "conformance-job";
@@ -413,6 +413,82 @@ pub fn keys_in_key_group_partitions_keys_by_group(t: &TestTarget) {
     assert_eq!(b.keys(maps.id()).unwrap().len(), 99);
     let outside = b.key_group_range().end().map_or(0, |last| last + 1);
     let err = b.keys_in_key_group(cells.id(), outside).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
+
+pub fn for_each_cell_in_key_group_visits_what_get_reads_in_key_order(t: &TestTarget) {
+    let mut b = backend(t);
+    let cells = b.value_state(&ValueStateDescriptor::<u32>::new("v")).unwrap();
+    let maps = b.map_state(&MapStateDescriptor::<u8, u8>::new("m")).unwrap();
+    for i in 0..300u32 {
+        key(b.as_mut(), &format!("k{i}"));
+        cells.update(b.as_mut(), &(i * 7)).unwrap();
+    }
+    key(b.as_mut(), "k7");
+    cells.clear(b.as_mut()).unwrap();
+    maps.put(b.as_mut(), &1, &1).unwrap();
+    let map_group = b.current_key_group();
+    let mut visited_keys = 0;
+    for key_group in b.key_group_range().iter() {
+        let mut expected = Vec::new();
+        for k in b.keys_in_key_group(cells.id(), key_group).unwrap() {
+            b.set_current_key(&k).unwrap();
+            let cell = b.get(cells.id()).unwrap().map(|c| c.into_owned());
+            expected.push((k, cell.expect("a listed key has a cell")));
+        }
+        let mut visited = Vec::new();
+        b.for_each_cell_in_key_group(cells.id(), key_group, &mut |k, cell| {
+            visited.push((k.to_vec(), cell.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            visited, expected,
+            "group {key_group}: the cells get reads, in key order"
+        );
+        let mut decoded = Vec::new();
+        cells
+            .for_each_in_key_group(b.as_mut(), key_group, |k, value| {
+                decoded.push((k.to_vec(), value));
+                Ok(())
+            })
+            .unwrap();
+        let expected_values: Vec<(Vec<u8>, u32)> = expected
+            .iter()
+            .map(|(k, _)| {
+                let name: String = crate::codec::decode_value(k).unwrap();
+                (k.clone(), name[1..].parse::<u32>().unwrap() * 7)
+            })
+            .collect();
+        assert_eq!(decoded, expected_values, "group {key_group}: decoded values");
+        visited_keys += visited.len();
+    }
+    assert_eq!(visited_keys, 299, "every key but the cleared one");
+
+    // The first error of `visit` stops the walk.
+    let busy_group = b
+        .key_group_range()
+        .iter()
+        .find(|&g| b.keys_in_key_group(cells.id(), g).unwrap().len() > 1)
+        .unwrap();
+    let mut calls = 0;
+    let err = b
+        .for_each_cell_in_key_group(cells.id(), busy_group, &mut |_, _| {
+            calls += 1;
+            Err(Error::invalid_argument("stop here"))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("stop here"), "{err}");
+    assert_eq!(calls, 1, "no visit after the first error");
+
+    let err = b
+        .for_each_cell_in_key_group(maps.id(), map_group, &mut |_, _| Ok(()))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "a map state: {err}");
+    let outside = b.key_group_range().end().map_or(0, |last| last + 1);
+    let err = b
+        .for_each_cell_in_key_group(cells.id(), outside, &mut |_, _| Ok(()))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 }
 

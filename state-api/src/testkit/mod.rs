@@ -303,6 +303,7 @@ macro_rules! conformance_tests {
             aggregating_state_folds_and_reports_result,
             keys_lists_every_key_with_state,
             keys_in_key_group_partitions_keys_by_group,
+            for_each_cell_in_key_group_visits_what_get_reads_in_key_order,
             states_with_different_names_are_independent,
             registering_same_name_twice_returns_same_state,
             registering_same_name_with_other_kind_is_incompatible,
