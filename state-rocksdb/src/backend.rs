@@ -1140,6 +1140,59 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         self.keys_of(state, Some(key_group))
     }
 
+    fn for_each_cell_in_key_group(
+        &mut self,
+        state: StateId,
+        key_group: u32,
+        visit: &mut state_api::backend::CellVisitor<'_>,
+    ) -> Result<()> {
+        let range = self.options.key_group_range;
+        if !range.contains(key_group) {
+            return Err(key_group_outside_range(key_group, range));
+        }
+        let cf = self.cell_cf(state)?;
+        // One scan of the group's key range, merged with the write-back
+        // cache's cells of the group (which supersede RocksDB's), instead
+        // of a point lookup per key. Keys share the group's 2-byte prefix,
+        // so RocksDB's order is the keys' byte order.
+        let group_start = keys::key_group_start(key_group);
+        let mut cached: Vec<(&[u8], Option<&[u8]>)> = self
+            .write_back
+            .cells(state)
+            .filter(|(cell_key, _)| cell_key.starts_with(&group_start))
+            .map(|(cell_key, value)| (&cell_key[group_start.len()..], value))
+            .collect();
+        cached.sort_unstable_by_key(|(key, _)| *key);
+        let mut cached = cached.into_iter().peekable();
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_upper_bound(keys::key_group_start(key_group + 1));
+        let mut stored = self.db()?.raw_iterator_cf_opt(cf, read_options);
+        stored.seek(&group_start);
+        while let (Some(cell_key), Some(value)) = (stored.key(), stored.value()) {
+            let key = &cell_key[group_start.len()..];
+            // Cached keys before this one are new keys; a cached key equal
+            // to it supersedes it (a removal visits nothing).
+            let mut superseded = false;
+            while let Some((cached_key, cached_value)) = cached.next_if(|(cached_key, _)| *cached_key <= key) {
+                if let Some(cached_value) = cached_value {
+                    visit(cached_key, cached_value)?;
+                }
+                superseded = cached_key == key;
+            }
+            if !superseded {
+                visit(key, value)?;
+            }
+            stored.next();
+        }
+        stored.status().map_err(|e| rocks_error("iterate", e))?;
+        for (cached_key, cached_value) in cached {
+            if let Some(cached_value) = cached_value {
+                visit(cached_key, cached_value)?;
+            }
+        }
+        Ok(())
+    }
+
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
         // The synchronous phase. Native (checkpoints): the write-back
         // cache's dirty cells copied into a pending-cells file, and a

@@ -280,9 +280,14 @@ impl WriteBack {
 
     /// Cached keys of `state`: those with a value and those removed.
     pub(crate) fn keys(&self, state: StateId) -> impl Iterator<Item = (&[u8], bool)> {
+        self.cells(state).map(|(key, value)| (key, value.is_some()))
+    }
+
+    /// Cached cells of `state`: their values, `None` for removed keys.
+    pub(crate) fn cells(&self, state: StateId) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.states
             .get(state)
             .into_iter()
-            .flat_map(|cells| cells.iter().map(|(k, slot)| (&**k, slot.value.is_some())))
+            .flat_map(|cells| cells.iter().map(|(k, slot)| (&**k, slot.value.as_deref())))
     }
 }
