@@ -306,8 +306,8 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// Stops at the first error `visit` returns.
     ///
     /// The default reads each key of `keys_in_key_group` with `get`, which
-    /// changes the current key; backends that can walk their cells in place
-    /// (the heap backends) override it.
+    /// changes the current key; the heap backends walk their cells in place
+    /// and RocksDB scans the group's key range once.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an unknown state id, a map state
