@@ -433,6 +433,19 @@ pub fn key_group_outside_range(key_group: u32, range: KeyGroupRange) -> Error {
     )
 }
 
+/// `Ok` when `range` holds `key_group`, else [`key_group_outside_range`]'s
+/// error: the check every per-key-group call of a backend starts with.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`] for a key group outside `range`.
+pub fn require_key_group_in_range(key_group: u32, range: KeyGroupRange) -> Result<()> {
+    if range.contains(key_group) {
+        Ok(())
+    } else {
+        Err(key_group_outside_range(key_group, range))
+    }
+}
+
 /// The error for a key whose group this backend does not own.
 pub fn key_outside_range(key_group: u32, range: KeyGroupRange) -> Error {
     Error::new(

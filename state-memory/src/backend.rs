@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use state_api::backend::{key_group_outside_range, key_outside_range, unknown_state, wrong_state_kind};
+use state_api::backend::{key_outside_range, require_key_group_in_range, unknown_state, wrong_state_kind};
 use state_api::key_group::{key_group_for_hash, key_hash};
 use state_api::ttl::Clock;
 use state_api::{
@@ -353,10 +353,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn keys_in_key_group(&self, state: StateId, key_group: u32) -> Result<Vec<Vec<u8>>> {
-        let range = self.options.key_group_range;
-        if !range.contains(key_group) {
-            return Err(key_group_outside_range(key_group, range));
-        }
+        require_key_group_in_range(key_group, self.options.key_group_range)?;
         fn collect<V: Clone>(table: &Table<V>, key_group: u32) -> Vec<Vec<u8>> {
             table
                 .key_group_shards(key_group)
@@ -378,10 +375,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         key_group: u32,
         visit: &mut state_api::backend::CellVisitor<'_>,
     ) -> Result<()> {
-        let range = self.options.key_group_range;
-        if !range.contains(key_group) {
-            return Err(key_group_outside_range(key_group, range));
-        }
+        require_key_group_in_range(key_group, self.options.key_group_range)?;
         // The group's cells where they are, ordered by key: no copy of a
         // key and no lookup per key (the lookups were half of a word
         // count's final output, docs/BENCHMARKS.md).

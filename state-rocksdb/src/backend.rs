@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rocksdb::{
     ColumnFamilyDescriptor, IngestExternalFileOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
-use state_api::backend::{key_group_outside_range, key_outside_range, unknown_state, wrong_state_kind};
+use state_api::backend::{key_outside_range, require_key_group_in_range, unknown_state, wrong_state_kind};
 use state_api::key_group::assign_to_key_group;
 use state_api::ttl::Clock;
 use state_api::{
@@ -1133,10 +1133,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn keys_in_key_group(&self, state: StateId, key_group: u32) -> Result<Vec<Vec<u8>>> {
-        let range = self.options.key_group_range;
-        if !range.contains(key_group) {
-            return Err(key_group_outside_range(key_group, range));
-        }
+        require_key_group_in_range(key_group, self.options.key_group_range)?;
         self.keys_of(state, Some(key_group))
     }
 
@@ -1146,10 +1143,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         key_group: u32,
         visit: &mut state_api::backend::CellVisitor<'_>,
     ) -> Result<()> {
-        let range = self.options.key_group_range;
-        if !range.contains(key_group) {
-            return Err(key_group_outside_range(key_group, range));
-        }
+        require_key_group_in_range(key_group, self.options.key_group_range)?;
         let cf = self.cell_cf(state)?;
         // One scan of the group's key range, merged with the write-back
         // cache's cells of the group (which supersede RocksDB's), instead
