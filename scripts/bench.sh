@@ -31,6 +31,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # invalidate the tests' debug ones. STREAMSTATE_BENCH_TARGET picks another
 # (a bench run while tests build there would wait on their lock).
 export CARGO_TARGET_DIR="${STREAMSTATE_BENCH_TARGET:-${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}}"
+# What the build needs (libclang-dev, RocksDB's prebuilt library); quick
+# when it is there already.
+bash scripts/install-deps.sh
 sweep=1 docs=1
 for arg in "$@"; do
     case "$arg" in

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what streamstate needs on a Debian machine with Rust (rustup):
-#   always:  libclang-dev (the rocksdb crate's bindgen; librocksdb compiles
-#            from C++ during the first build)
+#   always:  libclang-dev (the rocksdb crate's bindgen), and on x86_64
+#            glibc Linux RocksDB's own prebuilt library (scripts/
+#            install-rocksdb.sh), which saves compiling librocksdb from C++
+#            (12 to 32 minutes on 2 cores); .cargo/config.toml links it
 #   --test:  also the servers the tests start: s3s-fs 0.14.1 (an S3 server
 #            that checks signatures; newer releases need a newer rustc),
 #            Java 17 and Maven (Hadoop's MiniDFSCluster), clippy and rustfmt,
@@ -24,6 +26,8 @@ apt_install() {
 if ! dpkg -s libclang-dev >/dev/null 2>&1; then
     apt_install libclang-dev
 fi
+
+bash "$(dirname "$0")/install-rocksdb.sh"
 
 if [ "${1:-}" = "--test" ]; then
     rustup component add clippy rustfmt >/dev/null 2>&1 || true
