@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
 # The README's target directory: its first command (scripts/wordcount-demo.sh)
-# already built the release librocksdb there, and release artifacts never
+# already built the release dependencies there, and release artifacts never
 # invalidate the tests' debug ones. STREAMSTATE_BENCH_TARGET picks another
 # (a bench run while tests build there would wait on their lock).
 export CARGO_TARGET_DIR="${STREAMSTATE_BENCH_TARGET:-${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}}"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 # A target dir outside the clone lets repeated CI runs on one machine reuse
-# the build (librocksdb takes minutes to compile once it is a dependency).
+# the build (a cold one of the test binaries takes minutes on 2 cores).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}"
 
 echo "== cargo fmt --check"
