@@ -63,7 +63,9 @@ fi
 if [ "$(cat "$ld_conf" 2>/dev/null)" != "$lib_dir" ]; then
     echo "$lib_dir" | $sudo tee "$ld_conf" >/dev/null
 fi
-# ldconfig caches the library under its file name (it has no SONAME).
-if ! ldconfig -p | grep -q "$lib_dir/librocksdb.so"; then
-    $sudo ldconfig
+# ldconfig caches the library under its file name (it has no SONAME). It
+# lives in /sbin, which a user's PATH may lack.
+ldconfig=$(command -v ldconfig || echo /sbin/ldconfig)
+if ! "$ldconfig" -p | grep -q "$lib_dir/librocksdb.so"; then
+    $sudo "$ldconfig"
 fi
