@@ -42,11 +42,13 @@ def corpus_words(path):
 
 
 def record(a):
-    rss_kib = 0
+    rss_kib, cpu_seconds = 0, 0.0
     with open(a.time_report) as f:
         for line in f:
             if "Maximum resident set size" in line:
                 rss_kib = int(line.rsplit(":", 1)[1])
+            elif "User time (seconds)" in line or "System time (seconds)" in line:
+                cpu_seconds += float(line.rsplit(":", 1)[1])
     checkpoints, restore_ms, waits_us = [], None, []
     with open(a.log, errors="replace") as f:
         for line in f:
@@ -66,7 +68,7 @@ def record(a):
     print(json.dumps({
         "name": a.name, "group": a.group, "corpus": os.path.basename(a.corpus),
         "words": words, "keys": keys, "seconds": float(a.seconds), "round": int(a.round),
-        "rss_mib": rss_kib // 1024,
+        "rss_mib": rss_kib // 1024, "cpu_seconds": round(cpu_seconds, 2),
         "checkpoints": checkpoints, "restore_ms": restore_ms, "checkpoint_waits_us": waits_us,
     }))
 
@@ -105,6 +107,17 @@ def waits(r):
 
 def rate(r):
     return r["words"] / r["seconds"]
+
+
+def busy(r):
+    """Cores the run kept busy on average: its user + system CPU time over
+    its wall time (None for runs recorded before CPU time was)."""
+    return r["cpu_seconds"] / r["seconds"] if r.get("cpu_seconds") else None
+
+
+def busy_cell(r):
+    cores = busy(r)
+    return "–" if cores is None else f"{cores:.2f}"
 
 
 def median_runs(runs):
@@ -158,14 +171,16 @@ def report(a):
                 "waits are the times RocksDB's task thread later waited for a checkpoint being made "
                 "(a write it could not hold back; count, max); "
                 "async is the upload phase; bytes are per checkpoint (full = the state the checkpoint "
-                "references, uploaded = written by it)."
+                "references, uploaded = written by it); cores busy is the run's user + system CPU time over "
+                "its wall time."
                 + (f" The baseline, fs p1 and fs p2 ran in {rounds} alternated rounds: their rows are the run of "
                    "median wall time, and every ratio is the median of the ratios within a round (a run "
                    "against the baseline seconds before it); the other runs went once, in the last round."
                    if rounds > 1 else ""), "",
-                "| run | seconds | words/s | ratio to baseline | peak RSS | checkpoints | sync pause p50 / p99 / max (ms) "
-                "| waits (n, max ms) | async p50 / max (ms) | full MiB (last) | uploaded MiB p50 / max |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| run | seconds | words/s | ratio to baseline | cores busy | peak RSS | checkpoints "
+                "| sync pause p50 / p99 / max (ms) | waits (n, max ms) | async p50 / max (ms) | full MiB (last) "
+                "| uploaded MiB p50 / max |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in main:
             c = r["checkpoints"]
             sync = [x["sync_us"] for x in c]
@@ -174,7 +189,7 @@ def report(a):
             ratios = paired_ratios(main_runs, r["name"], "baseline")
             out.append(
                 f"| {r['name']} | {r['seconds']:.2f} | {rate(r):,.0f} | {statistics.median(ratios):.2f} | "
-                f"{r['rss_mib']} MiB | {len(c)} | "
+                f"{busy_cell(r)} | {r['rss_mib']} MiB | {len(c)} | "
                 + (f"{ms(pct(sync, 50))} / {ms(pct(sync, 99))} / {ms(max(sync))} | {waits(r)} | "
                    f"{pct(asyn, 50)} / {max(asyn)} | {mib(c[-1]['full_bytes'])} | "
                    f"{mib(pct(up, 50))} / {mib(max(up))} |" if c else "– | – | – | – | – |"))
@@ -193,7 +208,14 @@ def report(a):
             targets.append(("fs backend, p1, checkpoints on: ≥ 1.9× baseline words/s", spread(fs1),
                             statistics.median(fs1) >= 1.9))
         if fs2_over_fs1:
-            targets.append(("fs backend, p2 ≥ 1.6× its p1", spread(fs2_over_fs1),
+            # Parallelism 2 can only add the cores parallelism 1 leaves
+            # idle: the ceiling this machine puts on the ratio, measured.
+            fs1_cores = [busy(r) for r in main_runs if r["name"] == "fs p1" and busy(r)]
+            cores = os.cpu_count() or 1
+            ceiling = (f"; fs p1 kept a median {statistics.median(fs1_cores):.2f} of this machine's {cores} cores "
+                       f"busy, so p2 can reach at most {cores / statistics.median(fs1_cores):.2f}× its p1 here"
+                       if fs1_cores else "")
+            targets.append(("fs backend, p2 ≥ 1.6× its p1", spread(fs2_over_fs1) + ceiling,
                             statistics.median(fs2_over_fs1) >= 1.6))
         if rk1:
             targets.append(("rocksdb, p1: ≥ 0.15× baseline words/s", spread(rk1), statistics.median(rk1) >= 0.15))

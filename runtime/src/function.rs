@@ -273,7 +273,7 @@ where
         self.buffered.drain_by_key_group(
             backend.max_parallelism(),
             backend,
-            |backend, key_bytes| backend.touch(state.id(), key_bytes),
+            |backend, keys| backend.prefetch(state.id(), keys),
             |backend, key_bytes, delta| {
                 backend.set_current_key(key_bytes)?;
                 add_to_sum(state, backend, delta).map(|_| ())

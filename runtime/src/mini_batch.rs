@@ -128,10 +128,11 @@ impl MiniBatch {
     /// Empties the table, calling `write(context, key, sum)` for every key
     /// in key-group order (key groups of `max_parallelism`), and keeps the
     /// slots allocated for the next batch. Before a group of
-    /// [`TOUCH_GROUP`] keys is written, `touch(context, key)` runs for each
-    /// of them, so the misses of the writes' lookups overlap
-    /// ([`state_api::KeyedStateBackend::touch`]). Stops writing at the first
-    /// error; the table is empty either way.
+    /// [`TOUCH_GROUP`] keys is written, `prefetch(context, keys)` runs for
+    /// the group, so the writes' lookups are loaded together: their cache
+    /// misses overlap, or RocksDB reads them in one batch
+    /// ([`state_api::KeyedStateBackend::prefetch`]). Stops writing at the
+    /// first error; the table is empty either way.
     ///
     /// # Errors
     /// The first error `write` returns.
@@ -139,7 +140,7 @@ impl MiniBatch {
         &mut self,
         max_parallelism: u32,
         context: &mut C,
-        touch: impl Fn(&C, &[u8]) -> u64,
+        mut prefetch: impl FnMut(&mut C, &[&[u8]]) -> u64,
         mut write: impl FnMut(&mut C, &[u8], i64) -> Result<()>,
     ) -> Result<()> {
         // The keys are moved to the front and sorted there: the table is
@@ -157,9 +158,11 @@ impl MiniBatch {
         let mut result = Ok(());
         for group in keys.chunks_mut(TOUCH_GROUP) {
             if result.is_ok() {
-                for slot in group.iter() {
-                    std::hint::black_box(touch(context, &slot.key));
+                let mut keys: [&[u8]; TOUCH_GROUP] = [&[]; TOUCH_GROUP];
+                for (key, slot) in keys.iter_mut().zip(group.iter()) {
+                    *key = slot.key.as_slice();
                 }
+                std::hint::black_box(prefetch(context, &keys[..group.len()]));
             }
             for slot in group {
                 let Slot { key, sum, .. } = std::mem::take(slot);
@@ -204,26 +207,30 @@ mod tests {
     /// Drains the table, checking the key-group order of the writes.
     fn drained(table: &mut MiniBatch) -> BTreeMap<Vec<u8>, i64> {
         let mut written = Vec::new();
-        let mut touched = Vec::new();
+        let mut prefetched = Vec::new();
         table
             .drain_by_key_group(
                 MAX_PARALLELISM,
                 &mut written,
-                |written, key| {
-                    assert!(
-                        !written.iter().any(|(k, _): &(Vec<u8>, i64)| k == key),
-                        "touched before written"
-                    );
-                    key.len() as u64
+                |written, keys| {
+                    assert!(!keys.is_empty() && keys.len() <= TOUCH_GROUP, "a group of keys");
+                    for &key in keys {
+                        assert!(
+                            !written.iter().any(|(k, _): &(Vec<u8>, i64)| k == key),
+                            "prefetched before written"
+                        );
+                        prefetched.push(key.to_vec());
+                    }
+                    keys.len() as u64
                 },
                 |written, key, sum| {
-                    touched.push(key.to_vec());
                     written.push((key.to_vec(), sum));
                     Ok(())
                 },
             )
             .unwrap();
-        assert_eq!(touched.len(), written.len());
+        let written_keys: Vec<Vec<u8>> = written.iter().map(|(key, _)| key.clone()).collect();
+        assert_eq!(prefetched, written_keys, "every key prefetched, in the order written");
         assert!(table.is_empty());
         let groups: Vec<u32> = written
             .iter()

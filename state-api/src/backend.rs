@@ -238,6 +238,39 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
         0
     }
 
+    /// A hint for a caller about to read and write `state`'s cells of a
+    /// group of keys, one after another: loads what those reads will need,
+    /// without changing the current key. The default
+    /// [`touch`](KeyedStateBackend::touch)es each key, for backends whose
+    /// cells are in memory tables; RocksDB reads the cells it has not
+    /// cached in one batched lookup (`MultiGet`), which shares the work of
+    /// finding the keys in its memtables and files instead of doing it once
+    /// per key. Returns a word of what was read, for the caller to pass to
+    /// [`std::hint::black_box`]; never fails (what cannot be loaded is left
+    /// for the read itself, which reports the error).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use state_api::{KeyedStateBackend, StateId};
+    ///
+    /// /// How many of `keys` have a cell in `state`.
+    /// fn present(backend: &mut dyn KeyedStateBackend, state: StateId, keys: &[&[u8]]) -> state_api::Result<usize> {
+    ///     std::hint::black_box(backend.prefetch(state, keys));
+    ///     let mut present = 0;
+    ///     for key in keys {
+    ///         backend.set_current_key(key)?;
+    ///         present += usize::from(backend.get(state)?.is_some()); // loaded by the prefetch
+    ///     }
+    ///     Ok(present)
+    /// }
+    /// ```
+    fn prefetch(&mut self, state: StateId, serialized_keys: &[&[u8]]) -> u64 {
+        serialized_keys
+            .iter()
+            .fold(0, |word, key| word ^ self.touch(state, key))
+    }
+
     /// Replaces the current key's cell.
     ///
     /// # Errors

@@ -201,6 +201,11 @@ pub struct RocksDbKeyedStateBackend {
     cell_key: Vec<u8>,
     map_prefix: Vec<u8>,
     scratch: Vec<u8>,
+    /// The RocksDB keys of a [`KeyedStateBackend::prefetch`], end to end,
+    /// and where each ends: kept between calls, so a prefetch allocates
+    /// nothing of its own.
+    prefetch_keys: Vec<u8>,
+    prefetch_ends: Vec<usize>,
     write_options: WriteOptions,
     /// Recent cell writes not yet in RocksDB; flushed when full and before
     /// snapshots.
@@ -317,6 +322,8 @@ impl RocksDbKeyedStateBackend {
             cell_key: Vec::new(),
             map_prefix: Vec::new(),
             scratch: Vec::new(),
+            prefetch_keys: Vec::new(),
+            prefetch_ends: Vec::new(),
             write_options,
             write_back: WriteBack::new(resources_write_back),
             uploaded: Arc::new(Mutex::new(HashMap::new())),
@@ -991,6 +998,70 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn current_key_group(&self) -> u32 {
         self.current_key_group
+    }
+
+    /// Reads the cells of the keys the write-back cache does not hold in
+    /// one `MultiGet` and caches them, clean (absent ones as absent), so
+    /// the reads and writes that follow find them there. RocksDB's batched
+    /// lookup searches each memtable and file once for the group, its
+    /// filters and index blocks loaded once, where single gets repeat that
+    /// work per key. Only as many keys as the cache has room for: a
+    /// prefetch never makes the cache write and empty itself.
+    fn prefetch(&mut self, state: StateId, serialized_keys: &[&[u8]]) -> u64 {
+        let Self {
+            db,
+            states,
+            options,
+            write_back,
+            prefetch_keys,
+            prefetch_ends,
+            ..
+        } = self;
+        let (Some(db), Some(meta)) = (db.as_deref(), states.get(state)) else {
+            return 0;
+        };
+        if !write_back.enabled() || meta.meta.kind.is_map() {
+            return 0;
+        }
+        let Some(cf) = db.cf_handle(&meta.cf) else {
+            return 0;
+        };
+        prefetch_keys.clear();
+        prefetch_ends.clear();
+        for key in serialized_keys.iter().take(write_back.room()) {
+            let key_group = assign_to_key_group(key, options.max_parallelism);
+            if key.is_empty() || !options.key_group_range.contains(key_group) {
+                continue;
+            }
+            let start = prefetch_keys.len();
+            keys::put_key_group(prefetch_keys, key_group);
+            prefetch_keys.extend_from_slice(key);
+            if let Buffered::Known(_) = write_back.get(state, &prefetch_keys[start..]) {
+                prefetch_keys.truncate(start);
+            } else {
+                prefetch_ends.push(prefetch_keys.len());
+            }
+        }
+        if prefetch_ends.len() < 2 {
+            // One key gains nothing from a batch: its get reads it.
+            return 0;
+        }
+        let cell_keys = || {
+            prefetch_ends.iter().scan(0, |start, &end| {
+                Some(&prefetch_keys[std::mem::replace(start, end)..end])
+            })
+        };
+        let values = db.batched_multi_get_cf(cf, cell_keys(), false);
+        let mut word = 0;
+        for (cell_key, value) in cell_keys().zip(values) {
+            // A failed read is left to the get that follows, which
+            // reports it.
+            if let Ok(value) = value {
+                word ^= value.as_ref().map_or(0, |v| v.len() as u64);
+                write_back.insert_clean(state, cell_key, value.as_deref());
+            }
+        }
+        word
     }
 
     fn get(&self, state: StateId) -> Result<Option<Cow<'_, [u8]>>> {

@@ -182,6 +182,31 @@ impl WriteBack {
         }
     }
 
+    /// Room left before the cache is full: how many keys
+    /// [`WriteBack::insert_clean`] may add.
+    pub(crate) fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.entries)
+    }
+
+    /// Caches what RocksDB holds for `key` (`None`: nothing), clean: a
+    /// prefetch read it. A key already cached keeps its entry, which may be
+    /// newer than RocksDB.
+    pub(crate) fn insert_clean(&mut self, state: StateId, key: &[u8], value: Option<&[u8]>) {
+        let cells = self.state_mut(state);
+        if cells.contains_key(key) {
+            return;
+        }
+        cells.insert(
+            key.into(),
+            Slot {
+                value: value.map(<[u8]>::to_vec),
+                dirty: false,
+                unlogged: false,
+            },
+        );
+        self.entries += 1;
+    }
+
     /// Appends `bytes` to a cached cell; `false` when `key` is not cached
     /// (the caller merges in RocksDB instead).
     pub(crate) fn append(&mut self, state: StateId, key: &[u8], bytes: &[u8]) -> bool {

@@ -728,6 +728,92 @@ pub fn snapshot_write_runs_on_another_thread(t: &TestTarget) {
     assert_eq!(dump(r.as_mut()).unwrap(), expected);
 }
 
+/// A prefetch of a group of keys (most of them restored, so in storage
+/// rather than in any cache; some never written) changes nothing: the
+/// current key stays, every key reads and updates as without it, for every
+/// cell kind; a map state, an unknown state, an empty key and a key outside
+/// the range are ignored, not errors or panics.
+pub fn prefetch_changes_no_reads_or_writes(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let mut b = backend(t);
+    let expected = populate(b.as_mut(), 300);
+    let handle = snapshot(t, b.as_mut(), &fixture.storage, 1, "op-0");
+    let range = KeyGroupRange::new(0, 63);
+    let mut r = restore(t, &fixture.storage, &[handle], range);
+    let v = r.value_state(&ValueStateDescriptor::<u64>::new("value")).unwrap();
+    let l = r.list_state(&ListStateDescriptor::<String>::new("list")).unwrap();
+    let m = r.map_state(&MapStateDescriptor::<u32, String>::new("map")).unwrap();
+    let red = r
+        .reducing_state(&ReducingStateDescriptor::new("reduce", |a: &u64, c: &u64| a + c))
+        .unwrap();
+    // Keys 0..300 were written; 300..400 never were.
+    let keys: Vec<(u32, Vec<u8>)> = (0..400)
+        .map(|i| (i, crate::codec::encode_value(&format!("key-{i}")).unwrap()))
+        .filter(|(_, k)| range.contains(assign_to_key_group(k, MAX_PARALLELISM)))
+        .collect();
+    assert!(keys.len() > 100, "about half of 400 keys fall in half the groups");
+    let outside = (0..50)
+        .map(|i| crate::codec::encode_value(&format!("key-{i}")).unwrap())
+        .find(|k| !range.contains(assign_to_key_group(k, MAX_PARALLELISM)))
+        .unwrap();
+    for group in keys.chunks(16) {
+        let (_, current) = &group[0];
+        r.set_current_key(current).unwrap();
+        let mut slices: Vec<&[u8]> = group.iter().map(|(_, k)| k.as_slice()).collect();
+        slices.extend([&[][..], outside.as_slice()]);
+        for state in [v.id(), l.id(), red.id(), m.id(), 999] {
+            std::hint::black_box(r.prefetch(state, &slices));
+        }
+        assert_eq!(r.current_key(), current.as_slice(), "a prefetch keeps the current key");
+        for (i, k) in group {
+            r.set_current_key(k).unwrap();
+            let written = *i < 300;
+            assert_eq!(
+                v.value(r.as_mut()).unwrap(),
+                written.then_some(u64::from(*i)),
+                "value of key-{i}"
+            );
+            assert_eq!(
+                l.get(r.as_mut()).unwrap().len(),
+                if written { 2 } else { 0 },
+                "list of key-{i}"
+            );
+            assert_eq!(
+                red.get(r.as_mut()).unwrap(),
+                written.then_some(u64::from(*i) + 1),
+                "sum of key-{i}"
+            );
+            assert_eq!(
+                m.get(r.as_mut(), i).unwrap(),
+                written.then(|| format!("m{i}")),
+                "map of key-{i}"
+            );
+            v.update(r.as_mut(), &(u64::from(*i) * 10)).unwrap();
+            red.add(r.as_mut(), 5).unwrap();
+            l.add(r.as_mut(), &"g".to_owned()).unwrap();
+        }
+    }
+    // Every write landed once, and nothing else changed: the dump is the
+    // restored state plus exactly those writes.
+    for (i, k) in &keys {
+        r.set_current_key(k).unwrap();
+        assert_eq!(v.value(r.as_mut()).unwrap(), Some(u64::from(*i) * 10));
+        let base = if *i < 300 { u64::from(*i) + 1 } else { 0 };
+        assert_eq!(red.get(r.as_mut()).unwrap(), Some(base + 5));
+        assert_eq!(l.get(r.as_mut()).unwrap().len(), if *i < 300 { 3 } else { 1 });
+    }
+    let maps_before = in_range(&expected, range)
+        .into_iter()
+        .filter(|((state, _), _)| state == "map")
+        .collect::<StateDump>();
+    let maps_after = dump(r.as_mut())
+        .unwrap()
+        .into_iter()
+        .filter(|((state, _), _)| state == "map")
+        .collect::<StateDump>();
+    assert_eq!(maps_after, maps_before, "map states untouched");
+}
+
 pub fn snapshot_restore_round_trips_every_state_kind(t: &TestTarget) {
     let fixture = (t.storage)();
     let mut b = backend(t);

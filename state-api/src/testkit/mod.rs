@@ -317,6 +317,7 @@ macro_rules! conformance_tests {
             ttl_expired_values_are_purged_at_snapshot,
             snapshot_excludes_writes_after_sync_phase,
             snapshot_write_runs_on_another_thread,
+            prefetch_changes_no_reads_or_writes,
             snapshot_restore_round_trips_every_state_kind,
             restore_at_parallelism_1_2_4_keeps_state_identical,
             restore_skips_key_groups_outside_range,

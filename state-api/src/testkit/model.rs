@@ -59,6 +59,10 @@ pub enum Op {
     /// Restore the last written snapshot at `parallelism`, check every
     /// subtask, then merge back into one backend and go on.
     Restore(u32),
+    /// `KeyedStateBackend::prefetch` of these keys' cells of one state (by
+    /// its index among the five; the map's is ignored): changes nothing a
+    /// read sees, nor the current key.
+    Prefetch(u8, Vec<u16>),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -76,6 +80,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (0u32..1000).prop_map(Op::Aggregate),
         1 => Just(Op::Snapshot),
         1 => (1u32..=4).prop_map(Op::Restore),
+        1 => (0u8..5, proptest::collection::vec(0..KEYS, 0..20)).prop_map(|(s, keys)| Op::Prefetch(s, keys)),
     ]
 }
 
@@ -304,6 +309,14 @@ impl Run<'_> {
                 self.pending = Some((pending, target, self.model.clone()));
             }
             Op::Restore(p) => self.restore(*p)?,
+            Op::Prefetch(state, keys) => {
+                let id = [s.value.id(), s.list.id(), s.map.id(), s.sum.id(), s.agg.id()][usize::from(*state)];
+                let keys: Vec<Vec<u8>> = keys.iter().map(|k| key_bytes(*k)).collect();
+                let slices: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                std::hint::black_box(b.prefetch(id, &slices));
+                let current = key_bytes(self.key);
+                prop_assert_eq!(b.current_key(), current.as_slice(), "a prefetch keeps the current key");
+            }
         }
         // Every step: the current key reads exactly what the model holds.
         let got = self
