@@ -47,7 +47,9 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
     /// records of one key together before touching state (a sum) keeps
     /// `value` under `key_bytes` and returns `Ok(None)`, sparing the state
     /// lookup per record; `Ok(Some(value))` hands the record back for
-    /// `process`. The default buffers nothing.
+    /// `process`. The default buffers nothing. `key_hash` is
+    /// [`state_api::key_group::key_hash`] of `key_bytes`, computed once by
+    /// the source that routed the record (here and in the hooks below).
     ///
     /// A function buffers only while nobody reads what `process` emits
     /// (see [`KeyedProcessFunction::set_records_wanted`]); it may write its
@@ -55,8 +57,14 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
     ///
     /// # Errors
     /// State errors from writing the buffer.
-    fn buffer(&mut self, key_bytes: &[u8], value: T, backend: &mut dyn KeyedStateBackend) -> Result<Option<T>> {
-        let _ = (key_bytes, backend);
+    fn buffer(
+        &mut self,
+        key_hash: u64,
+        key_bytes: &[u8],
+        value: T,
+        backend: &mut dyn KeyedStateBackend,
+    ) -> Result<Option<T>> {
+        let _ = (key_hash, key_bytes, backend);
         Ok(Some(value))
     }
 
@@ -68,8 +76,8 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
     /// loads nothing.
     ///
     /// [`buffer`]: KeyedProcessFunction::buffer
-    fn touch_buffer(&self, key_bytes: &[u8]) -> u64 {
-        let _ = key_bytes;
+    fn touch_buffer(&self, key_hash: u64) -> u64 {
+        let _ = key_hash;
         0
     }
 
@@ -81,8 +89,14 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
     /// # Errors
     /// [`state_api::ErrorKind::Unsupported`] by default; state errors from
     /// writing the buffer.
-    fn buffer_partial(&mut self, key_bytes: &[u8], partial: i64, backend: &mut dyn KeyedStateBackend) -> Result<()> {
-        let _ = (key_bytes, partial, backend);
+    fn buffer_partial(
+        &mut self,
+        key_hash: u64,
+        key_bytes: &[u8],
+        partial: i64,
+        backend: &mut dyn KeyedStateBackend,
+    ) -> Result<()> {
+        let _ = (key_hash, key_bytes, partial, backend);
         Err(state_api::Error::unsupported(
             "this keyed function takes no partial sums (local aggregation is for `sum`)",
         ))
@@ -228,16 +242,28 @@ where
         self.records_wanted = wanted;
     }
 
-    fn buffer(&mut self, key_bytes: &[u8], value: T, backend: &mut dyn KeyedStateBackend) -> Result<Option<T>> {
+    fn buffer(
+        &mut self,
+        key_hash: u64,
+        key_bytes: &[u8],
+        value: T,
+        backend: &mut dyn KeyedStateBackend,
+    ) -> Result<Option<T>> {
         if self.records_wanted {
             return Ok(Some(value));
         }
         let delta = (self.value_of)(&value);
-        self.buffer_partial(key_bytes, delta, backend)?;
+        self.buffer_partial(key_hash, key_bytes, delta, backend)?;
         Ok(None)
     }
 
-    fn buffer_partial(&mut self, key_bytes: &[u8], partial: i64, backend: &mut dyn KeyedStateBackend) -> Result<()> {
+    fn buffer_partial(
+        &mut self,
+        key_hash: u64,
+        key_bytes: &[u8],
+        partial: i64,
+        backend: &mut dyn KeyedStateBackend,
+    ) -> Result<()> {
         if self.records_wanted {
             return Err(state_api::Error::invalid_argument(
                 "a partial sum reached a sum whose every update is read",
@@ -250,15 +276,15 @@ where
                 "keys must serialize to at least one byte",
             ));
         }
-        self.buffered.add(key_bytes, partial);
+        self.buffered.add_hashed(key_hash, key_bytes, partial);
         if self.buffered.is_full() {
             self.flush_buffer(backend)?;
         }
         Ok(())
     }
 
-    fn touch_buffer(&self, key_bytes: &[u8]) -> u64 {
-        self.buffered.touch(key_bytes)
+    fn touch_buffer(&self, key_hash: u64) -> u64 {
+        self.buffered.touch(key_hash)
     }
 
     fn flush_buffer(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
@@ -339,7 +365,8 @@ mod tests {
     ) -> Vec<(String, i64)> {
         let key_bytes = state_api::codec::encode_value(&key.to_string()).unwrap();
         let mut emitted = Vec::new();
-        if let Some(value) = function.buffer(&key_bytes, value, backend).unwrap() {
+        let key_hash = state_api::key_group::key_hash(&key_bytes);
+        if let Some(value) = function.buffer(key_hash, &key_bytes, value, backend).unwrap() {
             backend.set_current_key(&key_bytes).unwrap();
             function
                 .process(&key.to_string(), value, backend, &mut |o| emitted.push(o))

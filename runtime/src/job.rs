@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Select, Sender};
 use serde::{de::DeserializeOwned, Serialize};
-use state_api::key_group::{assign_to_key_group, check_parallelism, key_group_for_hash, subtask_for_key_group};
+use state_api::key_group::{check_parallelism, key_group_for_hash, key_hash, subtask_for_key_group};
 use state_api::operator_state::OperatorStateStore;
 use state_api::snapshot::manifest::OperatorStateHandle;
 use state_api::{
@@ -57,6 +57,9 @@ struct Barrier {
 /// the keyed one.
 struct Record<T> {
     key_bytes: KeyBytes,
+    /// [`key_hash`] of `key_bytes`: the source routes by it, and the keyed
+    /// task's mini-batch finds the key's slot by it without hashing again.
+    key_hash: u64,
     value: T,
 }
 
@@ -64,23 +67,25 @@ struct Record<T> {
 /// (local-global aggregation, see [`JobSettings::local_aggregation`]).
 struct PartialSum {
     key_bytes: KeyBytes,
+    /// As [`Record::key_hash`].
+    key_hash: u64,
     sum: i64,
 }
 
 /// What a keyed task groups its records and partial sums by.
-trait WithKeyBytes {
-    fn key_bytes(&self) -> &[u8];
+trait WithKeyHash {
+    fn key_hash(&self) -> u64;
 }
 
-impl<T> WithKeyBytes for Record<T> {
-    fn key_bytes(&self) -> &[u8] {
-        &self.key_bytes
+impl<T> WithKeyHash for Record<T> {
+    fn key_hash(&self) -> u64 {
+        self.key_hash
     }
 }
 
-impl WithKeyBytes for PartialSum {
-    fn key_bytes(&self) -> &[u8] {
-        &self.key_bytes
+impl WithKeyHash for PartialSum {
+    fn key_hash(&self) -> u64 {
+        self.key_hash
     }
 }
 
@@ -769,7 +774,7 @@ struct LocalSums<T> {
 /// Hands `items` to `handle` a group of [`TOUCH_GROUP`] at a time, each
 /// group's mini-batch slots loaded together first (see
 /// [`KeyedProcessFunction::touch_buffer`]).
-fn in_touched_groups<K, T, O, I: WithKeyBytes>(
+fn in_touched_groups<K, T, O, I: WithKeyHash>(
     function: &mut dyn KeyedProcessFunction<K, T, O>,
     items: Vec<I>,
     mut handle: impl FnMut(&mut dyn KeyedProcessFunction<K, T, O>, I) -> Result<()>,
@@ -777,7 +782,7 @@ fn in_touched_groups<K, T, O, I: WithKeyBytes>(
     let mut items = items.into_iter();
     while !items.as_slice().is_empty() {
         for ahead in items.as_slice().iter().take(TOUCH_GROUP) {
-            std::hint::black_box(function.touch_buffer(ahead.key_bytes()));
+            std::hint::black_box(function.touch_buffer(ahead.key_hash()));
         }
         for item in items.by_ref().take(TOUCH_GROUP) {
             handle(function, item)?;
@@ -852,7 +857,11 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
         local.table.drain(|hash, key_bytes, sum| {
             let key_group = key_group_for_hash(hash, max_parallelism);
             let to = subtask_for_key_group(max_parallelism, parallelism, key_group) as usize;
-            partials[to].push(PartialSum { key_bytes, sum });
+            partials[to].push(PartialSum {
+                key_bytes,
+                key_hash: hash,
+                sum,
+            });
         });
         let sent: usize = partials.iter().map(Vec::len).sum();
         self.metrics.partial_sums.fetch_add(sent as u64, Ordering::Relaxed);
@@ -949,10 +958,12 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
                             local.folded += 1;
                             return;
                         }
-                        let group = assign_to_key_group(&key_bytes, max_p);
+                        let hash = key_hash(&key_bytes);
+                        let group = key_group_for_hash(hash, max_p);
                         let to = subtask_for_key_group(max_p, p, group) as usize;
                         batches[to].push(Record {
                             key_bytes: KeyBytes::from_slice(&key_bytes),
+                            key_hash: hash,
                             value,
                         });
                     });
@@ -1075,7 +1086,9 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static>
                     let count = records.len() as u64;
                     let backend = &mut self.backend;
                     in_touched_groups(function.as_mut(), records, |function, record| {
-                        let Some(value) = function.buffer(&record.key_bytes, record.value, backend.as_mut())? else {
+                        let Some(value) =
+                            function.buffer(record.key_hash, &record.key_bytes, record.value, backend.as_mut())?
+                        else {
                             return Ok(());
                         };
                         backend.set_current_key(&record.key_bytes)?;
@@ -1090,7 +1103,7 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static>
                     // Counted into the records metric by the source.
                     let backend = &mut self.backend;
                     in_touched_groups(function.as_mut(), partials, |function, partial| {
-                        function.buffer_partial(&partial.key_bytes, partial.sum, backend.as_mut())
+                        function.buffer_partial(partial.key_hash, &partial.key_bytes, partial.sum, backend.as_mut())
                     })?;
                 }
                 Ok(Message::Barrier(barrier)) => {

@@ -78,23 +78,33 @@ impl MiniBatch {
     /// Loads the first slot `key_bytes` would probe and returns a word of
     /// it, so the load is not optimized away. Called for a group of records
     /// before [`MiniBatch::add`] runs for them: the misses overlap.
+    /// `hash` is the key's [`key_hash`].
     #[inline]
-    pub(crate) fn touch(&self, key_bytes: &[u8]) -> u64 {
+    pub(crate) fn touch(&self, hash: u64) -> u64 {
         if self.slots.is_empty() {
             return 0;
         }
         let mask = self.slots.len() - 1;
-        self.slots[key_hash(key_bytes) as usize & mask].hash
+        self.slots[hash as usize & mask].hash
     }
 
     /// Adds `delta` to the sum of `key_bytes` (not empty).
     #[inline]
     pub(crate) fn add(&mut self, key_bytes: &[u8], delta: i64) {
+        self.add_hashed(key_hash(key_bytes), key_bytes, delta);
+    }
+
+    /// [`MiniBatch::add`] of a key whose [`key_hash`] is known already:
+    /// the keyed task's records and partial sums carry the hash their
+    /// source routed them by, so the keyed thread, the busier one, does not
+    /// hash them again.
+    #[inline]
+    pub(crate) fn add_hashed(&mut self, hash: u64, key_bytes: &[u8], delta: i64) {
         debug_assert!(!key_bytes.is_empty(), "serialized keys are never empty");
+        debug_assert_eq!(hash, key_hash(key_bytes), "the hash is the key's");
         if (self.len() + 1) * 2 > self.slots.len() {
             self.grow();
         }
-        let hash = key_hash(key_bytes);
         let mask = self.slots.len() - 1;
         let mut index = hash as usize & mask;
         loop {
@@ -269,7 +279,7 @@ mod tests {
             for (round, records) in rounds.into_iter().enumerate() {
                 let mut model = BTreeMap::<Vec<u8>, i64>::new();
                 for (key, delta) in &records {
-                    let _ = table.touch(key);
+                    let _ = table.touch(key_hash(key));
                     table.add(key, *delta);
                     *model.entry(key.clone()).or_default() += delta;
                 }
