@@ -302,7 +302,7 @@ where
             |backend, keys| backend.prefetch(state.id(), keys),
             |backend, key_bytes, delta| {
                 backend.set_current_key(key_bytes)?;
-                add_to_sum(state, backend, delta).map(|_| ())
+                state.update_with(backend, |sum| sum.unwrap_or(0) + delta)
             },
         )
     }

@@ -164,6 +164,10 @@ pub trait AsyncSnapshot: Send {
     fn write(self: Box<Self>, storage: &CheckpointStorage, target: &SnapshotTarget) -> Result<KeyedStateHandle>;
 }
 
+/// What [`KeyedStateBackend::update_cell`] calls with the current key's cell
+/// (`None` when absent) and an empty buffer for the new cell.
+pub type CellUpdate<'a> = dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> Result<()> + 'a;
+
 /// The state of one parallel operator instance, stored as bytes.
 ///
 /// See the [module docs](self) for the contract. Typed access goes through
@@ -276,6 +280,24 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// # Errors
     /// As [`KeyedStateBackend::get`].
     fn put(&mut self, state: StateId, value: &[u8]) -> Result<()>;
+
+    /// Reads and replaces the current key's cell in one step (a running
+    /// count's read-modify-write): `update` gets the cell (`None` when
+    /// absent) and writes the new cell into the empty buffer it is given.
+    /// Backends whose cells are in hash tables find the cell once, where a
+    /// [`get`](KeyedStateBackend::get) then a
+    /// [`put`](KeyedStateBackend::put) look it up twice; the default does
+    /// exactly that. [`crate::ValueState::update_with`] is the typed form.
+    ///
+    /// # Errors
+    /// As [`KeyedStateBackend::get`] and [`KeyedStateBackend::put`], and the
+    /// error `update` returns, with the cell left as it was.
+    fn update_cell(&mut self, state: StateId, update: &mut CellUpdate<'_>) -> Result<()> {
+        crate::codec::with_scratch(|new| {
+            update(self.get(state)?.as_deref(), new)?;
+            self.put(state, new)
+        })
+    }
 
     /// Appends bytes to the current key's cell, creating it when absent (list
     /// appends; RocksDB does this with a merge operator, without a read).

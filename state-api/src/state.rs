@@ -212,6 +212,42 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
         })
     }
 
+    /// Sets the current key's value to `update(value)`, where `value` is
+    /// what [`ValueState::value`] would return: a running count's
+    /// read-modify-write, in one lookup on backends that keep cells in hash
+    /// tables ([`KeyedStateBackend::update_cell`]). Under a TTL it reads
+    /// with [`ValueState::value`] and writes with [`ValueState::update`].
+    ///
+    /// ```
+    /// use state_api::{KeyedStateBackend, ValueState};
+    /// /// Counts one more of the current key.
+    /// fn count_one(backend: &mut dyn KeyedStateBackend, counts: ValueState<u64>) -> state_api::Result<()> {
+    ///     counts.update_with(backend, |count| count.unwrap_or(0) + 1)
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// Backend errors, or [`crate::ErrorKind::Serialization`] when the stored
+    /// bytes are not a `T` (the value then unchanged).
+    pub fn update_with<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        update: impl FnOnce(Option<T>) -> T,
+    ) -> Result<()> {
+        if self.ttl.is_some() {
+            let value = update(self.value(backend)?);
+            return self.update(backend, &value);
+        }
+        let mut update = Some(update);
+        backend.update_cell(self.id, &mut |old, new| {
+            let old = old.map(decode_value::<T>).transpose()?;
+            let update = update
+                .take()
+                .ok_or_else(|| crate::Error::invalid_argument("update_cell called its update twice"))?;
+            encode_value_into(&update(old), new)
+        })
+    }
+
     /// Calls `visit(key, value)` for every key of `key_group` with a live
     /// value, in serialized key order (the key as serialized bytes): a
     /// bounded job's final results, without a lookup per key on backends

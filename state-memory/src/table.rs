@@ -211,6 +211,59 @@ impl<V: Clone> Table<V> {
         entry.value.get_or_insert_with(V::default)
     }
 
+    /// A read-modify-write of `key` in one lookup: `update(value, present)`
+    /// gets `key`'s value (a default one when absent, `present` false) to
+    /// change in place; the entry then counts as changed in `epoch`. When
+    /// `update` fails it must leave the value as it was, and the key is as
+    /// before: an absent key stays absent.
+    ///
+    /// # Errors
+    /// The error `update` returns.
+    pub fn read_modify_write<E>(
+        &mut self,
+        shard: usize,
+        key: &[u8],
+        epoch: WriteEpoch,
+        update: impl FnOnce(&mut V, bool) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        V: Default,
+    {
+        let data = self.shard_for_write(shard, epoch);
+        let (entry, inserted) = match data.entries.entry_ref(key) {
+            EntryRef::Occupied(occupied) => (occupied.into_mut(), false),
+            EntryRef::Vacant(vacant) => (
+                vacant.insert_with_key(
+                    Bytes::from_slice(key),
+                    Entry {
+                        value: None,
+                        changed: epoch.current,
+                    },
+                ),
+                true,
+            ),
+        };
+        let present = entry.value.is_some();
+        match update(entry.value.get_or_insert_with(V::default), present) {
+            Ok(()) => {
+                entry.changed = epoch.current;
+                if !present && !inserted {
+                    // It was a removal marker; it is a value again.
+                    data.removals -= 1;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if inserted {
+                    data.entries.remove(key);
+                } else if !present {
+                    entry.value = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Changes the value of `key` with `change` if it has one; the entry
     /// counts as changed in `epoch`. `change` returns whether the key is now
     /// empty and should be removed.

@@ -285,6 +285,7 @@ macro_rules! conformance_tests {
             value_get_returns_none_before_update,
             value_update_then_get_returns_value,
             value_update_overwrites_previous_value,
+            value_update_with_reads_and_writes_in_one_step,
             value_is_scoped_to_current_key,
             value_clear_removes_only_current_key,
             list_get_is_empty_before_add,

@@ -36,6 +36,8 @@ pub enum Op {
     Key(u16),
     /// `ValueState::update`.
     ValueSet(u32),
+    /// `ValueState::update_with` adding to the value (absent: 0).
+    ValueAdd(u32),
     /// `ValueState::clear`.
     ValueClear,
     /// `ListState::add`.
@@ -69,6 +71,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..KEYS).prop_map(Op::Key),
         3 => any::<u32>().prop_map(Op::ValueSet),
+        2 => (0u32..1000).prop_map(Op::ValueAdd),
         1 => Just(Op::ValueClear),
         3 => any::<u8>().prop_map(Op::ListAdd),
         1 => proptest::collection::vec(any::<u8>(), 0..4).prop_map(Op::ListSet),
@@ -264,6 +267,12 @@ impl Run<'_> {
             Op::ValueSet(v) => {
                 s.value.update(b, v).map_err(err)?;
                 m.value = Some(*v);
+            }
+            Op::ValueAdd(x) => {
+                s.value
+                    .update_with(b, |old| old.unwrap_or(0).wrapping_add(*x))
+                    .map_err(err)?;
+                m.value = Some(m.value.unwrap_or(0).wrapping_add(*x));
             }
             Op::ValueClear => {
                 s.value.clear(b).map_err(err)?;
