@@ -312,7 +312,7 @@ where
         // A key group at a time: a large state's keys are never all in
         // memory at once.
         for key_group in backend.key_group_range().iter() {
-            state.for_each_in_key_group(backend, key_group, |key_bytes, sum| {
+            state.for_each_in_key_group_unordered(backend, key_group, |key_bytes, sum| {
                 out((state_api::codec::decode_value::<K>(key_bytes)?, sum));
                 Ok(())
             })?;

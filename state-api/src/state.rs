@@ -281,6 +281,33 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
         &self,
         backend: &mut B,
         key_group: u32,
+        visit: impl FnMut(&[u8], T) -> Result<()>,
+    ) -> Result<()> {
+        self.visit_key_group(backend, key_group, true, visit)
+    }
+
+    /// [`ValueState::for_each_in_key_group`] in whatever order the backend
+    /// keeps its cells
+    /// ([`KeyedStateBackend::for_each_cell_in_key_group_unordered`]): for
+    /// readers that need every value but no order, such as a bounded job's
+    /// final results.
+    ///
+    /// # Errors
+    /// As [`ValueState::for_each_in_key_group`].
+    pub fn for_each_in_key_group_unordered<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        key_group: u32,
+        visit: impl FnMut(&[u8], T) -> Result<()>,
+    ) -> Result<()> {
+        self.visit_key_group(backend, key_group, false, visit)
+    }
+
+    fn visit_key_group<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        key_group: u32,
+        in_key_order: bool,
         mut visit: impl FnMut(&[u8], T) -> Result<()>,
     ) -> Result<()> {
         if refreshes_on_read(self.ttl) {
@@ -293,14 +320,15 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
             return Ok(());
         }
         let (ttl, now) = (self.ttl, now_for(self.ttl, backend));
-        backend.for_each_cell_in_key_group(
-            self.id,
-            key_group,
-            &mut |key, stored| match live_payload(stored, ttl, now)? {
-                Some(payload) => visit(key, decode_value::<T>(payload)?),
-                None => Ok(()),
-            },
-        )
+        let mut visit_live = |key: &[u8], stored: &[u8]| match live_payload(stored, ttl, now)? {
+            Some(payload) => visit(key, decode_value::<T>(payload)?),
+            None => Ok(()),
+        };
+        if in_key_order {
+            backend.for_each_cell_in_key_group(self.id, key_group, &mut visit_live)
+        } else {
+            backend.for_each_cell_in_key_group_unordered(self.id, key_group, &mut visit_live)
+        }
     }
 
     /// Removes the current key's value.

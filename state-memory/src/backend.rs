@@ -411,6 +411,20 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         cells.into_iter().try_for_each(|(key, cell)| visit(key, cell))
     }
 
+    fn for_each_cell_in_key_group_unordered(
+        &mut self,
+        state: StateId,
+        key_group: u32,
+        visit: &mut state_api::backend::CellVisitor<'_>,
+    ) -> Result<()> {
+        require_key_group_in_range(key_group, self.options.key_group_range)?;
+        self.cells(state)?
+            .key_group_shards(key_group)
+            .iter()
+            .flat_map(|shard| shard.iter())
+            .try_for_each(|(key, cell)| visit(key, cell))
+    }
+
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn AsyncSnapshot>> {
         if target.format != SnapshotFormat::Canonical {
             return Err(Error::unsupported(format!(

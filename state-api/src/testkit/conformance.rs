@@ -531,6 +531,23 @@ pub fn for_each_cell_in_key_group_visits_what_get_reads_in_key_order(t: &TestTar
             visited, expected,
             "group {key_group}: the cells get reads, in key order"
         );
+        // Unordered: the same cells, each once, in any order.
+        let mut unordered = Vec::new();
+        b.for_each_cell_in_key_group_unordered(cells.id(), key_group, &mut |k, cell| {
+            unordered.push((k.to_vec(), cell.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        unordered.sort();
+        assert_eq!(unordered, expected, "group {key_group}: the same cells, unordered");
+        let mut unordered_values = Vec::new();
+        cells
+            .for_each_in_key_group_unordered(b.as_mut(), key_group, |k, value| {
+                unordered_values.push((k.to_vec(), value));
+                Ok(())
+            })
+            .unwrap();
+        unordered_values.sort();
         let mut decoded = Vec::new();
         cells
             .for_each_in_key_group(b.as_mut(), key_group, |k, value| {
@@ -547,6 +564,10 @@ pub fn for_each_cell_in_key_group_visits_what_get_reads_in_key_order(t: &TestTar
             })
             .collect();
         assert_eq!(decoded, expected_values, "group {key_group}: decoded values");
+        assert_eq!(
+            unordered_values, expected_values,
+            "group {key_group}: decoded values, unordered"
+        );
         visited_keys += visited.len();
     }
     assert_eq!(visited_keys, 299, "every key but the cleared one");
@@ -567,15 +588,30 @@ pub fn for_each_cell_in_key_group_visits_what_get_reads_in_key_order(t: &TestTar
     assert!(err.to_string().contains("stop here"), "{err}");
     assert_eq!(calls, 1, "no visit after the first error");
 
+    let mut calls = 0;
     let err = b
-        .for_each_cell_in_key_group(maps.id(), map_group, &mut |_, _| Ok(()))
+        .for_each_cell_in_key_group_unordered(cells.id(), busy_group, &mut |_, _| {
+            calls += 1;
+            Err(Error::invalid_argument("stop here"))
+        })
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "a map state: {err}");
+    assert!(err.to_string().contains("stop here"), "{err}");
+    assert_eq!(calls, 1, "no unordered visit after the first error");
+
     let outside = b.key_group_range().end().map_or(0, |last| last + 1);
-    let err = b
-        .for_each_cell_in_key_group(cells.id(), outside, &mut |_, _| Ok(()))
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    for unordered in [false, true] {
+        let walk = |b: &mut dyn KeyedStateBackend, state, group| {
+            if unordered {
+                b.for_each_cell_in_key_group_unordered(state, group, &mut |_, _| Ok(()))
+            } else {
+                b.for_each_cell_in_key_group(state, group, &mut |_, _| Ok(()))
+            }
+        };
+        let err = walk(b.as_mut(), maps.id(), map_group).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "a map state: {err}");
+        let err = walk(b.as_mut(), cells.id(), outside).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    }
 }
 
 pub fn states_with_different_names_are_independent(t: &TestTarget) {
