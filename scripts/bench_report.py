@@ -355,7 +355,8 @@ def report(a):
         left.grid(True, which="both", alpha=0.3)
         left.legend()
         for i, label in ((4, "fs p1"), (5, "rocksdb p1")):
-            right.plot(keys, [p[i] or 0 for p in points], marker="o", label=label)
+            # A run that completed no checkpoint has no point (not 0 ms).
+            right.plot(keys, [float("nan") if p[i] is None else p[i] for p in points], marker="o", label=label)
         right.set(xscale="log", xlabel="distinct keys", ylabel="ms", title="Checkpoint duration (p50)")
         right.grid(True, which="both", alpha=0.3)
         right.legend()
