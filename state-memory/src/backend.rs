@@ -142,6 +142,16 @@ impl HeapKeyedStateBackend {
         Ok(table.shard_index(self.current_key_group, self.current_hash))
     }
 
+    /// The cells of `state` in `key_group`, in table order.
+    fn key_group_cells(&self, state: StateId, key_group: u32) -> Result<impl Iterator<Item = (&[u8], &Bytes)>> {
+        require_key_group_in_range(key_group, self.options.key_group_range)?;
+        Ok(self
+            .cells(state)?
+            .key_group_shards(key_group)
+            .iter()
+            .flat_map(|shard| shard.iter()))
+    }
+
     /// Number of keys with a value in `state`.
     ///
     /// # Errors
@@ -397,16 +407,10 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         key_group: u32,
         visit: &mut state_api::backend::CellVisitor<'_>,
     ) -> Result<()> {
-        require_key_group_in_range(key_group, self.options.key_group_range)?;
         // The group's cells where they are, ordered by key: no copy of a
         // key and no lookup per key (the lookups were half of a word
         // count's final output, docs/BENCHMARKS.md).
-        let mut cells: Vec<(&[u8], &Bytes)> = self
-            .cells(state)?
-            .key_group_shards(key_group)
-            .iter()
-            .flat_map(|shard| shard.iter())
-            .collect();
+        let mut cells: Vec<(&[u8], &Bytes)> = self.key_group_cells(state, key_group)?.collect();
         cells.sort_unstable_by_key(|(key, _)| *key);
         cells.into_iter().try_for_each(|(key, cell)| visit(key, cell))
     }
@@ -417,11 +421,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         key_group: u32,
         visit: &mut state_api::backend::CellVisitor<'_>,
     ) -> Result<()> {
-        require_key_group_in_range(key_group, self.options.key_group_range)?;
-        self.cells(state)?
-            .key_group_shards(key_group)
-            .iter()
-            .flat_map(|shard| shard.iter())
+        self.key_group_cells(state, key_group)?
             .try_for_each(|(key, cell)| visit(key, cell))
     }
 

@@ -125,6 +125,30 @@ pub struct Table<V> {
     shards: Vec<Shard<V>>,
 }
 
+/// `key`'s entry in `entries`, and whether it was inserted now (with no
+/// value, changed in `epoch`): one lookup by slice, the owned key made only
+/// on insertion.
+#[inline]
+fn entry_for_write<'a, V>(
+    entries: &'a mut HashMap<Bytes, Entry<V>, FastHasher>,
+    key: &[u8],
+    epoch: WriteEpoch,
+) -> (&'a mut Entry<V>, bool) {
+    match entries.entry_ref(key) {
+        EntryRef::Occupied(occupied) => (occupied.into_mut(), false),
+        EntryRef::Vacant(vacant) => (
+            vacant.insert_with_key(
+                Bytes::from_slice(key),
+                Entry {
+                    value: None,
+                    changed: epoch.current,
+                },
+            ),
+            true,
+        ),
+    }
+}
+
 impl<V: Clone> Table<V> {
     /// An empty table for `range`.
     pub fn new(range: KeyGroupRange) -> Self {
@@ -186,25 +210,9 @@ impl<V: Clone> Table<V> {
         V: Default,
     {
         let data = self.shard_for_write(shard, epoch);
-        // One lookup by slice; the owned key is made only on insertion.
-        let (entry, was_removal_marker) = match data.entries.entry_ref(key) {
-            EntryRef::Occupied(occupied) => {
-                let entry = occupied.into_mut();
-                let marker = entry.value.is_none();
-                (entry, marker)
-            }
-            EntryRef::Vacant(vacant) => (
-                vacant.insert_with_key(
-                    Bytes::from_slice(key),
-                    Entry {
-                        value: None,
-                        changed: epoch.current,
-                    },
-                ),
-                false,
-            ),
-        };
-        if was_removal_marker {
+        let (entry, inserted) = entry_for_write(&mut data.entries, key, epoch);
+        if !inserted && entry.value.is_none() {
+            // It was a removal marker; it is a value again.
             data.removals -= 1;
         }
         entry.changed = epoch.current;
@@ -230,19 +238,7 @@ impl<V: Clone> Table<V> {
         V: Default,
     {
         let data = self.shard_for_write(shard, epoch);
-        let (entry, inserted) = match data.entries.entry_ref(key) {
-            EntryRef::Occupied(occupied) => (occupied.into_mut(), false),
-            EntryRef::Vacant(vacant) => (
-                vacant.insert_with_key(
-                    Bytes::from_slice(key),
-                    Entry {
-                        value: None,
-                        changed: epoch.current,
-                    },
-                ),
-                true,
-            ),
-        };
+        let (entry, inserted) = entry_for_write(&mut data.entries, key, epoch);
         let present = entry.value.is_some();
         match update(entry.value.get_or_insert_with(V::default), present) {
             Ok(()) => {
