@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}"
 keys="${1:-10000000}"
-cargo build --release -p state-rocksdb --example peak_rss
+cargo build --release -p streamstate-rocksdb --example peak_rss
 bin="$CARGO_TARGET_DIR/release/examples/peak_rss"
 echo "| backend | keys | peak RSS | run |"
 echo "|---|---|---|---|"

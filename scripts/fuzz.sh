@@ -18,7 +18,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Its own target dir: sanitizer flags would otherwise rebuild the main one.
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/streamstate/fuzz-target}"
 mode="${1:-build}"
-if ! rustup toolchain list | grep -q '^nightly' || ! cargo fuzz --version > /dev/null 2>&1; then
+if ! rustup toolchain list | grep -q '^nightly' || ! command -v cargo-fuzz > /dev/null 2>&1; then
     echo "error: fuzzing needs a nightly toolchain and cargo-fuzz: run scripts/install-deps.sh --test" >&2
     exit 1
 fi

@@ -40,7 +40,10 @@ if [ "${1:-}" = "--test" ]; then
     if ! rustup toolchain list | grep -q '^nightly'; then
         rustup toolchain install nightly --profile minimal
     fi
-    if ! cargo fuzz --version >/dev/null 2>&1; then
+    # Probe the binary, never `cargo fuzz`: on this toolchain an unknown
+    # cargo subcommand run before `cargo install` makes that install fail
+    # ("failed to run rustc to learn about target-specific information").
+    if ! command -v cargo-fuzz >/dev/null 2>&1; then
         cargo install cargo-fuzz --version 0.13.1 --locked
     fi
 fi

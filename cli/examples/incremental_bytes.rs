@@ -27,13 +27,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use state_api::{
+use streamstate_api::{
     CheckpointStorage, FileRef, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt,
     KeyedStateHandle, OperatorSnapshot, SnapshotFormat, SnapshotKind, SnapshotManifest, SnapshotTarget, StateBackend,
     ValueStateDescriptor,
 };
-use state_fs::FsStateBackend;
-use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend, RocksDbStateBackend};
+use streamstate_fs::FsStateBackend;
+use streamstate_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend, RocksDbStateBackend};
 
 const MAX_PARALLELISM: u32 = 128;
 
@@ -102,7 +102,8 @@ fn count_words(backend: &mut dyn KeyedStateBackend, words: impl Iterator<Item = 
         let n = count.value(backend).unwrap().unwrap_or(0) + 1;
         count.update(backend, &n).unwrap();
         if changed.insert(word) {
-            changed_bytes += (backend.current_key().len() + state_api::codec::encode_value(&n).unwrap().len()) as u64;
+            changed_bytes +=
+                (backend.current_key().len() + streamstate_api::codec::encode_value(&n).unwrap().len()) as u64;
         }
     }
     changed_bytes

@@ -27,6 +27,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "execution.checkpointing.externalized-checkpoint-retention",
     "execution.checkpointing.tolerable-failed-checkpoints",
     "execution.checkpointing.min-pause",
+    "state.backend.memory.max-state-size",
     "state.backend.rocksdb.localdir",
     "state.backend.rocksdb.write-back.entries",
     "state.backend.rocksdb.memory.fixed-per-tm",

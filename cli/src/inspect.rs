@@ -4,9 +4,9 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use state_api::snapshot::canonical;
-use state_api::storage::layout;
-use state_api::{CheckpointStorage, SnapshotFormat, SnapshotKind};
+use streamstate_api::snapshot::canonical;
+use streamstate_api::storage::layout;
+use streamstate_api::{CheckpointStorage, SnapshotFormat, SnapshotKind};
 
 /// Splits a snapshot URI into the checkpoint directory URI and the snapshot
 /// directory under it (`<job>/chk-<n>` or `savepoints/savepoint-...`).
@@ -146,7 +146,7 @@ fn render_typed(bytes: &[u8], type_name: &str) -> String {
     let signed = matches!(type_name, "i16" | "i32" | "i64" | "i128" | "isize");
     let unsigned = matches!(type_name, "u16" | "u32" | "u64" | "u128" | "usize");
     if signed || unsigned {
-        if let Ok(n) = state_api::codec::get_varint(&mut rest) {
+        if let Ok(n) = streamstate_api::codec::get_varint(&mut rest) {
             if rest.is_empty() {
                 return if signed {
                     (((n >> 1) as i64) ^ -((n & 1) as i64)).to_string()
@@ -163,7 +163,7 @@ fn render_typed(bytes: &[u8], type_name: &str) -> String {
 /// length + UTF-8), an unsigned integer if they are one varint, else hex.
 fn render(bytes: &[u8]) -> String {
     let mut rest = bytes;
-    if let Ok(len) = state_api::codec::get_varint(&mut rest) {
+    if let Ok(len) = streamstate_api::codec::get_varint(&mut rest) {
         if rest.len() as u64 == len {
             if let Ok(s) = std::str::from_utf8(rest) {
                 return format!("{s:?}");
@@ -171,7 +171,7 @@ fn render(bytes: &[u8]) -> String {
         }
     }
     let mut rest = bytes;
-    if let Ok(n) = state_api::codec::get_varint(&mut rest) {
+    if let Ok(n) = streamstate_api::codec::get_varint(&mut rest) {
         if rest.is_empty() {
             return n.to_string();
         }
@@ -185,7 +185,7 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
     let storage = CheckpointStorage::open(&root)?;
     let snapshot = storage.load(&dir)?;
     let manifest = &snapshot.manifest;
-    let wanted_key = key.map(state_api::codec::encode_value).transpose()?;
+    let wanted_key = key.map(streamstate_api::codec::encode_value).transpose()?;
     let mut entries = Vec::new();
     for op in &manifest.operators {
         for stored in &op.keyed_state {
@@ -235,7 +235,7 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
     if json {
         #[derive(Serialize)]
         struct Report<'a> {
-            manifest: &'a state_api::SnapshotManifest,
+            manifest: &'a streamstate_api::SnapshotManifest,
             entries: &'a [InspectedEntry],
         }
         serde_json::to_writer_pretty(
@@ -313,15 +313,18 @@ mod tests {
 
     #[test]
     fn rendering_guesses_strings_and_numbers() {
-        assert_eq!(render(&state_api::codec::encode_value("hello").unwrap()), "\"hello\"");
-        assert_eq!(render(&state_api::codec::encode_value(&300u64).unwrap()), "300");
+        assert_eq!(
+            render(&streamstate_api::codec::encode_value("hello").unwrap()),
+            "\"hello\""
+        );
+        assert_eq!(render(&streamstate_api::codec::encode_value(&300u64).unwrap()), "300");
         assert_eq!(render(&[0xff, 0xff]), "ffff");
         assert_eq!(
-            render_typed(&state_api::codec::encode_value(&-3i64).unwrap(), "i64"),
+            render_typed(&streamstate_api::codec::encode_value(&-3i64).unwrap(), "i64"),
             "-3"
         );
         assert_eq!(
-            render_typed(&state_api::codec::encode_value(&3i64).unwrap(), "i64"),
+            render_typed(&streamstate_api::codec::encode_value(&3i64).unwrap(), "i64"),
             "3"
         );
     }

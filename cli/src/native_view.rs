@@ -6,7 +6,7 @@
 //! in-memory store, which is then read like any other.
 
 use anyhow::{Context, Result};
-use state_api::{
+use streamstate_api::{
     CheckpointStorage, KeyedBackendOptions, KeyedStateHandle, SnapshotFormat, SnapshotKind, SnapshotTarget,
 };
 use streamstate_runtime::backends::{state_backend_with, BackendConfig, StateBackendKind};

@@ -14,15 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use state_api::{CheckpointStorage, StorageOptions};
+use streamstate_api::{CheckpointStorage, StorageOptions};
 use streamstate_runtime::backends::{state_backend_with, BackendConfig, StateBackendKind};
 use streamstate_runtime::sink::Sink;
-use streamstate_runtime::stream::{SinkFactory, Word};
+use streamstate_runtime::stream::SinkFactory;
+use streamstate_runtime::word_count::Word;
 use streamstate_runtime::{
     CheckpointingMode, JobMetrics, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment,
 };
 
-use crate::config::{parse_duration, FlinkConfig};
+use crate::config::{parse_duration, parse_memory_size, FlinkConfig};
 
 /// Options of `streamstate wordcount`.
 #[derive(Debug, clap::Args)]
@@ -41,6 +42,11 @@ pub struct WordCountArgs {
     /// memory, fs or rocksdb (Flink's jobmanager, hashmap/filesystem, rocksdb).
     #[arg(long, value_name = "NAME")]
     state_backend: Option<String>,
+    /// Memory backend: the largest snapshot of one operator instance, e.g.
+    /// 10mb (`state.backend.memory.max-state-size`) [default: 5mb, as
+    /// Flink's MemoryStateBackend].
+    #[arg(long, value_name = "SIZE")]
+    memory_max_state_size: Option<String>,
     /// Checkpoint directory URI [default: file://<cwd>/checkpoints].
     #[arg(long, value_name = "URI")]
     checkpoint_dir: Option<String>,
@@ -146,6 +152,11 @@ pub fn run(args: WordCountArgs) -> Result<()> {
     let backend = state_backend_with(
         backend_kind,
         &BackendConfig {
+            memory_max_state_size: match &args.memory_max_state_size {
+                Some(size) => Some(parse_memory_size(size).context("in --memory-max-state-size")?),
+                None => config.get_memory_size(&["state.backend.memory.max-state-size"])?,
+            }
+            .map(|bytes| bytes as u64),
             rocksdb_local_dir: config.get(&["state.backend.rocksdb.localdir"]).map(PathBuf::from),
             rocksdb_write_back_entries: config.get_usize(&["state.backend.rocksdb.write-back.entries"])?,
             rocksdb_write_buffer_size: config.get_memory_size(&["state.backend.rocksdb.writebuffer.size"])?,
@@ -268,7 +279,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         (None, Some(path)) => env.read_text_file(path),
         (None, None) => bail!("give --socket HOST:PORT or --input FILE"),
     };
-    let counts = streamstate_runtime::stream::word_count(lines);
+    let counts = streamstate_runtime::word_count::word_count(lines);
     let output = args.output.as_deref().map(CountsFile::create).transpose()?;
     let job = match &output {
         Some(file) => counts.discard().with_final_sink(file.sink_factory()),
@@ -436,7 +447,7 @@ struct CountsSink {
 const COUNTS_CHUNK_BYTES: usize = 64 << 10;
 
 impl Sink<(Word, i64)> for CountsSink {
-    fn write(&mut self, (word, count): &(Word, i64)) -> state_api::Result<()> {
+    fn write(&mut self, (word, count): &(Word, i64)) -> streamstate_api::Result<()> {
         // Writing into a Vec cannot fail; the count is formatted in place.
         let _ = writeln!(self.lines, "{word}\t{count}");
         if self.lines.len() >= COUNTS_CHUNK_BYTES {
@@ -445,12 +456,12 @@ impl Sink<(Word, i64)> for CountsSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> state_api::Result<()> {
+    fn flush(&mut self) -> streamstate_api::Result<()> {
         if self.lines.is_empty() {
             return Ok(());
         }
         let failed = |message: String| {
-            state_api::Error::new(state_api::ErrorKind::Storage, message)
+            streamstate_api::Error::new(streamstate_api::ErrorKind::Storage, message)
                 .with_context("file", self.path.display().to_string())
         };
         let mut writer = self

@@ -3,13 +3,17 @@
 #![allow(clippy::unwrap_used)]
 use std::process::Command;
 
-use state_api::{
+use streamstate_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, OperatorSnapshot, SnapshotFormat,
     SnapshotKind, SnapshotManifest, SnapshotTarget, StateBackend, ValueStateDescriptor,
 };
 
 fn write_checkpoint(dir: &std::path::Path) -> String {
-    write_checkpoint_with(dir, &state_memory::MemoryStateBackend::new(), SnapshotFormat::Canonical)
+    write_checkpoint_with(
+        dir,
+        &streamstate_memory::MemoryStateBackend::new(),
+        SnapshotFormat::Canonical,
+    )
 }
 
 fn write_checkpoint_with(dir: &std::path::Path, backend: &dyn StateBackend, format: SnapshotFormat) -> String {
@@ -71,9 +75,9 @@ fn inspect_shows_the_count_of_a_word() {
 #[test]
 fn inspect_reads_a_native_rocksdb_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = state_rocksdb::RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
+    let backend = streamstate_rocksdb::RocksDbStateBackend::new(streamstate_rocksdb::RocksDbConfig {
         local_dir: Some(dir.path().join("local")),
-        ..state_rocksdb::RocksDbConfig::default()
+        ..streamstate_rocksdb::RocksDbConfig::default()
     });
     let uri = write_checkpoint_with(&dir.path().join("checkpoints"), &backend, SnapshotFormat::Native);
     let storage = CheckpointStorage::open(&uri).unwrap();
@@ -101,11 +105,11 @@ fn inspect_reads_an_incremental_heap_chain() {
     let dir = tempfile::tempdir().unwrap();
     let uri = format!("file://{}", dir.path().display());
     let storage = CheckpointStorage::open(&uri).unwrap();
-    let mut keyed = state_fs::FsStateBackend::new()
+    let mut keyed = streamstate_fs::FsStateBackend::new()
         .create_keyed_backend(KeyedBackendOptions::new("wc", "sum", KeyGroupRange::all(128), 128))
         .unwrap();
     let count = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
-    let checkpoint = |keyed: &mut Box<dyn state_api::KeyedStateBackend>, id: u64| {
+    let checkpoint = |keyed: &mut Box<dyn streamstate_api::KeyedStateBackend>, id: u64| {
         let target = SnapshotTarget {
             checkpoint_id: id,
             kind: SnapshotKind::Checkpoint,

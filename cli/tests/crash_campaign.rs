@@ -56,7 +56,7 @@ fn write_corpus(path: &Path, words: u64, rng: &mut Rng) -> BTreeMap<String, i64>
 
 /// The newest completed checkpoint id (0: none). While a run is alive its
 /// retention may delete a directory being listed; that reads as "none yet".
-fn newest_checkpoint(storage: &state_api::CheckpointStorage) -> u64 {
+fn newest_checkpoint(storage: &streamstate_api::CheckpointStorage) -> u64 {
     storage
         .completed_checkpoints(None)
         .map(|all| all.iter().map(|c| c.manifest.checkpoint_id).max().unwrap_or(0))
@@ -91,7 +91,7 @@ fn campaign(backend: &str) -> Report {
     let expected = write_corpus(&input, words, &mut rng);
     let output = dir.path().join("counts.tsv");
     let checkpoints = format!("file://{}/checkpoints", dir.path().display());
-    let storage = state_api::CheckpointStorage::open(&checkpoints).unwrap();
+    let storage = streamstate_api::CheckpointStorage::open(&checkpoints).unwrap();
 
     let mut report = Report {
         kills: 0,

@@ -112,7 +112,7 @@ fn credentials_never_appear_in_output_logs_or_checkpoints() {
     assert_no_secret("checkpoints inspect logs", &String::from_utf8_lossy(&inspect.stderr));
 
     // Every stored file (manifests included).
-    let storage = state_api::CheckpointStorage::open(&uri).unwrap();
+    let storage = streamstate_api::CheckpointStorage::open(&uri).unwrap();
     let completed = storage.completed_checkpoints(None).unwrap();
     assert!(!completed.is_empty());
     for checkpoint in &completed {

@@ -74,7 +74,7 @@ fn send(stream: &mut TcpStream, lines: &[&str], expected: &mut BTreeMap<String, 
 }
 
 fn completed_checkpoints(dir: &str) -> Vec<u64> {
-    let storage = state_api::CheckpointStorage::open(dir).unwrap();
+    let storage = streamstate_api::CheckpointStorage::open(dir).unwrap();
     storage
         .completed_checkpoints(None)
         .unwrap()
@@ -145,7 +145,7 @@ fn walkthrough(backend: &str, checkpoint_dir: &str, signal: &str) {
     // What the retained checkpoint holds, through `checkpoints inspect`
     // (after the stop: a running job's retention may delete a checkpoint
     // while it is read).
-    let latest = state_api::CheckpointStorage::open(checkpoint_dir)
+    let latest = streamstate_api::CheckpointStorage::open(checkpoint_dir)
         .unwrap()
         .latest_completed(None)
         .unwrap()
@@ -226,6 +226,7 @@ fn walkthrough_rocksdb_backend_file_storage_sigterm_savepoint() {
     walkthrough("rocksdb", &uri, "-TERM");
 }
 
+#[cfg(feature = "remote-tests")]
 #[test]
 fn walkthrough_rocksdb_backend_s3_storage_sigint() {
     let base = std::env::var("STREAMSTATE_TEST_S3_URI")
@@ -233,6 +234,7 @@ fn walkthrough_rocksdb_backend_s3_storage_sigint() {
     walkthrough("rocksdb", &format!("{base}/walkthrough-{}", std::process::id()), "-INT");
 }
 
+#[cfg(feature = "remote-tests")]
 #[test]
 fn walkthrough_rocksdb_backend_hdfs_storage_sigterm_savepoint() {
     let base = std::env::var("STREAMSTATE_TEST_HDFS_URI")

@@ -1,4 +1,4 @@
-//! Canonical snapshot files and their record decoder: see `state_api::fuzz_checks::canonical`.
+//! Canonical snapshot files and their record decoder: see `streamstate_api::fuzz_checks::canonical`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| state_api::fuzz_checks::canonical(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| streamstate_api::fuzz_checks::canonical(data));

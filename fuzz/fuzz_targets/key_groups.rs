@@ -1,4 +1,4 @@
-//! Key-group arithmetic: see `state_api::fuzz_checks::key_groups`.
+//! Key-group arithmetic: see `streamstate_api::fuzz_checks::key_groups`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| state_api::fuzz_checks::key_groups(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| streamstate_api::fuzz_checks::key_groups(data));

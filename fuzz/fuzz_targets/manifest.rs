@@ -1,4 +1,4 @@
-//! Checkpoint manifests (`_metadata`): see `state_api::fuzz_checks::manifest`.
+//! Checkpoint manifests (`_metadata`): see `streamstate_api::fuzz_checks::manifest`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| state_api::fuzz_checks::manifest(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| streamstate_api::fuzz_checks::manifest(data));

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use state_api::{Error, Result, StateBackend};
+use streamstate_api::{Error, Result, StateBackend};
 
 /// The state backends, named as in Flink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,14 +68,18 @@ fn not_compiled(kind: StateBackendKind) -> Error {
 /// Settings of the backends that have any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackendConfig {
+    /// The memory backend's largest snapshot of one operator instance,
+    /// bytes (`state.backend.memory.max-state-size`; default
+    /// `streamstate_memory::DEFAULT_MAX_STATE_SIZE`, Flink's 5 MiB).
+    pub memory_max_state_size: Option<u64>,
     /// RocksDB working directory root (`state.backend.rocksdb.localdir`).
     pub rocksdb_local_dir: Option<std::path::PathBuf>,
     /// Keys of RocksDB's write-back buffer
     /// (`state.backend.rocksdb.write-back.entries`; 0 turns it off; default
-    /// `state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES`).
+    /// `streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES`).
     pub rocksdb_write_back_entries: Option<usize>,
     /// RocksDB's shared block cache, bytes (default
-    /// `state_rocksdb::RocksDbConfig::default().block_cache_bytes`).
+    /// `streamstate_rocksdb::RocksDbConfig::default().block_cache_bytes`).
     pub rocksdb_block_cache_bytes: Option<usize>,
     /// RocksDB's memtable budget, charged to the block cache, bytes.
     pub rocksdb_write_buffer_bytes: Option<usize>,
@@ -83,19 +87,19 @@ pub struct BackendConfig {
     /// `state.backend.rocksdb.writebuffer.size`).
     pub rocksdb_write_buffer_size: Option<usize>,
     /// RocksDB's changelog checkpoints (`state.backend.changelog.enabled`,
-    /// see `state_rocksdb::RocksDbConfig::changelog`).
+    /// see `streamstate_rocksdb::RocksDbConfig::changelog`).
     pub rocksdb_changelog: bool,
     /// Whether a rescaling restore compacts the key-group ranges it
     /// clipped away, in the background
     /// (`state.backend.rocksdb.rescaling.compact-clipped-ranges`; default
-    /// `state_rocksdb::RocksDbConfig::default().compact_clipped_ranges`).
+    /// `streamstate_rocksdb::RocksDbConfig::default().compact_clipped_ranges`).
     pub rocksdb_compact_clipped_ranges: Option<bool>,
 }
 
 /// The backend `kind` with default settings, if this build includes it.
 ///
 /// # Errors
-/// [`state_api::ErrorKind::Config`] when the backend's feature is off.
+/// [`streamstate_api::ErrorKind::Config`] when the backend's feature is off.
 pub fn state_backend(kind: StateBackendKind) -> Result<Arc<dyn StateBackend>> {
     state_backend_with(kind, &BackendConfig::default())
 }
@@ -103,19 +107,22 @@ pub fn state_backend(kind: StateBackendKind) -> Result<Arc<dyn StateBackend>> {
 /// The backend `kind` with `config`, if this build includes it.
 ///
 /// # Errors
-/// [`state_api::ErrorKind::Config`] when the backend's feature is off.
+/// [`streamstate_api::ErrorKind::Config`] when the backend's feature is off.
 pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Result<Arc<dyn StateBackend>> {
     let _ = config;
     match kind {
         #[cfg(feature = "memory")]
-        StateBackendKind::Memory => Ok(Arc::new(state_memory::MemoryStateBackend::new())),
+        StateBackendKind::Memory => Ok(Arc::new(match config.memory_max_state_size {
+            Some(bytes) => streamstate_memory::MemoryStateBackend::with_max_state_size(bytes),
+            None => streamstate_memory::MemoryStateBackend::new(),
+        })),
         #[cfg(feature = "fs")]
-        StateBackendKind::Fs => Ok(Arc::new(state_fs::FsStateBackend::new())),
+        StateBackendKind::Fs => Ok(Arc::new(streamstate_fs::FsStateBackend::new())),
         #[cfg(feature = "rocksdb")]
         StateBackendKind::RocksDb => {
-            let defaults = state_rocksdb::RocksDbConfig::default();
-            Ok(Arc::new(state_rocksdb::RocksDbStateBackend::new(
-                state_rocksdb::RocksDbConfig {
+            let defaults = streamstate_rocksdb::RocksDbConfig::default();
+            Ok(Arc::new(streamstate_rocksdb::RocksDbStateBackend::new(
+                streamstate_rocksdb::RocksDbConfig {
                     local_dir: config.rocksdb_local_dir.clone(),
                     write_back_entries: config.rocksdb_write_back_entries.unwrap_or(defaults.write_back_entries),
                     block_cache_bytes: config.rocksdb_block_cache_bytes.unwrap_or(defaults.block_cache_bytes),
@@ -172,6 +179,6 @@ mod tests {
             assert_eq!(name.parse::<StateBackendKind>().unwrap(), kind);
         }
         let err = "".parse::<StateBackendKind>().unwrap_err();
-        assert_eq!(err.kind(), state_api::ErrorKind::Config);
+        assert_eq!(err.kind(), streamstate_api::ErrorKind::Config);
     }
 }

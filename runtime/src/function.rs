@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 
 use serde::{de::DeserializeOwned, Serialize};
-use state_api::{KeyedStateBackend, KeyedStateBackendExt, Result, ValueState, ValueStateDescriptor};
+use streamstate_api::{KeyedStateBackend, KeyedStateBackendExt, Result, ValueState, ValueStateDescriptor};
 
 use crate::mini_batch::MiniBatch;
 
@@ -48,7 +48,7 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
     /// `value` under `key_bytes` and returns `Ok(None)`, sparing the state
     /// lookup per record; `Ok(Some(value))` hands the record back for
     /// `process`. The default buffers nothing. `key_hash` is
-    /// [`state_api::key_group::key_hash`] of `key_bytes`, computed once by
+    /// [`streamstate_api::key_group::key_hash`] of `key_bytes`, computed once by
     /// the source that routed the record (here and in the hooks below).
     ///
     /// A function buffers only while nobody reads what `process` emits
@@ -87,7 +87,7 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
     /// receives these; the default refuses them.
     ///
     /// # Errors
-    /// [`state_api::ErrorKind::Unsupported`] by default; state errors from
+    /// [`streamstate_api::ErrorKind::Unsupported`] by default; state errors from
     /// writing the buffer.
     fn buffer_partial(
         &mut self,
@@ -97,7 +97,7 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
         backend: &mut dyn KeyedStateBackend,
     ) -> Result<()> {
         let _ = (key_hash, key_bytes, partial, backend);
-        Err(state_api::Error::unsupported(
+        Err(streamstate_api::Error::unsupported(
             "this keyed function takes no partial sums (local aggregation is for `sum`)",
         ))
     }
@@ -114,10 +114,6 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
     }
 }
 
-/// A serialized key. Keys up to 24 bytes sit inline: records and
-/// mini-batches carry them without an allocation per record.
-pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
-
 /// Distinct keys a [`SumFunction`]'s mini-batch holds, by default, before
 /// it writes its sums to state (`JobSettings::mini_batch_keys`). The bound
 /// is on keys, not records: the buffer's memory is bounded (the table grows
@@ -129,7 +125,7 @@ pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
 pub const SUM_MINI_BATCH_KEYS: usize = 131_072;
 
 /// The default mini-batch bound over a backend with a write-back cache
-/// ([`state_api::Capabilities::write_back_cache`], RocksDB): the cache
+/// ([`streamstate_api::Capabilities::write_back_cache`], RocksDB): the cache
 /// already absorbs hot keys, so a large mini-batch gains little there
 /// (docs/BENCHMARKS.md), and 6 MiB instead of 12 MiB stays inside the
 /// memory budget a RocksDB user sizes.
@@ -196,7 +192,7 @@ impl<K, T> SumFunction<K, T> {
 
     fn state(&self) -> Result<ValueState<i64>> {
         self.state
-            .ok_or_else(|| state_api::Error::invalid_argument("SumFunction used before open"))
+            .ok_or_else(|| streamstate_api::Error::invalid_argument("SumFunction used before open"))
     }
 }
 
@@ -265,14 +261,14 @@ where
         backend: &mut dyn KeyedStateBackend,
     ) -> Result<()> {
         if self.records_wanted {
-            return Err(state_api::Error::invalid_argument(
+            return Err(streamstate_api::Error::invalid_argument(
                 "a partial sum reached a sum whose every update is read",
             ));
         }
         if key_bytes.is_empty() {
             // What the backend would say at `set_current_key`; the
             // mini-batch table keeps empty keys for its free slots.
-            return Err(state_api::Error::invalid_argument(
+            return Err(streamstate_api::Error::invalid_argument(
                 "keys must serialize to at least one byte",
             ));
         }
@@ -313,7 +309,7 @@ where
         // memory at once.
         for key_group in backend.key_group_range().iter() {
             state.for_each_in_key_group_unordered(backend, key_group, |key_bytes, sum| {
-                out((state_api::codec::decode_value::<K>(key_bytes)?, sum));
+                out((streamstate_api::codec::decode_value::<K>(key_bytes)?, sum));
                 Ok(())
             })?;
         }
@@ -327,12 +323,12 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use state_api::{KeyGroupRange, KeyedBackendOptions, StateBackend};
+    use streamstate_api::{KeyGroupRange, KeyedBackendOptions, StateBackend};
 
     use super::*;
 
     fn backend() -> Box<dyn KeyedStateBackend> {
-        state_memory::MemoryStateBackend::new()
+        streamstate_memory::MemoryStateBackend::new()
             .create_keyed_backend(KeyedBackendOptions::new(
                 "job",
                 "keyed",
@@ -363,9 +359,9 @@ mod tests {
         key: &str,
         value: i64,
     ) -> Vec<(String, i64)> {
-        let key_bytes = state_api::codec::encode_value(&key.to_string()).unwrap();
+        let key_bytes = streamstate_api::codec::encode_value(&key.to_string()).unwrap();
         let mut emitted = Vec::new();
-        let key_hash = state_api::key_group::key_hash(&key_bytes);
+        let key_hash = streamstate_api::key_group::key_hash(&key_bytes);
         if let Some(value) = function.buffer(key_hash, &key_bytes, value, backend).unwrap() {
             backend.set_current_key(&key_bytes).unwrap();
             function
@@ -423,16 +419,16 @@ mod tests {
             function.mini_batch_keys()
         };
         let rocksdb = |write_back_entries| {
-            state_rocksdb::RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
+            streamstate_rocksdb::RocksDbStateBackend::new(streamstate_rocksdb::RocksDbConfig {
                 local_dir: Some(dir.path().to_path_buf()),
                 write_back_entries,
                 ..Default::default()
             })
         };
-        let heap = state_memory::MemoryStateBackend::new();
+        let heap = streamstate_memory::MemoryStateBackend::new();
         assert_eq!(bound_over(&heap, None), Some(SUM_MINI_BATCH_KEYS));
         assert_eq!(
-            bound_over(&rocksdb(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES), None),
+            bound_over(&rocksdb(streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES), None),
             Some(SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK)
         );
         // Without its cache, RocksDB pays a round trip per write: the large
@@ -440,7 +436,7 @@ mod tests {
         assert_eq!(bound_over(&rocksdb(0), None), Some(SUM_MINI_BATCH_KEYS));
         // A bound that was set wins over every default.
         assert_eq!(
-            bound_over(&rocksdb(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES), Some(7)),
+            bound_over(&rocksdb(streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES), Some(7)),
             Some(7)
         );
         assert_eq!(bound_over(&heap, Some(0)), Some(1));

@@ -8,7 +8,7 @@
 //! Sources and keyed subtasks run on their own threads, linked by bounded
 //! crossbeam channels that carry batches of records (backpressure, not
 //! unbounded queues). Checkpoints follow Flink's barrier protocol, see
-//! [`job`]: the coordinator injects barriers at the sources, keyed tasks
+//! [`execution`]: the coordinator injects barriers at the sources, keyed tasks
 //! align them (exactly-once) or not (at-least-once), snapshot on the
 //! barrier (only the synchronous part on the processing thread), and the
 //! coordinator commits `_metadata` when all have acknowledged.
@@ -16,15 +16,23 @@
 //! Backends are chosen by Cargo feature ([`backends`]); a build without the
 //! `rocksdb` feature compiles no C++.
 
+#![warn(missing_docs)]
+
 pub mod backends;
 pub mod config;
+pub mod execution;
 pub mod function;
-pub mod job;
+pub mod handle;
+pub mod metrics;
 mod mini_batch;
+pub mod plan;
 pub mod sink;
 pub mod source;
 pub mod stream;
+pub mod word_count;
 
 pub use config::{CheckpointConfig, CheckpointingMode, RetentionOnCancellation};
-pub use job::{JobHandle, JobMetrics, JobResult};
-pub use stream::{DataStream, KeyedStream, RestoreFrom, StreamExecutionEnvironment};
+pub use handle::{JobHandle, JobResult};
+pub use metrics::JobMetrics;
+pub use plan::{Job, JobSettings, RestoreFrom};
+pub use stream::{DataStream, KeyedStream, StreamExecutionEnvironment};

@@ -13,14 +13,16 @@
 //! most one half. (Slots aligned to 64-byte cache lines were no faster in
 //! alternated runs and took a third more memory.)
 //!
-//! The hash is the key's [`state_api::key_group::key_hash`], the one key
+//! The hash is the key's [`streamstate_api::key_group::key_hash`], the one key
 //! groups are taken from: draining orders the keys by key group without
 //! hashing them again.
 
-use state_api::key_group::{key_group_for_hash, key_hash};
-use state_api::Result;
+use streamstate_api::key_group::{key_group_for_hash, key_hash};
+use streamstate_api::Result;
 
-use crate::function::KeyBytes;
+/// A serialized key. Keys up to 24 bytes sit inline: records and
+/// mini-batches carry them without an allocation per record.
+pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
 
 /// One key and its sum. An empty key marks a free slot (serialized keys
 /// are never empty: backends reject them).
@@ -141,7 +143,7 @@ impl MiniBatch {
     /// [`TOUCH_GROUP`] keys is written, `prefetch(context, keys)` runs for
     /// the group, so the writes' lookups are loaded together: their cache
     /// misses overlap, or RocksDB reads them in one batch
-    /// ([`state_api::KeyedStateBackend::prefetch`]). Stops writing at the
+    /// ([`streamstate_api::KeyedStateBackend::prefetch`]). Stops writing at the
     /// first error; the table is empty either way.
     ///
     /// # Errors
@@ -208,7 +210,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
-    use state_api::key_group::assign_to_key_group;
+    use streamstate_api::key_group::assign_to_key_group;
 
     use super::*;
 
@@ -328,7 +330,7 @@ mod tests {
             |_, _| 0,
             |writes, _, _| {
                 *writes += 1;
-                Err(state_api::Error::invalid_argument("storage down"))
+                Err(streamstate_api::Error::invalid_argument("storage down"))
             },
         );
         assert!(result.is_err());

@@ -4,7 +4,7 @@ use std::fmt::Display;
 use std::io::Write;
 use std::path::PathBuf;
 
-use state_api::{Error, ErrorKind, Result};
+use streamstate_api::{Error, ErrorKind, Result};
 
 /// Receives a keyed operator's output.
 pub trait Sink<O>: Send {

@@ -13,8 +13,8 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use state_api::operator_state::OperatorStateStore;
-use state_api::{Error, ErrorKind, Result};
+use streamstate_api::operator_state::OperatorStateStore;
+use streamstate_api::{Error, ErrorKind, Result};
 
 /// Longest line a source passes on; longer lines are skipped.
 pub const MAX_LINE_BYTES: usize = 1 << 20;

@@ -23,103 +23,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
-use state_api::{CheckpointStorage, StateBackend, DEFAULT_MAX_PARALLELISM};
+use streamstate_api::{CheckpointStorage, StateBackend};
 
 use crate::config::CheckpointConfig;
-use crate::function::{KeyedProcessFunction, SumFunction};
-use crate::job::{self, JobHandle};
-use crate::sink::{FileSink, FlinkDisplay, PrintSink, Sink};
-
-/// Where a job's state comes from at start.
-#[derive(Debug, Clone)]
-pub enum RestoreFrom {
-    /// The newest completed checkpoint under the checkpoint storage (any
-    /// job); falls back to older ones when its files are damaged.
-    Latest,
-    /// A checkpoint or savepoint directory (`<job>/chk-<n>` or
-    /// `savepoints/savepoint-...`) in `storage`.
-    Snapshot {
-        /// Storage holding the snapshot.
-        storage: CheckpointStorage,
-        /// Its directory relative to the storage root.
-        dir: String,
-    },
-}
-
-/// Job-wide settings, copied into every stream built from an environment.
-#[derive(Debug, Clone)]
-pub struct JobSettings {
-    /// Parallelism of the keyed operator.
-    pub parallelism: u32,
-    /// Number of key groups.
-    pub max_parallelism: u32,
-    /// Checkpointing.
-    pub checkpoint: CheckpointConfig,
-    /// The state backend (default: fs).
-    pub backend: Option<Arc<dyn StateBackend>>,
-    /// Where checkpoints go (default: `memory://`).
-    pub storage: Option<CheckpointStorage>,
-    /// Restore at start.
-    pub restore: Option<RestoreFrom>,
-    /// Records per batch handed between threads.
-    pub batch_size: usize,
-    /// Batches in flight per channel (backpressure beyond).
-    pub channel_capacity: usize,
-    /// Distinct keys a `sum` folds in its mini-batch before writing them to
-    /// state, when nobody reads its per-record output; `None` (the default)
-    /// lets the backend choose: [`crate::function::SUM_MINI_BATCH_KEYS`],
-    /// or [`crate::function::SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK`] over
-    /// RocksDB's write-back cache.
-    pub mini_batch_keys: Option<usize>,
-    /// Whether a `sum` whose per-record output nobody reads is also folded
-    /// on the source thread before the shuffle, in a small table of
-    /// [`crate::job::LOCAL_SUM_KEYS`] keys (Flink SQL's local-global
-    /// aggregation, `table.optimizer.agg-phase-strategy: TWO_PHASE`). On
-    /// by default; the sums in state are the same either way.
-    pub local_aggregation: bool,
-    /// Job id (default: generated).
-    pub job_id: Option<String>,
-}
-
-impl Default for JobSettings {
-    fn default() -> Self {
-        Self {
-            parallelism: 1,
-            max_parallelism: DEFAULT_MAX_PARALLELISM,
-            checkpoint: CheckpointConfig::default(),
-            backend: None,
-            storage: None,
-            restore: None,
-            batch_size: 1024,
-            channel_capacity: 16,
-            mini_batch_keys: None,
-            local_aggregation: true,
-            job_id: None,
-        }
-    }
-}
+use crate::function::SumFunction;
+use crate::handle::JobHandle;
+use crate::plan::{Chain, KeyOf, SourceFactory, SourceSpec, ValueOf};
+pub use crate::plan::{Job, JobSettings, ProcessFactory, RestoreFrom, SinkFactory};
+use crate::sink::{FileSink, FlinkDisplay, PrintSink};
 
 /// Flink's `StreamExecutionEnvironment`.
 #[derive(Debug, Clone, Default)]
 pub struct StreamExecutionEnvironment {
     settings: JobSettings,
-}
-
-pub(crate) type SourceFactory = Arc<
-    dyn Fn(
-            u32,
-            u32,
-            Option<&mut state_api::operator_state::OperatorStateStore>,
-        ) -> state_api::Result<Box<dyn crate::source::LineSource>>
-        + Send
-        + Sync,
->;
-
-/// How to build the source subtasks.
-#[derive(Clone)]
-pub(crate) struct SourceSpec {
-    pub(crate) parallelism: u32,
-    pub(crate) factory: SourceFactory,
 }
 
 impl StreamExecutionEnvironment {
@@ -219,10 +135,6 @@ impl StreamExecutionEnvironment {
     }
 }
 
-/// The stateless part of a pipeline: turns one source line into any number
-/// of records.
-pub(crate) type Chain<T> = Arc<dyn Fn(String, &mut dyn FnMut(T)) + Send + Sync>;
-
 /// A stream of `T` (stateless transformations of source lines).
 pub struct DataStream<T> {
     pub(crate) settings: JobSettings,
@@ -292,11 +204,8 @@ impl<T: 'static> DataStream<T> {
 /// A stream partitioned by key.
 pub struct KeyedStream<K, T> {
     pub(crate) stream: DataStream<T>,
-    pub(crate) key_of: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    pub(crate) key_of: KeyOf<K, T>,
 }
-
-/// Creates one process function per keyed subtask.
-pub type ProcessFactory<K, T, O> = Arc<dyn Fn() -> Box<dyn KeyedProcessFunction<K, T, O>> + Send + Sync>;
 
 impl<K, T> KeyedStream<K, T>
 where
@@ -327,9 +236,6 @@ where
     }
 }
 
-/// Creates one sink per keyed subtask: `(subtask, parallelism)`.
-pub type SinkFactory<O> = Arc<dyn Fn(u32, u32) -> state_api::Result<Box<dyn Sink<O>>> + Send + Sync>;
-
 /// The output of a keyed operator, ready for a sink.
 pub struct ProcessedStream<K, T, O> {
     pub(crate) keyed: KeyedStream<K, T>,
@@ -339,9 +245,6 @@ pub struct ProcessedStream<K, T, O> {
     pub(crate) local_sum: Option<ValueOf<T>>,
 }
 
-/// The number a `sum` adds up for a record.
-pub(crate) type ValueOf<T> = Arc<dyn Fn(&T) -> i64 + Send + Sync>;
-
 impl<K, T, O> ProcessedStream<K, T, O>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
@@ -350,8 +253,14 @@ where
 {
     /// Sends the output to `sink` and returns the job, ready to execute.
     pub fn add_sink(self, sink: SinkFactory<O>) -> Job<K, T, O> {
+        let KeyedStream { stream, key_of } = self.keyed;
         Job {
-            processed: self,
+            settings: stream.settings,
+            source: stream.source,
+            chain: stream.chain,
+            key_of,
+            factory: self.factory,
+            local_sum: self.local_sum,
             sink,
             final_sink: None,
         }
@@ -384,13 +293,6 @@ where
     }
 }
 
-/// A complete pipeline.
-pub struct Job<K, T, O> {
-    pub(crate) processed: ProcessedStream<K, T, O>,
-    pub(crate) sink: SinkFactory<O>,
-    pub(crate) final_sink: Option<SinkFactory<O>>,
-}
-
 impl<K, T, O> Job<K, T, O>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
@@ -406,12 +308,12 @@ where
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use streamstate_runtime::stream::{word_count, Word};
+    /// use streamstate_runtime::word_count::{word_count, Word};
     /// use streamstate_runtime::{sink::Sink, StreamExecutionEnvironment};
     ///
     /// struct Collect(Arc<Mutex<Vec<(Word, i64)>>>);
     /// impl Sink<(Word, i64)> for Collect {
-    ///     fn write(&mut self, record: &(Word, i64)) -> state_api::Result<()> {
+    ///     fn write(&mut self, record: &(Word, i64)) -> streamstate_api::Result<()> {
     ///         self.0.lock().unwrap().push(record.clone());
     ///         Ok(())
     ///     }
@@ -442,8 +344,8 @@ where
     ///
     /// # Errors
     /// Configuration errors, or restore errors naming the checkpoint.
-    pub fn execute(self) -> state_api::Result<JobHandle<O>> {
-        job::execute(self)
+    pub fn execute(self) -> streamstate_api::Result<JobHandle<O>> {
+        crate::execution::local::execute(self)
     }
 }
 
@@ -460,77 +362,3 @@ macro_rules! opaque_debug {
 opaque_debug!(DataStream<T>);
 opaque_debug!(KeyedStream<K, T>);
 opaque_debug!(ProcessedStream<K, T, O>);
-opaque_debug!(Job<K, T, O>);
-
-/// A word of [`word_count`]. Words up to 24 bytes are stored inline, so
-/// splitting a line allocates nothing per word. A `Word` serializes as a
-/// string: its key bytes in state and checkpoints are those of a `String`.
-pub type Word = compact_str::CompactString;
-
-/// Flink's word-count example pipeline over `lines`: upper-case, split on
-/// whitespace (empty words dropped), count per word. Emits `(WORD, count)`
-/// on every update; at the end of a bounded input `finish` emits every
-/// word's final count.
-///
-/// ```
-/// use streamstate_runtime::{stream::word_count, StreamExecutionEnvironment};
-/// let env = StreamExecutionEnvironment::new();
-/// let lines = env.from_lines(vec!["to be or".into(), "not To BE".into()], 1);
-/// let mut counts = word_count(lines).discard().execute().unwrap().wait().unwrap().final_records;
-/// counts.sort();
-/// assert_eq!(counts[0], ("BE".into(), 2));
-/// ```
-pub fn word_count(lines: DataStream<String>) -> ProcessedStream<Word, (Word, i64), (Word, i64)> {
-    lines
-        .flat_map(|mut line: String| {
-            // In place for ASCII (no copy of the line); `to_uppercase` else.
-            if line.is_ascii() {
-                line.make_ascii_uppercase();
-            } else {
-                line = line.to_uppercase();
-            }
-            Words { line, position: 0 }
-        })
-        .map(|word| (word, 1i64))
-        .key_by(|(word, _)| word.clone())
-        .sum(|(_, n)| *n)
-}
-
-/// The words of an owned line, split on Unicode whitespace like
-/// `str::split_whitespace`, without collecting them first.
-struct Words {
-    line: String,
-    /// Byte offset of the rest of the line.
-    position: usize,
-}
-
-impl Iterator for Words {
-    type Item = Word;
-
-    fn next(&mut self) -> Option<Word> {
-        let rest = &self.line[self.position..];
-        let start = rest.find(|c: char| !c.is_whitespace())?;
-        let word = &rest[start..];
-        let len = word.find(char::is_whitespace).unwrap_or(word.len());
-        self.position += start + len;
-        Some(Word::from(&word[..len]))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_split_like_split_whitespace() {
-        for line in ["", "   ", "a", " to  be\tor\u{3000}not ", "ÄÖ ü\u{a0}ß\n", "x\r\ny"] {
-            let words: Vec<Word> = Words {
-                line: line.to_string(),
-                position: 0,
-            }
-            .collect();
-            let expected: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(words, expected, "line {line:?}");
-        }
-    }
-}

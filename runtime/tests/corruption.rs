@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use state_api::{CheckpointStorage, ErrorKind, StateBackend};
-use streamstate_runtime::stream::word_count;
+use streamstate_api::{CheckpointStorage, ErrorKind, StateBackend};
+use streamstate_runtime::word_count::word_count;
 use streamstate_runtime::{RestoreFrom, StreamExecutionEnvironment};
 
 fn corpus(path: &Path, words: usize) -> BTreeMap<String, i64> {
@@ -41,7 +41,7 @@ fn run(
     backend: &Arc<dyn StateBackend>,
     storage: &CheckpointStorage,
     restore: Option<RestoreFrom>,
-) -> state_api::Result<BTreeMap<String, i64>> {
+) -> streamstate_api::Result<BTreeMap<String, i64>> {
     let mut env = StreamExecutionEnvironment::new();
     env.set_parallelism(2)
         .enable_checkpointing(Duration::from_millis(5))
@@ -177,22 +177,22 @@ fn campaign(backend: Arc<dyn StateBackend>, incremental: bool) -> (usize, usize)
 
 #[test]
 fn memory_backend_detects_every_damaged_checkpoint_file() {
-    campaign(Arc::new(state_memory::MemoryStateBackend::new()), false);
+    campaign(Arc::new(streamstate_memory::MemoryStateBackend::new()), false);
 }
 
 #[test]
 fn fs_backend_detects_every_damaged_checkpoint_file() {
-    campaign(Arc::new(state_fs::FsStateBackend::new()), false);
+    campaign(Arc::new(streamstate_fs::FsStateBackend::new()), false);
 }
 
 #[test]
 fn rocksdb_full_checkpoints_detect_every_damaged_file() {
-    campaign(Arc::new(state_rocksdb::RocksDbStateBackend::default()), false);
+    campaign(Arc::new(streamstate_rocksdb::RocksDbStateBackend::default()), false);
 }
 
 #[test]
 fn rocksdb_incremental_checkpoints_detect_every_damaged_file() {
-    let (_, shared_with_previous) = campaign(Arc::new(state_rocksdb::RocksDbStateBackend::default()), true);
+    let (_, shared_with_previous) = campaign(Arc::new(streamstate_rocksdb::RocksDbStateBackend::default()), true);
     assert!(
         shared_with_previous > 0,
         "incremental checkpoints share SSTs with the checkpoint before them"

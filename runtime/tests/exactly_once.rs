@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use state_api::{CheckpointStorage, StateBackend};
-use streamstate_runtime::stream::{word_count, Word};
+use streamstate_api::{CheckpointStorage, StateBackend};
+use streamstate_runtime::word_count::{word_count, Word};
 use streamstate_runtime::{CheckpointingMode, RestoreFrom, StreamExecutionEnvironment};
 
 /// A word count's final records as a map comparable with [`corpus`]'s.
@@ -138,9 +138,9 @@ fn file_storage() -> (tempfile::TempDir, CheckpointStorage) {
 fn broken_file_storage() -> (tempfile::TempDir, CheckpointStorage) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("fixed-job"), b"in the way").unwrap();
-    let options = state_api::StorageOptions {
+    let options = streamstate_api::StorageOptions {
         max_retries: 0,
-        ..state_api::StorageOptions::default()
+        ..streamstate_api::StorageOptions::default()
     };
     let storage = CheckpointStorage::open_with(&format!("file://{}", dir.path().display()), &options).unwrap();
     (dir, storage)
@@ -150,7 +150,7 @@ fn broken_file_storage() -> (tempfile::TempDir, CheckpointStorage) {
 fn memory_backend_on_memory_storage_counts_exactly_once_through_aborts() {
     let storage = CheckpointStorage::open("memory://").unwrap();
     check_exactly_once(
-        Arc::new(state_memory::MemoryStateBackend::with_max_state_size(64 << 20)),
+        Arc::new(streamstate_memory::MemoryStateBackend::with_max_state_size(64 << 20)),
         storage,
         &[1],
     );
@@ -159,20 +159,25 @@ fn memory_backend_on_memory_storage_counts_exactly_once_through_aborts() {
 #[test]
 fn fs_backend_on_file_storage_counts_exactly_once_through_aborts() {
     let (_dir, storage) = file_storage();
-    check_exactly_once(Arc::new(state_fs::FsStateBackend::new()), storage, &[2]);
+    check_exactly_once(Arc::new(streamstate_fs::FsStateBackend::new()), storage, &[2]);
 }
 
 #[test]
 fn fs_backend_with_incremental_checkpoints_counts_exactly_once_through_aborts_and_rescaling() {
     let (_dir, storage) = file_storage();
-    check_exactly_once_with(Arc::new(state_fs::FsStateBackend::new()), storage, &[2, 2, 1, 3], true);
+    check_exactly_once_with(
+        Arc::new(streamstate_fs::FsStateBackend::new()),
+        storage,
+        &[2, 2, 1, 3],
+        true,
+    );
 }
 
 #[test]
 fn rocksdb_backend_with_incremental_checkpoints_counts_exactly_once_through_aborts() {
     let (_dir, storage) = file_storage();
     check_exactly_once_with(
-        Arc::new(state_rocksdb::RocksDbStateBackend::default()),
+        Arc::new(streamstate_rocksdb::RocksDbStateBackend::default()),
         storage,
         &[2],
         true,
@@ -185,43 +190,55 @@ fn rocksdb_backend_with_incremental_checkpoints_counts_exactly_once_through_abor
 fn rocksdb_backend_with_changelog_checkpoints_counts_exactly_once_through_aborts_and_rescaling() {
     let (_dir, storage) = file_storage();
     check_exactly_once_with(
-        Arc::new(state_rocksdb::RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
-            changelog: true,
-            ..state_rocksdb::RocksDbConfig::default()
-        })),
+        Arc::new(streamstate_rocksdb::RocksDbStateBackend::new(
+            streamstate_rocksdb::RocksDbConfig {
+                changelog: true,
+                ..streamstate_rocksdb::RocksDbConfig::default()
+            },
+        )),
         storage,
         &[2, 2, 1, 3],
         true,
     );
 }
 
+#[cfg(feature = "remote-tests")]
 #[test]
 fn fs_backend_on_s3_storage_counts_exactly_once_through_aborts() {
     let uri = std::env::var("STREAMSTATE_TEST_S3_URI")
         .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_S3_URI is not set: run the tests with scripts/test.sh"));
     let storage = CheckpointStorage::open(&format!("{uri}/runtime-{}", std::process::id())).unwrap();
-    check_exactly_once(Arc::new(state_fs::FsStateBackend::new()), storage, &[2]);
+    check_exactly_once(Arc::new(streamstate_fs::FsStateBackend::new()), storage, &[2]);
 }
 
 #[test]
 fn rocksdb_backend_on_file_storage_counts_exactly_once_through_aborts() {
     let (_dir, storage) = file_storage();
-    check_exactly_once(Arc::new(state_rocksdb::RocksDbStateBackend::default()), storage, &[2]);
+    check_exactly_once(
+        Arc::new(streamstate_rocksdb::RocksDbStateBackend::default()),
+        storage,
+        &[2],
+    );
 }
 
+#[cfg(feature = "remote-tests")]
 #[test]
 fn rocksdb_backend_on_s3_storage_counts_exactly_once_through_aborts() {
     let uri = std::env::var("STREAMSTATE_TEST_S3_URI")
         .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_S3_URI is not set: run the tests with scripts/test.sh"));
     let storage = CheckpointStorage::open(&format!("{uri}/runtime-rocks-{}", std::process::id())).unwrap();
-    check_exactly_once(Arc::new(state_rocksdb::RocksDbStateBackend::default()), storage, &[2]);
+    check_exactly_once(
+        Arc::new(streamstate_rocksdb::RocksDbStateBackend::default()),
+        storage,
+        &[2],
+    );
 }
 
 #[test]
 fn rocksdb_rescaling_1_2_4_1_keeps_counts_exact() {
     let (_dir, storage) = file_storage();
     check_exactly_once(
-        Arc::new(state_rocksdb::RocksDbStateBackend::default()),
+        Arc::new(streamstate_rocksdb::RocksDbStateBackend::default()),
         storage,
         &[1, 2, 4, 1],
     );
@@ -230,7 +247,7 @@ fn rocksdb_rescaling_1_2_4_1_keeps_counts_exact() {
 #[test]
 fn rescaling_1_2_4_1_keeps_counts_exact() {
     let (_dir, storage) = file_storage();
-    check_exactly_once(Arc::new(state_fs::FsStateBackend::new()), storage, &[1, 2, 4, 1]);
+    check_exactly_once(Arc::new(streamstate_fs::FsStateBackend::new()), storage, &[1, 2, 4, 1]);
 }
 
 #[test]
@@ -241,7 +258,7 @@ fn at_least_once_never_loses_a_count() {
     let (_cdir, storage) = file_storage();
     let (counts, _) = run_with_random_aborts(
         &input,
-        Arc::new(state_fs::FsStateBackend::new()),
+        Arc::new(streamstate_fs::FsStateBackend::new()),
         &storage,
         &[2],
         CheckpointingMode::AtLeastOnce,
@@ -329,7 +346,7 @@ fn savepoint_restores_into_another_backend_at_another_parallelism() {
     let (_cdir, storage) = file_storage();
     let job = word_count_job(
         &input,
-        Arc::new(state_memory::MemoryStateBackend::with_max_state_size(64 << 20)),
+        Arc::new(streamstate_memory::MemoryStateBackend::with_max_state_size(64 << 20)),
         &storage,
         1,
         CheckpointingMode::ExactlyOnce,
@@ -345,7 +362,7 @@ fn savepoint_restores_into_another_backend_at_another_parallelism() {
     let from = CheckpointStorage::open(root).unwrap();
     let mut env = StreamExecutionEnvironment::new();
     env.set_parallelism(3)
-        .set_state_backend(Arc::new(state_fs::FsStateBackend::new()))
+        .set_state_backend(Arc::new(streamstate_fs::FsStateBackend::new()))
         .set_checkpoint_storage(storage.clone())
         .restore_from(RestoreFrom::Snapshot {
             storage: from,

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use streamstate_runtime::job::LOCAL_SUM_KEYS;
+use streamstate_runtime::execution::LOCAL_SUM_KEYS;
 use streamstate_runtime::sink::Sink;
-use streamstate_runtime::stream::{word_count, Word};
+use streamstate_runtime::word_count::{word_count, Word};
 use streamstate_runtime::StreamExecutionEnvironment;
 
 /// Lines over `distinct` words, skewed (word `i` of each line is drawn from
@@ -93,7 +93,7 @@ fn sums_are_the_same_with_and_without_local_aggregation() {
 struct Collect(Arc<Mutex<Vec<(Word, i64)>>>);
 
 impl Sink<(Word, i64)> for Collect {
-    fn write(&mut self, record: &(Word, i64)) -> state_api::Result<()> {
+    fn write(&mut self, record: &(Word, i64)) -> streamstate_api::Result<()> {
         self.0.lock().unwrap().push(record.clone());
         Ok(())
     }

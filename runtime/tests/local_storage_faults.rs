@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use state_api::{CheckpointStorage, StateBackend};
-use streamstate_runtime::stream::{word_count, Word};
+use streamstate_api::{CheckpointStorage, StateBackend};
+use streamstate_runtime::word_count::{word_count, Word};
 use streamstate_runtime::{JobHandle, RestoreFrom, StreamExecutionEnvironment};
 
 /// A tmpfs mounted for the test, unmounted on drop.
@@ -152,7 +152,12 @@ fn read_only_checkpoint_dir_fails_checkpoints_until_writable_again() {
     let fs = Tmpfs::mount(&dir.path().join("checkpoints"), "256m");
     let storage = CheckpointStorage::open(&format!("file://{}", fs.0.display())).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let job = job_on_socket(&listener, Arc::new(state_fs::FsStateBackend::new()), &storage, false);
+    let job = job_on_socket(
+        &listener,
+        Arc::new(streamstate_fs::FsStateBackend::new()),
+        &storage,
+        false,
+    );
     let mut feed = Feed::connect(&listener);
     assert!(feed.send(50_000, 5_000));
     let metrics = Arc::clone(job.metrics());
@@ -193,10 +198,12 @@ fn full_rocksdb_dir_stops_the_job_with_a_clear_error_and_restore_finishes_exactl
     let local = Tmpfs::mount(&dir.path().join("rocksdb"), "6m");
     let storage = CheckpointStorage::open(&format!("file://{}", dir.path().join("checkpoints").display())).unwrap();
     let rocksdb = |root: &Path| -> Arc<dyn StateBackend> {
-        Arc::new(state_rocksdb::RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
-            local_dir: Some(root.to_owned()),
-            ..state_rocksdb::RocksDbConfig::default()
-        }))
+        Arc::new(streamstate_rocksdb::RocksDbStateBackend::new(
+            streamstate_rocksdb::RocksDbConfig {
+                local_dir: Some(root.to_owned()),
+                ..streamstate_rocksdb::RocksDbConfig::default()
+            },
+        ))
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let job = job_on_socket(&listener, rocksdb(&local.0), &storage, false);

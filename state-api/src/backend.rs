@@ -30,6 +30,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::descriptor::StateMeta;
+pub use crate::handle::{FileRef, KeyedStateHandle, SnapshotFormat, SnapshotKind, SnapshotTarget};
 use crate::key_group::KeyGroupRange;
 use crate::storage::CheckpointStorage;
 use crate::ttl::Clock;
@@ -60,98 +61,9 @@ pub struct Capabilities {
     pub write_back_cache: bool,
 }
 
-/// Whether a snapshot is a periodic checkpoint or a user-triggered savepoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SnapshotKind {
-    /// Periodic, owned by the job, may reference shared files.
-    Checkpoint,
-    /// Triggered by the user, self-contained and relocatable.
-    Savepoint,
-}
-
-/// The layout of the files a snapshot writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SnapshotFormat {
-    /// Backend-neutral key/value records by key group
-    /// ([`crate::snapshot::canonical`]); any backend restores it.
-    Canonical,
-    /// The backend's own files; only the same backend restores it.
-    Native,
-}
-
-/// Where and how one keyed backend writes its snapshot.
-///
-/// Paths are relative to the storage root. `base` is the directory a
-/// manifest's file paths are relative to: the job directory for a checkpoint,
-/// the savepoint directory for a savepoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotTarget {
-    /// Checkpoint id (savepoints have ids too).
-    pub checkpoint_id: u64,
-    /// Checkpoint or savepoint.
-    pub kind: SnapshotKind,
-    /// Requested format.
-    pub format: SnapshotFormat,
-    /// Upload only what changed since the last snapshot, when supported.
-    pub incremental: bool,
-    /// Base directory (ends with `/`).
-    pub base: String,
-    /// Directory exclusive to this snapshot, relative to `base` (`chk-7`).
-    pub exclusive_dir: String,
-    /// Directory for files shared between checkpoints, relative to `base`.
-    pub shared_dir: String,
-    /// File name stem unique to this operator instance (`count-0`).
-    pub file_stem: String,
-}
-
-impl SnapshotTarget {
-    /// The storage-root-relative path of a file in the exclusive directory.
-    pub fn exclusive_file(&self, name: &str) -> String {
-        format!("{}{}/{}", self.base, self.exclusive_dir, name)
-    }
-
-    /// The storage-root-relative path of a file in the shared directory.
-    pub fn shared_file(&self, name: &str) -> String {
-        format!("{}{}/{}", self.base, self.shared_dir, name)
-    }
-}
-
-/// A file a snapshot consists of, with what restore verifies.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct FileRef {
-    /// In memory: relative to the storage root. In `_metadata`: relative to
-    /// the manifest's base directory, so savepoints can be moved.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// CRC-32C (Castagnoli) of the whole file.
-    pub crc32c: u32,
-}
-
 /// What [`KeyedStateBackend::for_each_cell_in_key_group`] calls for each
 /// cell: `visit(key, cell)`, serialized key and stored cell bytes.
 pub type CellVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
-
-/// What one keyed backend instance wrote for one snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyedStateHandle {
-    /// Name of the backend that wrote it (`memory`, `fs`, `rocksdb`).
-    pub backend: String,
-    /// Layout of `files`.
-    pub format: SnapshotFormat,
-    /// Key groups the snapshot covers.
-    pub key_group_range: KeyGroupRange,
-    /// The states, in the order the files index them.
-    pub states: Vec<StateMeta>,
-    /// All files the snapshot needs, including shared ones written earlier.
-    pub files: Vec<FileRef>,
-    /// Total bytes of `files`.
-    pub full_bytes: u64,
-    /// Bytes this snapshot uploaded (less than `full_bytes` when incremental).
-    pub uploaded_bytes: u64,
-}
 
 /// The asynchronous phase of a snapshot: owns a consistent view of the state
 /// and writes it to storage. Runs on any thread; processing goes on meanwhile.
@@ -256,10 +168,10 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// # Examples
     ///
     /// ```
-    /// use state_api::{KeyedStateBackend, StateId};
+    /// use streamstate_api::{KeyedStateBackend, StateId};
     ///
     /// /// How many of `keys` have a cell in `state`.
-    /// fn present(backend: &mut dyn KeyedStateBackend, state: StateId, keys: &[&[u8]]) -> state_api::Result<usize> {
+    /// fn present(backend: &mut dyn KeyedStateBackend, state: StateId, keys: &[&[u8]]) -> streamstate_api::Result<usize> {
     ///     std::hint::black_box(backend.prefetch(state, keys));
     ///     let mut present = 0;
     ///     for key in keys {

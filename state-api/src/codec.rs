@@ -25,7 +25,7 @@ pub fn encode_value_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) ->
 /// nested call gets a buffer of its own.
 ///
 /// ```
-/// use state_api::codec::{encode_value_into, with_scratch};
+/// use streamstate_api::codec::{encode_value_into, with_scratch};
 /// let len = with_scratch(|buf| {
 ///     encode_value_into(&42u64, buf).unwrap();
 ///     buf.len()

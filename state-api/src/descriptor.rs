@@ -116,7 +116,7 @@ macro_rules! common_descriptor_methods {
 /// Describes a [`crate::state::ValueState`].
 ///
 /// ```
-/// use state_api::ValueStateDescriptor;
+/// use streamstate_api::ValueStateDescriptor;
 /// let count = ValueStateDescriptor::<u64>::new("count");
 /// assert_eq!(count.meta().name, "count");
 /// ```
@@ -181,7 +181,7 @@ pub type ReduceFn<T> = Arc<dyn Fn(&T, &T) -> T + Send + Sync>;
 /// Describes a [`crate::state::ReducingState`].
 ///
 /// ```
-/// use state_api::ReducingStateDescriptor;
+/// use streamstate_api::ReducingStateDescriptor;
 /// let sum = ReducingStateDescriptor::new("sum", |a: &u64, b: &u64| a + b);
 /// assert_eq!(sum.meta().name, "sum");
 /// ```
@@ -219,7 +219,7 @@ impl<T> std::fmt::Debug for ReducingStateDescriptor<T> {
 /// a result from it.
 ///
 /// ```
-/// use state_api::AggregateFunction;
+/// use streamstate_api::AggregateFunction;
 /// struct Average;
 /// impl AggregateFunction for Average {
 ///     type In = u64;

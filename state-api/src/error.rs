@@ -67,7 +67,7 @@ impl fmt::Display for ErrorKind {
 /// The streamstate error: kind, message, context, optional source.
 ///
 /// ```
-/// use state_api::{Error, ErrorKind};
+/// use streamstate_api::{Error, ErrorKind};
 /// let err = Error::new(ErrorKind::NotFound, "checkpoint has no _metadata")
 ///     .with_context("uri", "file:///tmp/chk")
 ///     .with_context("file", "job/chk-3/_metadata");
@@ -148,7 +148,7 @@ impl Error {
     /// context entry.
     ///
     /// ```
-    /// use state_api::{Error, ErrorKind};
+    /// use streamstate_api::{Error, ErrorKind};
     /// let io = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
     /// let err = Error::new(ErrorKind::Storage, "cannot write").with_context("file", "a.kgs").with_source(io);
     /// let copy = err.to_detached();

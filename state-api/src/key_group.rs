@@ -47,7 +47,7 @@ pub fn key_group_for_hash(hash: u64, max_parallelism: u32) -> u32 {
 /// The key group `serialized_key` belongs to, in `[0, max_parallelism)`.
 ///
 /// ```
-/// use state_api::key_group::assign_to_key_group;
+/// use streamstate_api::key_group::assign_to_key_group;
 /// let kg = assign_to_key_group(b"\x05hello", 128);
 /// assert!(kg < 128);
 /// // Stable: the same bytes always land in the same group.
@@ -81,7 +81,7 @@ pub fn check_parallelism(parallelism: u32, max_parallelism: u32) -> Result<()> {
 /// A contiguous, inclusive range of key groups `[start, end]`, or empty.
 ///
 /// ```
-/// use state_api::KeyGroupRange;
+/// use streamstate_api::KeyGroupRange;
 /// let r = KeyGroupRange::new(0, 63);
 /// assert_eq!(r.len(), 64);
 /// assert!(r.contains(63) && !r.contains(64));
@@ -165,7 +165,7 @@ impl KeyGroupRange {
     /// `computeKeyGroupRangeForOperatorIndex`).
     ///
     /// ```
-    /// use state_api::KeyGroupRange;
+    /// use streamstate_api::KeyGroupRange;
     /// assert_eq!(KeyGroupRange::for_subtask(128, 2, 0), KeyGroupRange::new(0, 63));
     /// assert_eq!(KeyGroupRange::for_subtask(128, 2, 1), KeyGroupRange::new(64, 127));
     /// ```

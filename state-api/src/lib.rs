@@ -1,4 +1,4 @@
-//! # state-api: the contract every streamstate state backend implements
+//! # streamstate-api: the contract every streamstate state backend implements
 //!
 //! This crate is the bottom layer of streamstate. It defines what keyed state
 //! is and how it is snapshotted, and it never depends on a backend: memory,
@@ -43,10 +43,71 @@
 //! restored into another. Layout, `latest`, and retention (which never
 //! deletes a file a retained checkpoint references) are in [`storage`].
 //!
+//! ## Use it in your own engine
+//!
+//! An engine makes one keyed backend per parallel operator instance, sets
+//! the current key before each record, and snapshots at a barrier; any
+//! backend restores a canonical snapshot, at any parallelism. The
+//! backends are crates of their own (`streamstate-memory`,
+//! `streamstate-fs`, `streamstate-rocksdb`); each has an `examples/`
+//! program that does this against it, and [`storage`] explains calling
+//! storage from async code.
+//!
+//! ```
+//! use streamstate_api::key_group::assign_to_key_group;
+//! use streamstate_api::codec::encode_value;
+//! use streamstate_api::{
+//!     CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, MapStateDescriptor,
+//!     SnapshotTarget, StateBackend, ValueStateDescriptor,
+//! };
+//! # fn main() -> streamstate_api::Result<()> {
+//! const MAX_PARALLELISM: u32 = 128;
+//! let dir = tempfile::tempdir().unwrap();
+//! let storage = CheckpointStorage::open(&format!("file://{}", dir.path().display()))?;
+//!
+//! // Parallelism 1 on the memory backend: one instance owns every key group.
+//! let options = KeyedBackendOptions::new("job", "counts", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
+//! let mut backend = streamstate_memory::MemoryStateBackend::new().create_keyed_backend(options)?;
+//! let count = backend.value_state(&ValueStateDescriptor::<u64>::new("count"))?;
+//! let positions = backend.map_state(&MapStateDescriptor::<u32, String>::new("positions"))?;
+//! for (position, word) in ["to", "be", "or", "not", "to", "be"].into_iter().enumerate() {
+//!     backend.set_current_key_typed(word)?;
+//!     let seen = count.value(backend.as_mut())?.unwrap_or(0);
+//!     count.update(backend.as_mut(), &(seen + 1))?;
+//!     positions.put(backend.as_mut(), &(position as u32), &word.to_uppercase())?;
+//! }
+//!
+//! // Checkpoint 1: a short synchronous phase, then the upload (on any thread).
+//! let target = SnapshotTarget::checkpoint("job", 1, "counts-0");
+//! let handle = backend.snapshot(&target)?.write(&storage, &target)?;
+//!
+//! // Restore into the fs backend at parallelism 2: each instance reads
+//! // only its half of the key groups.
+//! let fs = streamstate_fs::FsStateBackend::new();
+//! for subtask in 0..2 {
+//!     let range = KeyGroupRange::for_subtask(MAX_PARALLELISM, 2, subtask);
+//!     let options = KeyedBackendOptions::new("job", "counts", range, MAX_PARALLELISM);
+//!     let mut restored = fs.restore_keyed_backend(options, std::slice::from_ref(&handle), &storage)?;
+//!     let count = restored.value_state(&ValueStateDescriptor::<u64>::new("count"))?;
+//!     let positions = restored.map_state(&MapStateDescriptor::<u32, String>::new("positions"))?;
+//!     for (word, expected, first) in [("to", 2, 0), ("be", 2, 1), ("or", 1, 2), ("not", 1, 3)] {
+//!         if range.contains(assign_to_key_group(&encode_value(word)?, MAX_PARALLELISM)) {
+//!             restored.set_current_key_typed(word)?;
+//!             assert_eq!(count.value(restored.as_mut())?, Some(expected));
+//!             assert_eq!(positions.get(restored.as_mut(), &first)?, Some(word.to_uppercase()));
+//!         }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Conformance
 //!
 //! With the `testkit` feature, [`testkit`] exports the conformance suite and
 //! model-based property tests every backend runs from a two-line test file.
+
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod codec;
@@ -54,6 +115,7 @@ pub mod descriptor;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz_checks;
+pub mod handle;
 pub mod key_group;
 pub mod operator_state;
 pub mod snapshot;
@@ -76,4 +138,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use key_group::{KeyGroupRange, DEFAULT_MAX_PARALLELISM};
 pub use snapshot::manifest::{OperatorSnapshot, SnapshotManifest, SnapshotStats};
 pub use state::{AggregatingState, KeyedStateBackendExt, ListState, MapState, ReducingState, ValueState};
-pub use storage::{CheckpointStorage, CompletedSnapshot, StorageOptions};
+pub use storage::{AsyncCheckpointStorage, CheckpointStorage, CompletedSnapshot, IoExecutor, StorageOptions};

@@ -28,7 +28,7 @@ pub type OperatorStateMap = BTreeMap<String, Vec<Vec<u8>>>;
 /// The operator state of one parallel instance.
 ///
 /// ```
-/// use state_api::operator_state::OperatorStateStore;
+/// use streamstate_api::operator_state::OperatorStateStore;
 /// let mut store = OperatorStateStore::default();
 /// let offsets = store.list_state::<u64>("offsets");
 /// offsets.update(&mut store, &[42]).unwrap();
@@ -145,7 +145,7 @@ impl OperatorStateStore {
 ///
 /// ```
 /// use std::collections::BTreeMap;
-/// use state_api::operator_state::redistribute;
+/// use streamstate_api::operator_state::redistribute;
 /// let old = vec![BTreeMap::from([("o".to_string(), vec![vec![1], vec![2], vec![3]])])];
 /// let new = redistribute(old, 2);
 /// assert_eq!(new[0]["o"], vec![vec![1], vec![2]]);

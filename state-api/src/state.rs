@@ -5,8 +5,8 @@
 //! borrow of the backend, so one operator can use many states at once.
 //!
 //! ```
-//! use state_api::{KeyedStateBackend, KeyedStateBackendExt, ValueStateDescriptor};
-//! fn count_word(backend: &mut dyn KeyedStateBackend, word: &str) -> state_api::Result<u64> {
+//! use streamstate_api::{KeyedStateBackend, KeyedStateBackendExt, ValueStateDescriptor};
+//! fn count_word(backend: &mut dyn KeyedStateBackend, word: &str) -> streamstate_api::Result<u64> {
 //!     let count = backend.value_state(&ValueStateDescriptor::<u64>::new("count"))?;
 //!     backend.set_current_key_typed(&word)?;
 //!     let next = count.value(backend)?.unwrap_or(0) + 1;
@@ -219,9 +219,9 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
     /// with [`ValueState::value`] and writes with [`ValueState::update`].
     ///
     /// ```
-    /// use state_api::{KeyedStateBackend, ValueState};
+    /// use streamstate_api::{KeyedStateBackend, ValueState};
     /// /// Counts one more of the current key.
-    /// fn count_one(backend: &mut dyn KeyedStateBackend, counts: ValueState<u64>) -> state_api::Result<()> {
+    /// fn count_one(backend: &mut dyn KeyedStateBackend, counts: ValueState<u64>) -> streamstate_api::Result<()> {
     ///     counts.update_with(backend, |count| count.unwrap_or(0) + 1)
     /// }
     /// ```
@@ -258,16 +258,16 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
     /// read, each key is read with [`ValueState::value`], which refreshes it.
     ///
     /// ```
-    /// use state_api::{KeyedStateBackend, ValueState};
+    /// use streamstate_api::{KeyedStateBackend, ValueState};
     /// /// One key group's keys (serialized `String`s) and their counts.
     /// fn counts_of_group(
     ///     backend: &mut dyn KeyedStateBackend,
     ///     counts: ValueState<u64>,
     ///     key_group: u32,
-    /// ) -> state_api::Result<Vec<(String, u64)>> {
+    /// ) -> streamstate_api::Result<Vec<(String, u64)>> {
     ///     let mut found = Vec::new();
     ///     counts.for_each_in_key_group(backend, key_group, |key, count| {
-    ///         found.push((state_api::codec::decode_value(key)?, count));
+    ///         found.push((streamstate_api::codec::decode_value(key)?, count));
     ///         Ok(())
     ///     })?;
     ///     Ok(found)

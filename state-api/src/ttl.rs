@@ -42,7 +42,7 @@ impl Clock for SystemClock {
 /// A clock that moves only when told to; for tests.
 ///
 /// ```
-/// use state_api::ttl::{Clock, ManualClock};
+/// use streamstate_api::ttl::{Clock, ManualClock};
 /// use std::time::Duration;
 /// let clock = ManualClock::new(1_000);
 /// clock.advance(Duration::from_secs(2));
@@ -92,7 +92,7 @@ pub enum TtlUpdateType {
 /// Time-to-live of a state's values.
 ///
 /// ```
-/// use state_api::ttl::TtlConfig;
+/// use streamstate_api::ttl::TtlConfig;
 /// use std::time::Duration;
 /// let ttl = TtlConfig::new(Duration::from_secs(60));
 /// assert_eq!(ttl.ttl_ms, 60_000);

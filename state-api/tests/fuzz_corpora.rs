@@ -22,25 +22,25 @@ fn replay(target: &str, check: fn(&[u8])) {
 
 #[test]
 fn manifest_corpus() {
-    replay("manifest", state_api::fuzz_checks::manifest);
+    replay("manifest", streamstate_api::fuzz_checks::manifest);
 }
 
 #[test]
 fn canonical_corpus() {
-    replay("canonical", state_api::fuzz_checks::canonical);
+    replay("canonical", streamstate_api::fuzz_checks::canonical);
 }
 
 #[test]
 fn operator_state_corpus() {
-    replay("operator_state", state_api::fuzz_checks::operator_state);
+    replay("operator_state", streamstate_api::fuzz_checks::operator_state);
 }
 
 #[test]
 fn uri_and_paths_corpus() {
-    replay("uri_and_paths", state_api::fuzz_checks::uri_and_paths);
+    replay("uri_and_paths", streamstate_api::fuzz_checks::uri_and_paths);
 }
 
 #[test]
 fn key_groups_corpus() {
-    replay("key_groups", state_api::fuzz_checks::key_groups);
+    replay("key_groups", streamstate_api::fuzz_checks::key_groups);
 }

@@ -4,8 +4,8 @@
 //! does not match fails the read naming the file.
 #![allow(clippy::unwrap_used)]
 
-use state_api::testkit::StorageFixture;
-use state_api::{ErrorKind, FileRef};
+use streamstate_api::testkit::StorageFixture;
+use streamstate_api::{ErrorKind, FileRef};
 
 /// 20 MiB and a bit: two full parts and a short one, bytes that differ per
 /// position so a part written twice or out of order is caught.

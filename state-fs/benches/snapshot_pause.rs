@@ -5,13 +5,13 @@
 //! and the asynchronous upload's throughput to each checkpoint scheme.
 //!
 //! Run: `scripts/bench-snapshot.sh` (starts S3 and HDFS), or
-//! `cargo bench -p state-fs --bench snapshot_pause` for file:// only.
+//! `cargo bench -p streamstate-fs --bench snapshot_pause` for file:// only.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use state_api::{
+use streamstate_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, SnapshotFormat, SnapshotKind,
     SnapshotTarget, StateBackend, ValueStateDescriptor,
 };
@@ -38,13 +38,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let backend = state_fs::FsStateBackend::new();
+    let backend = streamstate_fs::FsStateBackend::new();
     let mut keyed = backend
         .create_keyed_backend(KeyedBackendOptions::new("bench", "count", KeyGroupRange::all(128), 128))
         .unwrap();
     let count = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
     let keys: Vec<Vec<u8>> = (0..KEYS)
-        .map(|i| state_api::codec::encode_value(&format!("word-{i}")).unwrap())
+        .map(|i| streamstate_api::codec::encode_value(&format!("word-{i}")).unwrap())
         .collect();
     for (i, key) in keys.iter().enumerate() {
         keyed.set_current_key(key).unwrap();

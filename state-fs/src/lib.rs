@@ -1,21 +1,23 @@
-//! # state-fs: Flink's FsStateBackend
+//! # streamstate-fs: Flink's FsStateBackend
 //!
 //! Keyed state on the heap (the copy-on-write tables of `state-memory`,
 //! reused, not copied) with no size cap; snapshots are canonical files
-//! written to whatever [`state_api::CheckpointStorage`] the job uses, so the
+//! written to whatever [`streamstate_api::CheckpointStorage`] the job uses, so the
 //! same backend checkpoints to `file://` today and to `s3://` or `hdfs://`
 //! through the same OpenDAL storage layer.
 //!
 //! ```
-//! use state_api::StateBackend;
-//! let backend = state_fs::FsStateBackend::new();
+//! use streamstate_api::StateBackend;
+//! let backend = streamstate_fs::FsStateBackend::new();
 //! assert_eq!(backend.name(), "fs");
 //! ```
 
-use state_api::{
+#![warn(missing_docs)]
+
+use streamstate_api::{
     Capabilities, CheckpointStorage, KeyedBackendOptions, KeyedStateBackend, KeyedStateHandle, Result, StateBackend,
 };
-use state_memory::{HeapStateBackend, HEAP_CAPABILITIES};
+use streamstate_memory::{HeapStateBackend, HEAP_CAPABILITIES};
 
 /// Flink's FsStateBackend (`state.backend.type: hashmap` with a file-system
 /// checkpoint directory).

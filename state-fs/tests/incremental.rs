@@ -3,12 +3,12 @@
 //! retention, and savepoints staying self-contained.
 #![allow(clippy::unwrap_used)]
 
-use state_api::testkit::{checkpoint_target, commit_keyed_checkpoint, dump, StorageFixture};
-use state_api::{
+use streamstate_api::testkit::{checkpoint_target, commit_keyed_checkpoint, dump, StorageFixture};
+use streamstate_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt, KeyedStateHandle,
     MapStateDescriptor, SnapshotFormat, SnapshotKind, SnapshotTarget, StateBackend, ValueStateDescriptor,
 };
-use state_fs::FsStateBackend;
+use streamstate_fs::FsStateBackend;
 
 const JOB: &str = "heap";
 
@@ -37,7 +37,7 @@ fn count_words(b: &mut dyn KeyedStateBackend, words: impl Iterator<Item = u64>) 
         b.set_current_key_typed(&word).unwrap();
         let n = count.value(b).unwrap().unwrap_or(0) + 1;
         count.update(b, &n).unwrap();
-        let record = b.current_key().len() + state_api::codec::encode_value(&n).unwrap().len();
+        let record = b.current_key().len() + streamstate_api::codec::encode_value(&n).unwrap().len();
         changed.insert(word, record as u64);
     }
     changed.values().sum()

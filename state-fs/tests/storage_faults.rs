@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use state_api::testkit::{checkpoint_target, commit_keyed_checkpoint, dump};
-use state_api::{
+use streamstate_api::testkit::{checkpoint_target, commit_keyed_checkpoint, dump};
+use streamstate_api::{
     CheckpointStorage, ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt,
     KeyedStateHandle, SnapshotFormat, SnapshotTarget, StateBackend, StorageOptions, ValueStateDescriptor,
 };
@@ -91,10 +91,10 @@ fn commit(storage: &CheckpointStorage, id: u64, handles: Vec<KeyedStateHandle>) 
 /// Word-count-like updates routed to the subtask owning each key.
 fn count(subtasks: &mut [Box<dyn KeyedStateBackend>], words: std::ops::Range<u32>) {
     for w in words {
-        let key = state_api::codec::encode_value(&format!("word-{}", w % 20_000)).unwrap();
-        let group = state_api::key_group::assign_to_key_group(&key, MAX_PARALLELISM);
-        let b =
-            &mut subtasks[state_api::key_group::subtask_for_key_group(MAX_PARALLELISM, PARALLELISM, group) as usize];
+        let key = streamstate_api::codec::encode_value(&format!("word-{}", w % 20_000)).unwrap();
+        let group = streamstate_api::key_group::assign_to_key_group(&key, MAX_PARALLELISM);
+        let b = &mut subtasks
+            [streamstate_api::key_group::subtask_for_key_group(MAX_PARALLELISM, PARALLELISM, group) as usize];
         let state = b.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
         b.set_current_key(&key).unwrap();
         let n = state.value(b.as_mut()).unwrap().unwrap_or(0);
@@ -102,12 +102,12 @@ fn count(subtasks: &mut [Box<dyn KeyedStateBackend>], words: std::ops::Range<u32
     }
 }
 
-fn full_dump(subtasks: &mut [Box<dyn KeyedStateBackend>]) -> state_api::testkit::StateDump {
+fn full_dump(subtasks: &mut [Box<dyn KeyedStateBackend>]) -> streamstate_api::testkit::StateDump {
     subtasks.iter_mut().flat_map(|b| dump(b.as_mut()).unwrap()).collect()
 }
 
-fn restore_all(storage: &CheckpointStorage, handles: &[KeyedStateHandle]) -> state_api::testkit::StateDump {
-    let backend = state_fs::FsStateBackend::new();
+fn restore_all(storage: &CheckpointStorage, handles: &[KeyedStateHandle]) -> streamstate_api::testkit::StateDump {
+    let backend = streamstate_fs::FsStateBackend::new();
     let options = KeyedBackendOptions::new(JOB, "count", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
     let mut restored = backend.restore_keyed_backend(options, handles, storage).unwrap();
     dump(restored.as_mut()).unwrap()
@@ -119,7 +119,7 @@ fn restore_all(storage: &CheckpointStorage, handles: &[KeyedStateHandle]) -> sta
 /// checkpoint 1 was never damaged, checkpoint 3 commits and restores
 /// exactly, and retention then removes 1 and the abandoned 2.
 fn checkpoint_through_outage(storage: &CheckpointStorage, uri: &str, down: impl FnOnce(), up: impl FnOnce()) {
-    let backend = state_fs::FsStateBackend::new();
+    let backend = streamstate_fs::FsStateBackend::new();
     let mut subtasks: Vec<Box<dyn KeyedStateBackend>> = (0..PARALLELISM)
         .map(|i| {
             let range = KeyGroupRange::for_subtask(MAX_PARALLELISM, PARALLELISM, i);
@@ -254,7 +254,7 @@ fn byte_flipped_in_committed_checkpoint_is_checksum_mismatch_naming_the_file() {
     let port = free_port();
     let _server = S3Server::start(root.path(), port);
     let storage = storage(port);
-    let backend = state_fs::FsStateBackend::new();
+    let backend = streamstate_fs::FsStateBackend::new();
     let options = KeyedBackendOptions::new(JOB, "count", KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM);
     let mut keyed = backend.create_keyed_backend(options.clone()).unwrap();
     let state = keyed.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();

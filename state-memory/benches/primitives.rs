@@ -2,25 +2,25 @@
 //! `std::collections::HashMap<Vec<u8>, u64>` doing the same work in the same
 //! run (the baseline every ratio in docs/BENCHMARKS.md is taken against).
 //!
-//! Run: `cargo bench -p state-memory --bench primitives`
+//! Run: `cargo bench -p streamstate-memory --bench primitives`
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use state_api::{
+use streamstate_api::{
     KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, ListStateDescriptor, MapStateDescriptor,
     ValueStateDescriptor,
 };
-use state_memory::HeapKeyedStateBackend;
+use streamstate_memory::HeapKeyedStateBackend;
 
 const KEYS: usize = 10_000;
 const OPS: u64 = 10_000;
 
 fn keys() -> Vec<Vec<u8>> {
     (0..KEYS)
-        .map(|i| state_api::codec::encode_value(&format!("word-{i}")).unwrap())
+        .map(|i| streamstate_api::codec::encode_value(&format!("word-{i}")).unwrap())
         .collect()
 }
 
@@ -50,12 +50,12 @@ fn primitives(c: &mut Criterion) {
         let mut be = backend();
         let s = be.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
         for k in &keys {
-            use state_api::KeyedStateBackend;
+            use streamstate_api::KeyedStateBackend;
             be.set_current_key(k).unwrap();
             s.update(&mut be, &1).unwrap();
         }
         b.iter(|| {
-            use state_api::KeyedStateBackend;
+            use streamstate_api::KeyedStateBackend;
             for i in 0..OPS as usize {
                 be.set_current_key(&keys[i % KEYS]).unwrap();
                 black_box(s.value(&mut be).unwrap());
@@ -67,7 +67,7 @@ fn primitives(c: &mut Criterion) {
         let mut be = backend();
         let s = be.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
         b.iter(|| {
-            use state_api::KeyedStateBackend;
+            use streamstate_api::KeyedStateBackend;
             for i in 0..OPS as usize {
                 be.set_current_key(&keys[i % KEYS]).unwrap();
                 let n = s.value(&mut be).unwrap().unwrap_or(0);
@@ -84,7 +84,7 @@ fn primitives(c: &mut Criterion) {
                 (be, s)
             },
             |(mut be, s)| {
-                use state_api::KeyedStateBackend;
+                use streamstate_api::KeyedStateBackend;
                 for i in 0..OPS as usize {
                     be.set_current_key(&keys[i % KEYS]).unwrap();
                     s.add(&mut be, &(i as u64)).unwrap();
@@ -99,7 +99,7 @@ fn primitives(c: &mut Criterion) {
         let mut be = backend();
         let s = be.map_state(&MapStateDescriptor::<u32, u64>::new("m")).unwrap();
         b.iter(|| {
-            use state_api::KeyedStateBackend;
+            use streamstate_api::KeyedStateBackend;
             for i in 0..OPS as usize {
                 be.set_current_key(&keys[i % KEYS]).unwrap();
                 s.put(&mut be, &((i % 8) as u32), &(i as u64)).unwrap();

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use state_api::backend::{key_outside_range, require_key_group_in_range, unknown_state, wrong_state_kind};
-use state_api::codec::with_scratch;
-use state_api::key_group::{key_group_for_hash, key_hash};
-use state_api::ttl::Clock;
-use state_api::{
+use streamstate_api::backend::{key_outside_range, require_key_group_in_range, unknown_state, wrong_state_kind};
+use streamstate_api::codec::with_scratch;
+use streamstate_api::key_group::{key_group_for_hash, key_hash};
+use streamstate_api::ttl::Clock;
+use streamstate_api::{
     AsyncSnapshot, Capabilities, Error, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, Result, SnapshotFormat,
     SnapshotKind, SnapshotTarget, StateId, StateMeta,
 };
@@ -36,8 +36,8 @@ struct HeapState {
 /// Keyed state on the heap, shared by the memory and fs backends.
 ///
 /// ```
-/// use state_api::{KeyedBackendOptions, KeyGroupRange, KeyedStateBackendExt, ValueStateDescriptor};
-/// use state_memory::HeapKeyedStateBackend;
+/// use streamstate_api::{KeyedBackendOptions, KeyGroupRange, KeyedStateBackendExt, ValueStateDescriptor};
+/// use streamstate_memory::HeapKeyedStateBackend;
 /// let options = KeyedBackendOptions::new("job", "op", KeyGroupRange::new(0, 127), 128);
 /// let mut backend = HeapKeyedStateBackend::new("memory", options, None);
 /// let count = backend.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
@@ -280,7 +280,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     /// `get` and a `put`: in the word count's profile the lookups of each
     /// cell (`touch`, `get`, `put`) were ~21% of all samples
     /// (docs/BENCHMARKS.md).
-    fn update_cell(&mut self, state: StateId, update: &mut state_api::backend::CellUpdate<'_>) -> Result<()> {
+    fn update_cell(&mut self, state: StateId, update: &mut streamstate_api::backend::CellUpdate<'_>) -> Result<()> {
         let shard = self.current_shard(self.cells(state)?)?;
         let epoch = self.write_epoch();
         let key = std::mem::take(&mut self.current_key);
@@ -405,7 +405,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         &mut self,
         state: StateId,
         key_group: u32,
-        visit: &mut state_api::backend::CellVisitor<'_>,
+        visit: &mut streamstate_api::backend::CellVisitor<'_>,
     ) -> Result<()> {
         // The group's cells where they are, ordered by key: no copy of a
         // key and no lookup per key (the lookups were half of a word
@@ -419,7 +419,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         &mut self,
         state: StateId,
         key_group: u32,
-        visit: &mut state_api::backend::CellVisitor<'_>,
+        visit: &mut streamstate_api::backend::CellVisitor<'_>,
     ) -> Result<()> {
         self.key_group_cells(state, key_group)?
             .try_for_each(|(key, cell)| visit(key, cell))
@@ -513,7 +513,7 @@ impl HeapStateBackend {
     }
 }
 
-impl state_api::StateBackend for HeapStateBackend {
+impl streamstate_api::StateBackend for HeapStateBackend {
     fn name(&self) -> &'static str {
         self.name
     }
@@ -523,18 +523,18 @@ impl state_api::StateBackend for HeapStateBackend {
     }
 
     fn create_keyed_backend(&self, options: KeyedBackendOptions) -> Result<Box<dyn KeyedStateBackend>> {
-        state_api::key_group::check_parallelism(1, options.max_parallelism)?;
+        streamstate_api::key_group::check_parallelism(1, options.max_parallelism)?;
         Ok(Box::new(self.create(options)))
     }
 
     fn restore_keyed_backend(
         &self,
         options: KeyedBackendOptions,
-        handles: &[state_api::KeyedStateHandle],
-        storage: &state_api::CheckpointStorage,
+        handles: &[streamstate_api::KeyedStateHandle],
+        storage: &streamstate_api::CheckpointStorage,
     ) -> Result<Box<dyn KeyedStateBackend>> {
         let mut backend = self.create(options);
-        state_api::snapshot::canonical::restore_into(&mut backend, handles, storage)?;
+        streamstate_api::snapshot::canonical::restore_into(&mut backend, handles, storage)?;
         Ok(Box::new(backend))
     }
 }

@@ -1,18 +1,18 @@
-//! # state-memory: Flink's MemoryStateBackend
+//! # streamstate-memory: Flink's MemoryStateBackend
 //!
 //! Keyed state lives on the heap in copy-on-write hash tables
 //! ([`table`]); snapshots are canonical files. Paired with `memory://`
 //! checkpoint storage, snapshots stay in process memory, as with Flink's
 //! `MemoryStateBackend` / `JobManagerCheckpointStorage`, and a snapshot over
 //! [`MemoryStateBackend::max_state_size`] (default 5 MiB, as in Flink) fails
-//! with [`state_api::ErrorKind::StateTooLarge`] giving both sizes.
+//! with [`streamstate_api::ErrorKind::StateTooLarge`] giving both sizes.
 //!
 //! The heap tables are shared with `state-fs` (Flink's FsStateBackend), which
 //! is the same keyed backend without the size cap, writing to any URI.
 //!
 //! ```
-//! use state_api::{KeyedBackendOptions, KeyGroupRange, StateBackend};
-//! use state_memory::MemoryStateBackend;
+//! use streamstate_api::{KeyedBackendOptions, KeyGroupRange, StateBackend};
+//! use streamstate_memory::MemoryStateBackend;
 //! let backend = MemoryStateBackend::new();
 //! assert_eq!(backend.max_state_size(), 5 * 1024 * 1024);
 //! let keyed = backend
@@ -21,13 +21,15 @@
 //! assert_eq!(keyed.backend_name(), "memory");
 //! ```
 
+#![warn(missing_docs)]
+
 mod backend;
 mod snapshot;
 pub mod table;
 
 pub use backend::{HeapKeyedStateBackend, HeapStateBackend, HEAP_CAPABILITIES};
 
-use state_api::{
+use streamstate_api::{
     Capabilities, CheckpointStorage, KeyedBackendOptions, KeyedStateBackend, KeyedStateHandle, Result, StateBackend,
 };
 

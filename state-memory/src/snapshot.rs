@@ -3,7 +3,7 @@
 //!
 //! Incremental checkpoints form a *chain*: one full file, then deltas each
 //! holding the keys changed since the snapshot before (see
-//! [`state_api::snapshot::canonical`]). Their files live in the job's
+//! [`streamstate_api::snapshot::canonical`]). Their files live in the job's
 //! `shared/` directory; every checkpoint's handle lists its whole chain, so
 //! retention keeps a file while any retained checkpoint needs it. A new full
 //! file starts a new chain once the chain has [`MAX_DELTAS`] deltas or its
@@ -13,8 +13,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use state_api::snapshot::canonical::CanonicalWriter;
-use state_api::{
+use streamstate_api::snapshot::canonical::CanonicalWriter;
+use streamstate_api::{
     AsyncSnapshot, CheckpointStorage, Error, ErrorKind, FileRef, KeyGroupRange, KeyedStateHandle, Result,
     SnapshotFormat, SnapshotTarget, StateMeta,
 };

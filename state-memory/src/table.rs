@@ -23,7 +23,7 @@ use hashbrown::HashMap;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
-use state_api::KeyGroupRange;
+use streamstate_api::KeyGroupRange;
 
 /// Shards per key group: small shards keep a post-snapshot copy short.
 pub const SUB_SHARDS: usize = 16;

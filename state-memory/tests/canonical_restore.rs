@@ -1,18 +1,18 @@
 //! Restoring canonical files into the heap backend through
-//! `state_api::snapshot::canonical::restore_into`: records whose key does
+//! `streamstate_api::snapshot::canonical::restore_into`: records whose key does
 //! not hash to the key group they were stored under are corruption (found
 //! without hashing each key twice), and a restore of many keys per key
 //! group (where the backend is told how many keys come and makes room for
 //! them at once) gives back every key.
 #![allow(clippy::unwrap_used)]
 
-use state_api::key_group::assign_to_key_group;
-use state_api::snapshot::canonical::{restore_into, CanonicalWriter};
-use state_api::{
+use streamstate_api::key_group::assign_to_key_group;
+use streamstate_api::snapshot::canonical::{restore_into, CanonicalWriter};
+use streamstate_api::{
     CheckpointStorage, ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateHandle,
     SnapshotFormat, StateBackend, StateKind, StateMeta,
 };
-use state_memory::MemoryStateBackend;
+use streamstate_memory::MemoryStateBackend;
 
 const MAX_PARALLELISM: u32 = 128;
 
@@ -46,7 +46,7 @@ fn restore(
     range: KeyGroupRange,
     handle: &KeyedStateHandle,
     storage: &CheckpointStorage,
-) -> state_api::Result<Box<dyn KeyedStateBackend>> {
+) -> streamstate_api::Result<Box<dyn KeyedStateBackend>> {
     let mut backend = MemoryStateBackend::new()
         .create_keyed_backend(KeyedBackendOptions::new("job", "op", range, MAX_PARALLELISM))
         .unwrap();

@@ -1,11 +1,11 @@
 //! Flink's MemoryStateBackend cap: a snapshot over `max_state_size` fails
 #![allow(clippy::unwrap_used)]
 //! with both sizes named, and nothing is written.
-use state_api::{
+use streamstate_api::{
     ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, SnapshotFormat, SnapshotKind, SnapshotTarget,
     StateBackend, ValueStateDescriptor,
 };
-use state_memory::MemoryStateBackend;
+use streamstate_memory::MemoryStateBackend;
 
 fn target() -> SnapshotTarget {
     SnapshotTarget {
@@ -22,7 +22,7 @@ fn target() -> SnapshotTarget {
 
 #[test]
 fn snapshot_over_max_state_size_fails_with_both_sizes() {
-    let storage = state_api::CheckpointStorage::open("memory://").unwrap();
+    let storage = streamstate_api::CheckpointStorage::open("memory://").unwrap();
     let backend = MemoryStateBackend::with_max_state_size(10 * 1024);
     let mut keyed = backend
         .create_keyed_backend(KeyedBackendOptions::new("job", "op", KeyGroupRange::all(128), 128))
@@ -49,7 +49,7 @@ fn snapshot_over_max_state_size_fails_with_both_sizes() {
 
 #[test]
 fn snapshot_under_max_state_size_succeeds() {
-    let storage = state_api::CheckpointStorage::open("memory://").unwrap();
+    let storage = streamstate_api::CheckpointStorage::open("memory://").unwrap();
     let backend = MemoryStateBackend::new();
     assert_eq!(backend.max_state_size(), 5 * 1024 * 1024);
     let mut keyed = backend

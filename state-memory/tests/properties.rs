@@ -1,31 +1,33 @@
 //! Model-based property tests of the memory backend.
 #![allow(clippy::unwrap_used)]
-use state_api::testkit::{StorageFixture, TestTarget};
+use streamstate_api::testkit::{StorageFixture, TestTarget};
 
 mod memory_backend_on_memory_storage {
-    state_api::property_tests!(super::TestTarget::new(
-        state_memory::MemoryStateBackend::new(),
+    streamstate_api::property_tests!(super::TestTarget::new(
+        streamstate_memory::MemoryStateBackend::new(),
         super::StorageFixture::memory
     ));
 }
 
 mod memory_backend_on_file_storage {
-    state_api::property_tests!(super::TestTarget::new(
-        state_memory::MemoryStateBackend::new(),
+    streamstate_api::property_tests!(super::TestTarget::new(
+        streamstate_memory::MemoryStateBackend::new(),
         super::StorageFixture::local_dir
     ));
 }
 
+#[cfg(feature = "remote-tests")]
 mod memory_backend_on_s3_storage {
-    state_api::property_tests!(super::TestTarget::new(
-        state_memory::MemoryStateBackend::new(),
+    streamstate_api::property_tests!(super::TestTarget::new(
+        streamstate_memory::MemoryStateBackend::new(),
         super::StorageFixture::s3
     ));
 }
 
+#[cfg(feature = "remote-tests")]
 mod memory_backend_on_hdfs_storage {
-    state_api::property_tests!(super::TestTarget::new(
-        state_memory::MemoryStateBackend::new(),
+    streamstate_api::property_tests!(super::TestTarget::new(
+        streamstate_memory::MemoryStateBackend::new(),
         super::StorageFixture::hdfs
     ));
 }

@@ -4,12 +4,12 @@
 //! `scripts/bench-rss.sh` does that for RocksDB with default settings and for
 //! the heap backend as a baseline in the same run.
 //!
-//! Usage: `cargo run --release -p state-rocksdb --example peak_rss -- rocksdb|heap KEYS`
+//! Usage: `cargo run --release -p streamstate-rocksdb --example peak_rss -- rocksdb|heap KEYS`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Instant;
 
-use state_api::{
+use streamstate_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, SnapshotFormat, SnapshotKind,
     SnapshotTarget, StateBackend, ValueStateDescriptor,
 };
@@ -24,14 +24,16 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     let (backend, format): (Box<dyn StateBackend>, SnapshotFormat) = match which.as_str() {
         "rocksdb" => (
-            Box::new(state_rocksdb::RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
-                local_dir: Some(work.path().join("local")),
-                ..state_rocksdb::RocksDbConfig::default()
-            })),
+            Box::new(streamstate_rocksdb::RocksDbStateBackend::new(
+                streamstate_rocksdb::RocksDbConfig {
+                    local_dir: Some(work.path().join("local")),
+                    ..streamstate_rocksdb::RocksDbConfig::default()
+                },
+            )),
             SnapshotFormat::Native,
         ),
         "heap" => (
-            Box::new(state_memory::HeapStateBackend::new("heap", None)),
+            Box::new(streamstate_memory::HeapStateBackend::new("heap", None)),
             SnapshotFormat::Canonical,
         ),
         other => panic!("unknown backend {other:?}: use rocksdb or heap"),
@@ -46,7 +48,7 @@ fn main() {
         // The corpus's word shape: a letter and a base-36 rank.
         let word = format!("k{i:x}");
         keyed
-            .set_current_key(&state_api::codec::encode_value(&word).unwrap())
+            .set_current_key(&streamstate_api::codec::encode_value(&word).unwrap())
             .unwrap();
         count.update(keyed.as_mut(), &i).unwrap();
     }
@@ -74,7 +76,7 @@ fn main() {
     let mut sum = 0u64;
     for i in (0..keys).step_by(7) {
         keyed
-            .set_current_key(&state_api::codec::encode_value(&format!("k{i:x}")).unwrap())
+            .set_current_key(&streamstate_api::codec::encode_value(&format!("k{i:x}")).unwrap())
             .unwrap();
         sum += count
             .value(keyed.as_mut())

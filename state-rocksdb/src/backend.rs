@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use rocksdb::{
     ColumnFamilyDescriptor, IngestExternalFileOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
-use state_api::backend::{key_outside_range, require_key_group_in_range, unknown_state, wrong_state_kind};
-use state_api::key_group::assign_to_key_group;
-use state_api::ttl::Clock;
-use state_api::{
+use streamstate_api::backend::{key_outside_range, require_key_group_in_range, unknown_state, wrong_state_kind};
+use streamstate_api::key_group::assign_to_key_group;
+use streamstate_api::ttl::Clock;
+use streamstate_api::{
     AsyncSnapshot, Capabilities, Error, ErrorKind, FileRef, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend,
     Result, SnapshotFormat, SnapshotKind, SnapshotTarget, StateId, StateMeta,
 };
@@ -1212,7 +1212,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         &mut self,
         state: StateId,
         key_group: u32,
-        visit: &mut state_api::backend::CellVisitor<'_>,
+        visit: &mut streamstate_api::backend::CellVisitor<'_>,
     ) -> Result<()> {
         require_key_group_in_range(key_group, self.options.key_group_range)?;
         let cf = self.cell_cf(state)?;

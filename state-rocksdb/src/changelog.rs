@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rocksdb::SstFileWriter;
-use state_api::{
+use streamstate_api::{
     AsyncSnapshot, CheckpointStorage, Error, FileRef, KeyGroupRange, KeyedStateHandle, Result, SnapshotFormat,
     SnapshotTarget, StateMeta,
 };

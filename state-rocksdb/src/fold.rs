@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use state_api::StateId;
+use streamstate_api::StateId;
 
 use crate::pending_cells::WriteOp;
 

@@ -7,8 +7,8 @@
 //! map state:   kg u16 BE | varint len(key) | key | user key
 //! ```
 
-use state_api::codec::{get_varint, put_varint};
-use state_api::{Error, Result};
+use streamstate_api::codec::{get_varint, put_varint};
+use streamstate_api::{Error, Result};
 
 /// Appends the 2-byte key-group prefix.
 #[inline]

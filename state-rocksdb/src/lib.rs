@@ -1,4 +1,4 @@
-//! # state-rocksdb: Flink's RocksDBStateBackend
+//! # streamstate-rocksdb: Flink's RocksDBStateBackend
 //!
 //! Keyed state lives in a local RocksDB instance per operator instance (one
 //! column family per state, keys prefixed by their key group, list appends
@@ -29,6 +29,8 @@
 //! `state.backend.rocksdb.localdir`), are removed on clean shutdown, and
 //! directories left by dead processes are removed, not reused.
 
+#![warn(missing_docs)]
+
 mod backend;
 pub mod changelog;
 mod fold;
@@ -44,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use backend::{RocksDbKeyedStateBackend, ROCKSDB_CAPABILITIES};
-use state_api::{
+use streamstate_api::{
     Capabilities, CheckpointStorage, Error, KeyedBackendOptions, KeyedStateBackend, KeyedStateHandle, Result,
     SnapshotFormat, StateBackend,
 };
@@ -267,9 +269,9 @@ fn download(storage: &CheckpointStorage, handle: &KeyedStateHandle, dir: &Path) 
     let tables_dir = dir.join("changelog");
     backend::create_dir(&db_dir)?;
     let mut pending = None;
-    let mut legacy_segments: Vec<(&str, &state_api::FileRef)> = Vec::new();
+    let mut legacy_segments: Vec<(&str, &streamstate_api::FileRef)> = Vec::new();
     let mut segment_tables = Vec::new();
-    let mut chunks: Vec<Vec<(&state_api::FileRef, PathBuf)>> = vec![Vec::new(); 4];
+    let mut chunks: Vec<Vec<(&streamstate_api::FileRef, PathBuf)>> = vec![Vec::new(); 4];
     for (i, f) in handle.files.iter().enumerate() {
         let name = local_name(&f.path)?;
         let local = if name == pending_cells::PENDING_CELLS_FILE {
@@ -416,7 +418,7 @@ impl RocksDbStateBackend {
             let mut old = self.restore_native(old_options, handle, storage)?;
             backend.copy_key_groups_from(&mut old, handle.key_group_range.intersection(&range))?;
         }
-        state_api::snapshot::canonical::restore_into(&mut backend, &canonical, storage)?;
+        streamstate_api::snapshot::canonical::restore_into(&mut backend, &canonical, storage)?;
         backend.start_flushing_restored_memtables()?;
         backend.start_compacting_clipped_ranges()?;
         Ok(backend)
@@ -487,10 +489,10 @@ impl StateBackend for RocksDbStateBackend {
 mod tests {
     use std::collections::BTreeMap;
 
-    use state_api::codec::{encode_value, encode_value_into};
-    use state_api::key_group::assign_to_key_group;
-    use state_api::testkit::{checkpoint_target, dump, StateDump, StorageFixture};
-    use state_api::{KeyGroupRange, KeyedStateBackendExt, SnapshotTarget, ValueStateDescriptor};
+    use streamstate_api::codec::{encode_value, encode_value_into};
+    use streamstate_api::key_group::assign_to_key_group;
+    use streamstate_api::testkit::{checkpoint_target, dump, StateDump, StorageFixture};
+    use streamstate_api::{KeyGroupRange, KeyedStateBackendExt, SnapshotTarget, ValueStateDescriptor};
 
     use super::*;
 

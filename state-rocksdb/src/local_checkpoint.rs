@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamily, FlushOptions, DB};
-use state_api::{Error, ErrorKind, Result};
+use streamstate_api::{Error, ErrorKind, Result};
 
 use crate::backend::rocks_error;
 use crate::snapshot::DirGuard;

@@ -31,8 +31,8 @@
 //! The storage layer checksums the file; decoding still checks every frame,
 //! so a corrupt file is an error naming it, never a panic.
 
-use state_api::codec::{get_length_prefixed, get_varint, put_length_prefixed, put_varint};
-use state_api::{Error, Result};
+use streamstate_api::codec::{get_length_prefixed, get_varint, put_length_prefixed, put_varint};
+use streamstate_api::{Error, Result};
 
 /// The local name of the pending-cells file in a downloaded native
 /// snapshot.
@@ -297,7 +297,7 @@ mod tests {
         for len in 0..bytes.len() {
             match decode(&bytes[..len], "segment-7") {
                 Err(e) => {
-                    assert_eq!(e.kind(), state_api::ErrorKind::Corrupt, "cut at {len}: {e}");
+                    assert_eq!(e.kind(), streamstate_api::ErrorKind::Corrupt, "cut at {len}: {e}");
                     assert!(e.to_string().contains("segment-7"), "{e}");
                 }
                 Ok(cells) => assert!(cells.len() < 5, "cut at {len} decoded every cell"),

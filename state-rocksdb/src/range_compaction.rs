@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rocksdb::{BottommostLevelCompaction, CompactOptions, DB};
-use state_api::{Error, ErrorKind, Result};
+use streamstate_api::{Error, ErrorKind, Result};
 
 /// A key range of one column family to compact: `[start, end)`.
 #[derive(Debug, Clone, PartialEq, Eq)]

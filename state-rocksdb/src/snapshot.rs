@@ -19,8 +19,8 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, DB};
-use state_api::snapshot::canonical::CanonicalWriter;
-use state_api::{
+use streamstate_api::snapshot::canonical::CanonicalWriter;
+use streamstate_api::{
     AsyncSnapshot, CheckpointStorage, Error, FileRef, KeyGroupRange, KeyedStateHandle, Result, SnapshotFormat,
     SnapshotTarget, StateMeta,
 };
@@ -97,12 +97,14 @@ impl AsyncSnapshot for NativeSnapshot {
     fn write(mut self: Box<Self>, storage: &CheckpointStorage, target: &SnapshotTarget) -> Result<KeyedStateHandle> {
         let dir = self.checkpoint.recv().map_err(|_| {
             Error::new(
-                state_api::ErrorKind::Storage,
+                streamstate_api::ErrorKind::Storage,
                 "the thread making a RocksDB checkpoint ended without one",
             )
         })??;
         let mut names: Vec<String> = std::fs::read_dir(&dir.0)
-            .map_err(|e| Error::new(state_api::ErrorKind::Storage, "cannot list a RocksDB checkpoint").with_source(e))?
+            .map_err(|e| {
+                Error::new(streamstate_api::ErrorKind::Storage, "cannot list a RocksDB checkpoint").with_source(e)
+            })?
             .filter_map(|entry| entry.ok())
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|entry| entry.file_name().into_string().ok())

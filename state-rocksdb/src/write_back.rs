@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 
 use rocksdb::{ColumnFamily, WriteBatch};
-use state_api::StateId;
+use streamstate_api::StateId;
 
 use crate::pending_cells::{PendingCellsWriter, WriteLog, WriteOp};
 
@@ -234,8 +234,8 @@ impl WriteBack {
         &mut self,
         batch: &mut WriteBatch,
         mut log: Option<&mut WriteLog>,
-        cf_of: impl Fn(StateId) -> state_api::Result<&'a ColumnFamily>,
-    ) -> state_api::Result<()> {
+        cf_of: impl Fn(StateId) -> streamstate_api::Result<&'a ColumnFamily>,
+    ) -> streamstate_api::Result<()> {
         let families = (0..self.states.len())
             .map(|state| {
                 if self.states[state].is_empty() {
@@ -244,7 +244,7 @@ impl WriteBack {
                     cf_of(state).map(Some)
                 }
             })
-            .collect::<state_api::Result<Vec<_>>>()?;
+            .collect::<streamstate_api::Result<Vec<_>>>()?;
         for (state, (cells, cf)) in self.states.iter_mut().zip(families).enumerate() {
             let Some(cf) = cf else {
                 continue;

@@ -5,14 +5,14 @@
 //! `MAX_SEGMENTS`.
 #![allow(clippy::unwrap_used)]
 
-use state_api::testkit::{checkpoint_target, dump, StateDump, StorageFixture};
-use state_api::{
+use streamstate_api::testkit::{checkpoint_target, dump, StateDump, StorageFixture};
+use streamstate_api::{
     CheckpointStorage, ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt,
     KeyedStateHandle, ListStateDescriptor, MapStateDescriptor, SnapshotFormat, SnapshotKind, SnapshotTarget,
     StateBackend, ValueStateDescriptor,
 };
-use state_rocksdb::changelog::MAX_SEGMENTS;
-use state_rocksdb::{RocksDbConfig, RocksDbStateBackend};
+use streamstate_rocksdb::changelog::MAX_SEGMENTS;
+use streamstate_rocksdb::{RocksDbConfig, RocksDbStateBackend};
 
 const JOB: &str = "changelog";
 const MAX_PARALLELISM: u32 = 128;
@@ -109,7 +109,7 @@ fn restore(
 
 #[test]
 fn segments_hold_the_writes_since_the_checkpoint_before_and_restore_exactly() {
-    for write_back_entries in [state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES, 0] {
+    for write_back_entries in [streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES, 0] {
         let fixture = StorageFixture::local_dir();
         let storage = &fixture.storage;
         let rocks = backend(write_back_entries);
@@ -195,7 +195,7 @@ fn segments_hold_the_writes_since_the_checkpoint_before_and_restore_exactly() {
 fn a_segment_holds_the_writes_of_checkpoints_whose_uploads_never_finished() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
-    let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
+    let rocks = backend(streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
     let mut keyed = whole_range(&rocks);
     write_round(keyed.as_mut(), 0, 2_000, 0);
     checkpoint(keyed.as_mut(), storage, 1);
@@ -239,7 +239,7 @@ fn a_segment_holds_the_writes_of_checkpoints_whose_uploads_never_finished() {
 fn a_checkpoint_before_its_base_is_uploaded_is_a_base_too() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
-    let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
+    let rocks = backend(streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
     let mut keyed = whole_range(&rocks);
     write_round(keyed.as_mut(), 0, 1_000, 0);
     let t1 = target(1);
@@ -260,7 +260,7 @@ fn a_checkpoint_before_its_base_is_uploaded_is_a_base_too() {
 fn a_state_registered_after_the_base_is_restored_from_its_segment() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
-    let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
+    let rocks = backend(streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
     let mut keyed = whole_range(&rocks);
     write_round(keyed.as_mut(), 0, 1_000, 0);
     checkpoint(keyed.as_mut(), storage, 1);
@@ -283,7 +283,7 @@ fn a_state_registered_after_the_base_is_restored_from_its_segment() {
 fn savepoints_and_full_checkpoints_leave_the_changelog_alone() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
-    let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
+    let rocks = backend(streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
     let mut keyed = whole_range(&rocks);
     write_round(keyed.as_mut(), 0, 1_000, 0);
     checkpoint(keyed.as_mut(), storage, 1);
@@ -310,7 +310,7 @@ fn savepoints_and_full_checkpoints_leave_the_changelog_alone() {
 fn a_damaged_segment_or_one_of_an_unknown_state_fails_the_restore_naming_it() {
     let fixture = StorageFixture::local_dir();
     let storage = &fixture.storage;
-    let rocks = backend(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
+    let rocks = backend(streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES);
     let mut keyed = whole_range(&rocks);
     write_round(keyed.as_mut(), 0, 1_000, 0);
     let base = checkpoint(keyed.as_mut(), storage, 1);

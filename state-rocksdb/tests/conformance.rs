@@ -2,24 +2,26 @@
 //! backend: canonical, native incremental and changelog snapshots, over `file://`,
 //! `s3://` (a real S3 server) and `hdfs://` (a real HDFS).
 #![allow(clippy::unwrap_used)]
-use state_api::testkit::{StorageFixture, TestTarget};
-use state_rocksdb::RocksDbStateBackend;
+use streamstate_api::testkit::{StorageFixture, TestTarget};
+use streamstate_rocksdb::RocksDbStateBackend;
 
+#[cfg(feature = "remote-tests")]
 fn s3() -> StorageFixture {
     StorageFixture::from_env("STREAMSTATE_TEST_S3_URI")
 }
 
+#[cfg(feature = "remote-tests")]
 fn hdfs() -> StorageFixture {
     StorageFixture::from_env("STREAMSTATE_TEST_HDFS_URI")
 }
 
 mod rocksdb_native_on_file_storage {
-    state_api::conformance_tests!(super::TestTarget::new(
+    streamstate_api::conformance_tests!(super::TestTarget::new(
         super::RocksDbStateBackend::default(),
         super::StorageFixture::local_dir
     )
     .with_native_incremental_snapshots());
-    state_api::property_tests!(super::TestTarget::new(
+    streamstate_api::property_tests!(super::TestTarget::new(
         super::RocksDbStateBackend::default(),
         super::StorageFixture::local_dir
     )
@@ -30,19 +32,19 @@ mod rocksdb_native_on_file_storage {
 /// few keys then go through every path of the cache (dirty writes, clean
 /// reads, emptying a full cache, removals) instead of staying cached.
 fn tiny_write_back_cache() -> RocksDbStateBackend {
-    RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
+    RocksDbStateBackend::new(streamstate_rocksdb::RocksDbConfig {
         write_back_entries: 16,
-        ..state_rocksdb::RocksDbConfig::default()
+        ..streamstate_rocksdb::RocksDbConfig::default()
     })
 }
 
 mod rocksdb_tiny_write_back_cache_on_file_storage {
-    state_api::conformance_tests!(super::TestTarget::new(
+    streamstate_api::conformance_tests!(super::TestTarget::new(
         super::tiny_write_back_cache(),
         super::StorageFixture::local_dir
     )
     .with_native_incremental_snapshots());
-    state_api::property_tests!(super::TestTarget::new(
+    streamstate_api::property_tests!(super::TestTarget::new(
         super::tiny_write_back_cache(),
         super::StorageFixture::local_dir
     )
@@ -54,22 +56,22 @@ mod rocksdb_tiny_write_back_cache_on_file_storage {
 /// every path into the changelog: cache writes, emptying, removals, and the
 /// writes around the cache (maps, appends to uncached lists).
 fn changelog(write_back_entries: usize) -> RocksDbStateBackend {
-    RocksDbStateBackend::new(state_rocksdb::RocksDbConfig {
+    RocksDbStateBackend::new(streamstate_rocksdb::RocksDbConfig {
         write_back_entries,
         changelog: true,
-        ..state_rocksdb::RocksDbConfig::default()
+        ..streamstate_rocksdb::RocksDbConfig::default()
     })
 }
 
 mod rocksdb_changelog_on_file_storage {
-    state_api::conformance_tests!(super::TestTarget::new(
-        super::changelog(state_rocksdb::DEFAULT_WRITE_BACK_ENTRIES),
+    streamstate_api::conformance_tests!(super::TestTarget::new(
+        super::changelog(streamstate_rocksdb::DEFAULT_WRITE_BACK_ENTRIES),
         super::StorageFixture::local_dir
     )
     .with_native_incremental_snapshots());
     // Half the cases of the modules above: the writes through a changelog
     // are the same as without one, only snapshots and restores differ.
-    state_api::property_tests!(
+    streamstate_api::property_tests!(
         super::TestTarget::new(super::changelog(16), super::StorageFixture::local_dir)
             .with_native_incremental_snapshots()
             .with_property_cases(128)
@@ -77,30 +79,32 @@ mod rocksdb_changelog_on_file_storage {
 }
 
 mod rocksdb_canonical_on_file_storage {
-    state_api::conformance_tests!(super::TestTarget::new(
+    streamstate_api::conformance_tests!(super::TestTarget::new(
         super::RocksDbStateBackend::default(),
         super::StorageFixture::local_dir
     ));
 }
 
+#[cfg(feature = "remote-tests")]
 // Native snapshots are several files each (SSTs, MANIFEST, OPTIONS), so the
 // property tests on remote storage wait on many more round trips than on
 // file://; they run fewer cases there (file:// runs the full 256).
 mod rocksdb_native_on_s3_storage {
-    state_api::conformance_tests!(
+    streamstate_api::conformance_tests!(
         super::TestTarget::new(super::RocksDbStateBackend::default(), super::s3).with_native_incremental_snapshots()
     );
-    state_api::property_tests!(super::TestTarget::new(super::RocksDbStateBackend::default(), super::s3)
+    streamstate_api::property_tests!(super::TestTarget::new(super::RocksDbStateBackend::default(), super::s3)
         .with_native_incremental_snapshots()
         .with_property_cases(128));
 }
 
+#[cfg(feature = "remote-tests")]
 mod rocksdb_native_on_hdfs_storage {
-    state_api::conformance_tests!(
+    streamstate_api::conformance_tests!(
         super::TestTarget::new(super::RocksDbStateBackend::default(), super::hdfs).with_native_incremental_snapshots()
     );
     // hdfs-native waits ~220 ms for each file close.
-    state_api::property_tests!(
+    streamstate_api::property_tests!(
         super::TestTarget::new(super::RocksDbStateBackend::default(), super::hdfs)
             .with_native_incremental_snapshots()
             .with_property_cases(64)

@@ -2,12 +2,12 @@
 //! across backends, and the working-directory lifecycle.
 #![allow(clippy::unwrap_used)]
 
-use state_api::testkit::{checkpoint_target, commit_keyed_checkpoint, dump, StorageFixture};
-use state_api::{
+use streamstate_api::testkit::{checkpoint_target, commit_keyed_checkpoint, dump, StorageFixture};
+use streamstate_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, KeyedStateBackendExt, KeyedStateHandle,
     ListStateDescriptor, MapStateDescriptor, SnapshotFormat, SnapshotTarget, StateBackend, ValueStateDescriptor,
 };
-use state_rocksdb::{RocksDbConfig, RocksDbStateBackend};
+use streamstate_rocksdb::{RocksDbConfig, RocksDbStateBackend};
 
 const JOB: &str = "rocks";
 
@@ -162,7 +162,7 @@ fn savepoint(b: &mut dyn KeyedStateBackend, storage: &CheckpointStorage) -> Keye
 #[test]
 fn savepoint_from_memory_restores_into_rocksdb_and_back() {
     let fixture = StorageFixture::local_dir();
-    let memory = state_memory::MemoryStateBackend::with_max_state_size(64 << 20);
+    let memory = streamstate_memory::MemoryStateBackend::with_max_state_size(64 << 20);
     let rocks = RocksDbStateBackend::default();
     let mut source = memory.create_keyed_backend(options()).unwrap();
     fill(source.as_mut(), 0, 2_000);
@@ -187,7 +187,7 @@ fn native_snapshot_rescales_from_two_instances_into_one_and_into_four() {
     let fixture = StorageFixture::local_dir();
     let rocks = RocksDbStateBackend::default();
     let mut handles = Vec::new();
-    let mut expected = state_api::testkit::StateDump::new();
+    let mut expected = streamstate_api::testkit::StateDump::new();
     for i in 0..2 {
         let range = KeyGroupRange::for_subtask(128, 2, i);
         let mut b = rocks
@@ -195,8 +195,8 @@ fn native_snapshot_rescales_from_two_instances_into_one_and_into_four() {
             .unwrap();
         let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
         for k in 0..3_000u64 {
-            let key = state_api::codec::encode_value(&k).unwrap();
-            if range.contains(state_api::key_group::assign_to_key_group(&key, 128)) {
+            let key = streamstate_api::codec::encode_value(&k).unwrap();
+            if range.contains(streamstate_api::key_group::assign_to_key_group(&key, 128)) {
                 b.set_current_key(&key).unwrap();
                 v.update(b.as_mut(), &(k * 3)).unwrap();
             }
@@ -210,7 +210,7 @@ fn native_snapshot_rescales_from_two_instances_into_one_and_into_four() {
         .restore_keyed_backend(options(), &handles, &fixture.storage)
         .unwrap();
     assert_eq!(dump(one.as_mut()).unwrap(), expected);
-    let mut union = state_api::testkit::StateDump::new();
+    let mut union = streamstate_api::testkit::StateDump::new();
     for i in 0..4 {
         let range = KeyGroupRange::for_subtask(128, 4, i);
         let mut part = rocks
@@ -256,7 +256,7 @@ fn remove_some(b: &mut dyn KeyedStateBackend, to: u64) {
     }
 }
 
-fn pending_cells_file(handle: &KeyedStateHandle) -> Option<&state_api::FileRef> {
+fn pending_cells_file(handle: &KeyedStateHandle) -> Option<&streamstate_api::FileRef> {
     handle
         .files
         .iter()
@@ -294,7 +294,7 @@ fn dirty_cells_travel_in_a_pending_cells_file_and_restore_with_or_without_a_cach
         .restore_keyed_backend(options(), std::slice::from_ref(&handle), storage)
         .unwrap();
     assert_eq!(dump(direct.as_mut()).unwrap(), expected, "straight into RocksDB");
-    let mut union = state_api::testkit::StateDump::new();
+    let mut union = streamstate_api::testkit::StateDump::new();
     for i in 0..3 {
         let range = KeyGroupRange::for_subtask(128, 3, i);
         let mut part = rocks
@@ -348,7 +348,7 @@ fn a_malformed_pending_cells_file_fails_the_restore_naming_it() {
         let err = rocks
             .restore_keyed_backend(options(), &[broken], storage)
             .expect_err(what);
-        assert_eq!(err.kind(), state_api::ErrorKind::Corrupt, "{what}: {err}");
+        assert_eq!(err.kind(), streamstate_api::ErrorKind::Corrupt, "{what}: {err}");
         let text = err.to_string();
         assert!(text.contains(expected_text) && text.contains(&path), "{what}: {text}");
     }

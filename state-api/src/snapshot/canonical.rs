@@ -110,12 +110,12 @@ pub struct CanonicalRecord<'a> {
 /// Builds a canonical file in memory, key group by key group.
 ///
 /// ```
-/// use state_api::snapshot::canonical::{CanonicalWriter, parse_file};
-/// use state_api::{KeyGroupRange, StateMeta, StateKind};
+/// use streamstate_api::snapshot::canonical::{CanonicalWriter, parse_file};
+/// use streamstate_api::{KeyGroupRange, StateMeta, StateKind};
 /// let states = vec![StateMeta::new::<u64>("count", StateKind::Value)];
 /// let mut w = CanonicalWriter::new(states, KeyGroupRange::new(0, 127), 0);
 /// let key = b"\x02hi";
-/// w.start_key_group(state_api::key_group::assign_to_key_group(key, 128)).unwrap();
+/// w.start_key_group(streamstate_api::key_group::assign_to_key_group(key, 128)).unwrap();
 /// w.add_cell(0, key, &[7]).unwrap();
 /// let bytes = w.finish().unwrap();
 /// let (index, records) = parse_file(&bytes).unwrap();

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{FileRef, KeyedStateHandle, SnapshotKind};
+use crate::handle::{FileRef, KeyedStateHandle, SnapshotKind};
 use crate::{Error, ErrorKind, Result};
 
 /// The manifest format this build writes and reads.
@@ -220,7 +220,7 @@ fn verify_checksum_line(bytes: &[u8]) -> Result<&[u8]> {
 /// Checks that a manifest path stays inside its snapshot's directories.
 ///
 /// ```
-/// use state_api::snapshot::manifest::validate_relative_path;
+/// use streamstate_api::snapshot::manifest::validate_relative_path;
 /// assert!(validate_relative_path("chk-3/count-0.kgs", &["chk-3", "shared"]).is_ok());
 /// assert!(validate_relative_path("../other-job/chk-1/x", &["chk-3"]).is_err());
 /// assert!(validate_relative_path("/etc/passwd", &["chk-3"]).is_err());

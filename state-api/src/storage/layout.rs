@@ -68,7 +68,7 @@ pub fn savepoint_dir(job_id: &str, checkpoint_id: u64) -> String {
 /// The id of a `chk-<n>` directory name.
 ///
 /// ```
-/// use state_api::storage::layout::parse_checkpoint_dir_name;
+/// use streamstate_api::storage::layout::parse_checkpoint_dir_name;
 /// assert_eq!(parse_checkpoint_dir_name("chk-12"), Some(12));
 /// assert_eq!(parse_checkpoint_dir_name("chk-x"), None);
 /// ```

@@ -38,7 +38,7 @@ pub struct RetentionPlan {
 /// the checkpoint's own directory, which goes with the directory).
 ///
 /// ```
-/// use state_api::storage::retention::{plan_retention, CheckpointEntry};
+/// use streamstate_api::storage::retention::{plan_retention, CheckpointEntry};
 /// let entry = |id, files: &[&str]| CheckpointEntry {
 ///     id, complete: true,
 ///     referenced_files: Some(files.iter().map(|s| s.to_string()).collect()),

@@ -61,7 +61,7 @@ impl StorageUri {
     /// Parses a checkpoint URI or plain path.
     ///
     /// ```
-    /// use state_api::storage::{StorageUri, StorageScheme};
+    /// use streamstate_api::storage::{StorageUri, StorageScheme};
     /// let u = StorageUri::parse("s3://bucket/checkpoints").unwrap();
     /// assert_eq!(u.scheme, StorageScheme::S3);
     /// assert_eq!(u.authority.as_deref(), Some("bucket"));
@@ -165,7 +165,7 @@ impl StorageUri {
 /// `uri` with any `user:password@` part replaced by `***@`, for messages.
 ///
 /// ```
-/// assert_eq!(state_api::storage::redact_uri("s3://AK:SK@bucket/x"), "s3://***@bucket/x");
+/// assert_eq!(streamstate_api::storage::redact_uri("s3://AK:SK@bucket/x"), "s3://***@bucket/x");
 /// ```
 pub fn redact_uri(uri: &str) -> String {
     if let Some((scheme, rest)) = uri.split_once("://") {

@@ -944,6 +944,54 @@ pub fn snapshot_restore_round_trips_every_state_kind(t: &TestTarget) {
     assert_eq!(m.get(r.as_mut(), &7).unwrap().as_deref(), Some("m7"));
 }
 
+/// Snapshot, commit, `latest` and a restore at parallelism 2, all called
+/// from a task of `runtime` (as an async engine that embeds a backend
+/// calls them) through `storage`; the restored halves hold exactly the
+/// state written.
+fn snapshot_and_restore_inside(t: &TestTarget, runtime: &tokio::runtime::Runtime, storage: CheckpointStorage) {
+    runtime.block_on(async {
+        let mut b = backend(t);
+        let expected = populate(b.as_mut(), 300);
+        let handle = snapshot(t, b.as_mut(), &storage, 1, "op-0");
+        commit(&storage, 1, vec![handle]);
+        // The async API finds it too, from the same task.
+        let latest = storage.as_async().latest_completed(Some(JOB)).await.unwrap().unwrap();
+        assert_eq!(latest.manifest.checkpoint_id, 1);
+        let handles = &latest.manifest.operators[0].keyed_state;
+        let mut restored = StateDump::new();
+        for range in [KeyGroupRange::new(0, 63), KeyGroupRange::new(64, 127)] {
+            let mut r = restore(t, &storage, handles, range);
+            let part = dump(r.as_mut()).unwrap();
+            assert_eq!(part, in_range(&expected, range));
+            restored.extend(part);
+        }
+        assert_eq!(restored, expected);
+    });
+}
+
+pub fn snapshot_and_restore_inside_a_current_thread_tokio_runtime(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    snapshot_and_restore_inside(t, &runtime, fixture.storage.clone());
+}
+
+/// The embedder's own multi-thread runtime runs the storage's I/O too
+/// ([`crate::IoExecutor::from_handle`]).
+pub fn snapshot_and_restore_inside_a_multi_thread_tokio_runtime_that_runs_the_io(t: &TestTarget) {
+    let fixture = (t.storage)();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let executor = crate::IoExecutor::from_handle(runtime.handle().clone()).unwrap();
+    let storage = CheckpointStorage::from_async(fixture.storage.as_async().clone(), executor);
+    snapshot_and_restore_inside(t, &runtime, storage);
+}
+
 pub fn restore_at_parallelism_1_2_4_keeps_state_identical(t: &TestTarget) {
     let fixture = (t.storage)();
     // Write the state from parallelism 2.

@@ -3,8 +3,8 @@
 //! A backend crate adds a test file like:
 //!
 //! ```ignore
-//! mod on_memory { state_api::conformance_tests!(state_api::testkit::TestTarget::new(MyBackend::new(), state_api::testkit::StorageFixture::memory)); }
-//! mod on_file { state_api::conformance_tests!(state_api::testkit::TestTarget::new(MyBackend::new(), state_api::testkit::StorageFixture::local_dir)); }
+//! mod on_memory { streamstate_api::conformance_tests!(streamstate_api::testkit::TestTarget::new(MyBackend::new(), streamstate_api::testkit::StorageFixture::memory)); }
+//! mod on_file { streamstate_api::conformance_tests!(streamstate_api::testkit::TestTarget::new(MyBackend::new(), streamstate_api::testkit::StorageFixture::local_dir)); }
 //! ```
 //!
 //! [`conformance_tests!`](crate::conformance_tests) expands to one `#[test]`
@@ -227,14 +227,9 @@ pub fn checkpoint_target(
     file_stem: &str,
 ) -> SnapshotTarget {
     SnapshotTarget {
-        checkpoint_id: id,
-        kind: SnapshotKind::Checkpoint,
         format,
         incremental,
-        base: format!("{job}/"),
-        exclusive_dir: format!("chk-{id}"),
-        shared_dir: "shared".into(),
-        file_stem: file_stem.into(),
+        ..SnapshotTarget::checkpoint(job, id, file_stem)
     }
 }
 
@@ -244,8 +239,8 @@ pub fn checkpoint_target(
 /// then on (its `_metadata`); retention is not run.
 ///
 /// ```
-/// use state_api::testkit::{checkpoint_target, commit_keyed_checkpoint, StorageFixture};
-/// use state_api::SnapshotFormat;
+/// use streamstate_api::testkit::{checkpoint_target, commit_keyed_checkpoint, StorageFixture};
+/// use streamstate_api::SnapshotFormat;
 ///
 /// let fixture = StorageFixture::memory();
 /// let target = checkpoint_target("job", 1, SnapshotFormat::Canonical, false, "op-0");
@@ -320,6 +315,8 @@ macro_rules! conformance_tests {
             snapshot_write_runs_on_another_thread,
             prefetch_changes_no_reads_or_writes,
             snapshot_restore_round_trips_every_state_kind,
+            snapshot_and_restore_inside_a_current_thread_tokio_runtime,
+            snapshot_and_restore_inside_a_multi_thread_tokio_runtime_that_runs_the_io,
             restore_at_parallelism_1_2_4_keeps_state_identical,
             restore_skips_key_groups_outside_range,
             restore_from_missing_file_is_not_found,

@@ -1,0 +1,186 @@
+//! A keyed subtask's thread: receives batches from every source, aligns
+//! barriers (exactly-once) or not (at-least-once), runs the keyed function
+//! with each record's key current, snapshots on the barrier (only the
+//! synchronous phase here) and, at the end of a bounded input, emits the
+//! function's final results.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender};
+use serde::de::DeserializeOwned;
+use streamstate_api::{CheckpointStorage, KeyedStateBackend, Result};
+
+use super::messages::{Barrier, Control, Message, TaskSnapshot, WithKeyHash};
+use super::upload::{spawn_upload, TargetFactory, Uploads};
+use crate::config::CheckpointingMode;
+use crate::function::KeyedProcessFunction;
+use crate::metrics::JobMetrics;
+use crate::mini_batch::TOUCH_GROUP;
+use crate::plan::{ProcessFactory, SinkFactory, KEYED_OPERATOR};
+
+/// Hands `items` to `handle` a group of [`TOUCH_GROUP`] at a time, each
+/// group's mini-batch slots loaded together first (see
+/// [`KeyedProcessFunction::touch_buffer`]).
+fn in_touched_groups<K, T, O, I: WithKeyHash>(
+    function: &mut dyn KeyedProcessFunction<K, T, O>,
+    items: Vec<I>,
+    mut handle: impl FnMut(&mut dyn KeyedProcessFunction<K, T, O>, I) -> Result<()>,
+) -> Result<()> {
+    let mut items = items.into_iter();
+    while !items.as_slice().is_empty() {
+        for ahead in items.as_slice().iter().take(TOUCH_GROUP) {
+            std::hint::black_box(function.touch_buffer(ahead.key_hash()));
+        }
+        for item in items.by_ref().take(TOUCH_GROUP) {
+            handle(function, item)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) struct KeyedTask<K, T, O> {
+    pub(crate) subtask: u32,
+    pub(crate) parallelism: u32,
+    pub(crate) inputs: Vec<Receiver<Message<T>>>,
+    pub(crate) backend: Box<dyn KeyedStateBackend>,
+    pub(crate) factory: ProcessFactory<K, T, O>,
+    pub(crate) sink: SinkFactory<O>,
+    pub(crate) final_sink: Option<SinkFactory<O>>,
+    /// Counts keyed subtasks whose sink discards records (see
+    /// `SourceTask::discarding_sinks`).
+    pub(crate) discarding_sinks: Arc<AtomicUsize>,
+    pub(crate) mode: CheckpointingMode,
+    pub(crate) control: Sender<Control>,
+    pub(crate) uploads: Uploads,
+    pub(crate) storage: CheckpointStorage,
+    pub(crate) targets: TargetFactory,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) metrics: Arc<JobMetrics>,
+}
+
+impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O> {
+    fn snapshot(&mut self, barrier: Barrier) {
+        let started = Instant::now();
+        let target = self
+            .targets
+            .target(barrier, format!("{KEYED_OPERATOR}-{}", self.subtask));
+        let pending = self.backend.snapshot(&target);
+        let sync = started.elapsed();
+        match pending {
+            Ok(pending) => {
+                let storage = self.storage.clone();
+                spawn_upload(&self.uploads, self.control.clone(), barrier.id, sync, move || {
+                    pending.write(&storage, &target).map(TaskSnapshot::Keyed)
+                });
+            }
+            Err(error) => {
+                let _ = self.control.send(Control::Decline { id: barrier.id, error });
+            }
+        }
+    }
+
+    pub(crate) fn run(mut self) -> Result<Vec<O>> {
+        let mut function = (self.factory)();
+        function.open(self.backend.as_mut())?;
+        let mut sink = (self.sink)(self.subtask, self.parallelism)?;
+        function.set_records_wanted(!sink.discards_records());
+        if sink.discards_records() {
+            self.discarding_sinks.fetch_add(1, Ordering::Release);
+        }
+        let n = self.inputs.len();
+        let (mut ended, mut seen) = (vec![false; n], vec![false; n]);
+        let mut aligning: Option<Barrier> = None;
+        let mut produced = Vec::new();
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                sink.flush()?;
+                return Ok(Vec::new());
+            }
+            let blocking = self.mode == CheckpointingMode::ExactlyOnce;
+            // Inputs that delivered the pending barrier wait (exactly-once).
+            let waiting = |i: usize| blocking && seen[i];
+            let open: Vec<usize> = (0..n).filter(|&i| !ended[i] && !waiting(i)).collect();
+            if open.is_empty() && ended.iter().all(|e| *e) {
+                break;
+            }
+            let mut select = Select::new();
+            for &i in &open {
+                select.recv(&self.inputs[i]);
+            }
+            let Ok(operation) = select.select_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let i = open[operation.index()];
+            match operation.recv(&self.inputs[i]) {
+                Err(_) => ended[i] = true,
+                Ok(Message::Batch(records)) => {
+                    let count = records.len() as u64;
+                    let backend = &mut self.backend;
+                    in_touched_groups(function.as_mut(), records, |function, record| {
+                        let Some(value) =
+                            function.buffer(record.key_hash, &record.key_bytes, record.value, backend.as_mut())?
+                        else {
+                            return Ok(());
+                        };
+                        backend.set_current_key(&record.key_bytes)?;
+                        let key: K = streamstate_api::codec::decode_value(&record.key_bytes)?;
+                        function.process(&key, value, backend.as_mut(), &mut |o| produced.push(o))?;
+                        produced.drain(..).try_for_each(|o| sink.write(&o))
+                    })?;
+                    sink.flush()?;
+                    self.metrics.records.fetch_add(count, Ordering::Relaxed);
+                }
+                Ok(Message::Partials(partials)) => {
+                    // Counted into the records metric by the source.
+                    let backend = &mut self.backend;
+                    in_touched_groups(function.as_mut(), partials, |function, partial| {
+                        function.buffer_partial(partial.key_hash, &partial.key_bytes, partial.sum, backend.as_mut())
+                    })?;
+                }
+                Ok(Message::Barrier(barrier)) => {
+                    match aligning {
+                        Some(current) if current.id == barrier.id => {}
+                        _ => {
+                            // A newer barrier supersedes an unfinished one.
+                            aligning = Some(barrier);
+                            seen.iter_mut().for_each(|s| *s = false);
+                        }
+                    }
+                    seen[i] = true;
+                }
+                Ok(Message::End) => ended[i] = true,
+            }
+            if let Some(barrier) = aligning {
+                if (0..n).all(|j| seen[j] || ended[j]) {
+                    sink.flush()?;
+                    function.flush_buffer(self.backend.as_mut())?;
+                    self.snapshot(barrier);
+                    aligning = None;
+                    seen.iter_mut().for_each(|s| *s = false);
+                }
+            }
+        }
+        sink.flush()?;
+        function.flush_buffer(self.backend.as_mut())?;
+        let mut finals = Vec::new();
+        match &self.final_sink {
+            Some(factory) => {
+                let mut final_sink = factory(self.subtask, self.parallelism)?;
+                let mut write_error = None;
+                function.finish(self.backend.as_mut(), &mut |o| {
+                    if write_error.is_none() {
+                        write_error = final_sink.write(&o).err();
+                    }
+                })?;
+                if let Some(e) = write_error {
+                    return Err(e);
+                }
+                final_sink.flush()?;
+            }
+            None => function.finish(self.backend.as_mut(), &mut |o| finals.push(o))?,
+        }
+        Ok(finals)
+    }
+}

@@ -1,0 +1,264 @@
+//! A source subtask's thread: reads lines, runs the stateless chain, keys
+//! and routes records by key group in batches (folding a `sum` locally when
+//! nobody reads its per-record output), and injects barriers, snapshotting
+//! its read position as operator state.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+use streamstate_api::key_group::{key_group_for_hash, key_hash, subtask_for_key_group};
+use streamstate_api::operator_state::OperatorStateStore;
+use streamstate_api::{CheckpointStorage, Error, Result};
+
+use super::messages::{Barrier, Control, Message, PartialSum, Record, TaskSnapshot};
+use super::upload::{spawn_upload, TargetFactory, Uploads};
+use crate::metrics::JobMetrics;
+use crate::mini_batch::KeyBytes;
+use crate::mini_batch::MiniBatch;
+use crate::plan::{Chain, ValueOf, SOURCE_OPERATOR};
+use crate::source::{LineSource, SourcePoll};
+
+/// Lines a source task reads between two updates of the progress metric:
+/// often enough for a display, rarely enough to keep the lock off the
+/// per-line path.
+const PROGRESS_EVERY_LINES: u32 = 1024;
+
+/// Records a batch has room for beyond `batch_size`: the records of the
+/// line that fills it.
+const BATCH_SLACK_RECORDS: usize = 256;
+
+/// Distinct keys a source task folds a `sum` over before it sends the
+/// partial sums on (local-global aggregation, see
+/// [`JobSettings::local_aggregation`]). The table's 16,384 slots of 48
+/// bytes fit a 1 MiB L2 cache, so folding costs no cache miss; on the Zipf
+/// benchmark corpus one partial sum stands for ~2 words
+/// (docs/BENCHMARKS.md).
+pub const LOCAL_SUM_KEYS: usize = 8_192;
+
+/// A source task's local `sum` table.
+struct LocalSums<T> {
+    value_of: ValueOf<T>,
+    table: MiniBatch,
+    /// Records folded since the last partial sums were sent (counted into
+    /// [`JobMetrics::records`] when they are).
+    folded: u64,
+}
+
+pub(crate) struct SourceTask<K, T> {
+    pub(crate) subtask: u32,
+    /// Id of the last barrier this source injected.
+    pub(crate) last_barrier: Option<u64>,
+    pub(crate) source: Box<dyn LineSource>,
+    pub(crate) outputs: Vec<Sender<Message<T>>>,
+    pub(crate) commands: Receiver<Barrier>,
+    pub(crate) chain: Chain<T>,
+    pub(crate) key_of: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    pub(crate) max_parallelism: u32,
+    pub(crate) parallelism: u32,
+    pub(crate) batch_size: usize,
+    /// The value a `sum` adds up, when the job's keyed function is one and
+    /// local aggregation is on.
+    pub(crate) local_sum: Option<ValueOf<T>>,
+    /// Keyed subtasks whose sink discards records; the source folds
+    /// locally only once all of them do (their sums then emit nothing per
+    /// record, so partial sums change no output).
+    pub(crate) discarding_sinks: Arc<AtomicUsize>,
+    pub(crate) control: Sender<Control>,
+    pub(crate) uploads: Uploads,
+    pub(crate) storage: CheckpointStorage,
+    pub(crate) targets: TargetFactory,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) metrics: Arc<JobMetrics>,
+}
+
+impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
+    fn send(&self, to: usize, message: Message<T>) -> Result<()> {
+        self.outputs[to]
+            .send(message)
+            .map_err(|_| Error::invalid_argument("a keyed task stopped; the source stops too"))
+    }
+
+    /// An empty batch with room for `batch_size` records and the words of
+    /// the line that fills it: batches are sent after whole lines, so
+    /// without the slack nearly every batch would be copied into a
+    /// doubled allocation (docs/BENCHMARKS.md).
+    fn new_batch(&self) -> Vec<Record<T>> {
+        Vec::with_capacity(self.batch_size + BATCH_SLACK_RECORDS)
+    }
+
+    fn flush(&self, batches: &mut [Vec<Record<T>>], only_full: bool) -> Result<()> {
+        for (to, batch) in batches.iter_mut().enumerate() {
+            if !batch.is_empty() && (!only_full || batch.len() >= self.batch_size) {
+                let full = std::mem::replace(batch, self.new_batch());
+                self.send(to, Message::Batch(full))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the local `sum` table's partial sums on, to the keyed
+    /// subtask of each key's group, and empties it.
+    fn flush_local(&self, local: Option<&mut LocalSums<T>>) -> Result<()> {
+        let Some(local) = local.filter(|local| !local.table.is_empty()) else {
+            return Ok(());
+        };
+        let (max_parallelism, parallelism) = (self.max_parallelism, self.parallelism);
+        let outputs = self.outputs.len();
+        let mut partials: Vec<Vec<PartialSum>> = (0..outputs)
+            .map(|_| Vec::with_capacity(local.table.len() / outputs + 64))
+            .collect();
+        local.table.drain(|hash, key_bytes, sum| {
+            let key_group = key_group_for_hash(hash, max_parallelism);
+            let to = subtask_for_key_group(max_parallelism, parallelism, key_group) as usize;
+            partials[to].push(PartialSum {
+                key_bytes,
+                key_hash: hash,
+                sum,
+            });
+        });
+        let sent: usize = partials.iter().map(Vec::len).sum();
+        self.metrics.partial_sums.fetch_add(sent as u64, Ordering::Relaxed);
+        for (to, batch) in partials.into_iter().enumerate() {
+            if !batch.is_empty() {
+                self.send(to, Message::Partials(batch))?;
+            }
+        }
+        self.metrics
+            .records
+            .fetch_add(std::mem::take(&mut local.folded), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn checkpoint(
+        &mut self,
+        barrier: Barrier,
+        batches: &mut [Vec<Record<T>>],
+        local: Option<&mut LocalSums<T>>,
+    ) -> Result<()> {
+        self.flush(batches, false)?;
+        // Every partial sum of records before the barrier goes before it.
+        self.flush_local(local)?;
+        let started = Instant::now();
+        let mut store = OperatorStateStore::default();
+        self.source.snapshot(&mut store)?;
+        let sync = started.elapsed();
+        let (storage, subtask) = (self.storage.clone(), self.subtask);
+        let target = self.targets.target(barrier, format!("{SOURCE_OPERATOR}-{subtask}"));
+        spawn_upload(&self.uploads, self.control.clone(), barrier.id, sync, move || {
+            store.write(&storage, &target, subtask).map(TaskSnapshot::Source)
+        });
+        for to in 0..self.outputs.len() {
+            self.send(to, Message::Barrier(barrier))?;
+        }
+        self.last_barrier = Some(barrier.id);
+        Ok(())
+    }
+
+    /// Copies the source's position into the job's metrics (the CLI's
+    /// progress line reads it).
+    fn publish_progress(&self) {
+        if let Some(progress) = self.source.progress() {
+            if let Ok(mut slot) = self.metrics.input_progress.lock() {
+                *slot = Some(progress);
+            }
+        }
+    }
+
+    pub(crate) fn run(mut self) -> Result<()> {
+        let result = self.run_until_end();
+        match result {
+            // Keyed tasks stop first on cancel; the source's failed send is
+            // the cancel, not an error.
+            Err(_) if self.cancel.load(Ordering::SeqCst) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn run_until_end(&mut self) -> Result<()> {
+        let mut batches: Vec<Vec<Record<T>>> = (0..self.outputs.len()).map(|_| self.new_batch()).collect();
+        let mut line = String::new();
+        let mut key_bytes = Vec::new();
+        let mut lines_since_progress = 0;
+        let mut local = self.local_sum.clone().map(|value_of| LocalSums {
+            value_of,
+            table: MiniBatch::new(LOCAL_SUM_KEYS),
+            folded: 0,
+        });
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            while let Ok(barrier) = self.commands.try_recv() {
+                self.checkpoint(barrier, &mut batches, local.as_mut())?;
+            }
+            match self.source.poll_line(&mut line)? {
+                SourcePoll::Line { more_buffered } => {
+                    let (key_of, max_p, p) = (&self.key_of, self.max_parallelism, self.parallelism);
+                    let all_sinks_discard = self.discarding_sinks.load(Ordering::Acquire) == p as usize;
+                    let mut folding = local.as_mut().filter(|_| all_sinks_discard);
+                    let mut failure = None;
+                    (self.chain)(std::mem::take(&mut line), &mut |value| {
+                        let key = key_of(&value);
+                        key_bytes.clear();
+                        if let Err(e) = streamstate_api::codec::encode_value_into(&key, &mut key_bytes) {
+                            failure.get_or_insert(e);
+                            return;
+                        }
+                        // Empty keys take the record path: the keyed task
+                        // reports them.
+                        if let Some(local) = folding.as_mut().filter(|_| !key_bytes.is_empty()) {
+                            local.table.add(&key_bytes, (local.value_of)(&value));
+                            local.folded += 1;
+                            return;
+                        }
+                        let hash = key_hash(&key_bytes);
+                        let group = key_group_for_hash(hash, max_p);
+                        let to = subtask_for_key_group(max_p, p, group) as usize;
+                        batches[to].push(Record {
+                            key_bytes: KeyBytes::from_slice(&key_bytes),
+                            key_hash: hash,
+                            value,
+                        });
+                    });
+                    if let Some(e) = failure {
+                        return Err(e);
+                    }
+                    if local.as_ref().is_some_and(|local| local.table.is_full()) {
+                        self.flush_local(local.as_mut())?;
+                    }
+                    self.flush(&mut batches, more_buffered)?;
+                    lines_since_progress += 1;
+                    if lines_since_progress == PROGRESS_EVERY_LINES {
+                        lines_since_progress = 0;
+                        self.publish_progress();
+                    }
+                }
+                SourcePoll::Idle => self.flush(&mut batches, false)?,
+                SourcePoll::End => {
+                    // A barrier that came with the last lines still goes
+                    // out: its checkpoint can complete (Flink completes
+                    // checkpoints after tasks finish, too).
+                    while let Ok(barrier) = self.commands.try_recv() {
+                        self.checkpoint(barrier, &mut batches, local.as_mut())?;
+                    }
+                    self.flush(&mut batches, false)?;
+                    self.flush_local(local.as_mut())?;
+                    self.publish_progress();
+                    // Tell the coordinator before the keyed tasks see the
+                    // end: it stops triggering, and gives up a pending
+                    // snapshot this source did not inject.
+                    let _ = self.control.send(Control::SourceFinished {
+                        last_barrier: self.last_barrier,
+                    });
+                    for to in 0..self.outputs.len() {
+                        self.send(to, Message::End)?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Live counters of a running job ([`JobMetrics`]) and the statistics of
+//! its completed snapshots. A leaf module: tasks and the coordinator update
+//! the counters, the handle reads them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use streamstate_api::{SnapshotKind, SnapshotStats};
+
+/// Live counters of a running job.
+#[derive(Debug, Default)]
+pub struct JobMetrics {
+    /// Records processed by the keyed operator (records a source folded
+    /// into partial sums count when the partial sums are sent on).
+    pub records: AtomicU64,
+    /// Partial sums source tasks sent on in place of records (local-global
+    /// aggregation, [`JobSettings::local_aggregation`]).
+    pub partial_sums: AtomicU64,
+    /// Id of the last completed checkpoint (0: none).
+    pub last_checkpoint_id: AtomicU64,
+    /// Duration of the last completed checkpoint, milliseconds.
+    pub last_checkpoint_ms: AtomicU64,
+    /// Bytes of the last completed checkpoint.
+    pub last_checkpoint_bytes: AtomicU64,
+    /// Input bytes read and total (file sources).
+    pub input_progress: Mutex<Option<(u64, u64)>>,
+    /// URI of the last completed checkpoint or savepoint.
+    pub last_snapshot_path: Mutex<Option<String>>,
+    /// Statistics of the most recent completed snapshots, oldest first: at
+    /// most [`COMPLETED_HISTORY`], so a job running for months does not
+    /// grow (Flink keeps a bounded history too, `web.checkpoints.history`).
+    pub completed: Mutex<VecDeque<CompletedStats>>,
+}
+
+/// How many completed snapshots [`JobMetrics::completed`] remembers.
+pub const COMPLETED_HISTORY: usize = 1000;
+
+/// Statistics of one completed checkpoint or savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedStats {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Checkpoint or savepoint.
+    pub kind: SnapshotKind,
+    /// Its directory URI.
+    pub path: String,
+    /// Durations and sizes.
+    pub stats: SnapshotStats,
+}
