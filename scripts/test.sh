@@ -13,6 +13,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== no module imports a module that imports it back"
+python3 scripts/module_cycles.py state-api state-memory state-fs state-rocksdb runtime cli
+
 echo "== cargo clippy -D warnings"
 # With the remote suites on, so their code is linted too.
 cargo clippy --workspace --all-targets --features remote-tests -- -D warnings

@@ -136,6 +136,16 @@ fn rocksdb_memory(config: &FlinkConfig) -> Result<BackendConfig> {
     })
 }
 
+/// The memory backend's snapshot cap: `--memory-max-state-size`, else
+/// `state.backend.memory.max-state-size`, else the backend's default.
+fn memory_max_state_size(flag: Option<&str>, config: &FlinkConfig) -> Result<Option<u64>> {
+    let bytes = match flag {
+        Some(size) => Some(parse_memory_size(size).context("in --memory-max-state-size")?),
+        None => config.get_memory_size(&["state.backend.memory.max-state-size"])?,
+    };
+    Ok(bytes.map(|bytes| bytes as u64))
+}
+
 /// Runs the word count until its input ends or a signal arrives.
 pub fn run(args: WordCountArgs) -> Result<()> {
     let config = match &args.config {
@@ -152,11 +162,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
     let backend = state_backend_with(
         backend_kind,
         &BackendConfig {
-            memory_max_state_size: match &args.memory_max_state_size {
-                Some(size) => Some(parse_memory_size(size).context("in --memory-max-state-size")?),
-                None => config.get_memory_size(&["state.backend.memory.max-state-size"])?,
-            }
-            .map(|bytes| bytes as u64),
+            memory_max_state_size: memory_max_state_size(args.memory_max_state_size.as_deref(), &config)?,
             rocksdb_local_dir: config.get(&["state.backend.rocksdb.localdir"]).map(PathBuf::from),
             rocksdb_write_back_entries: config.get_usize(&["state.backend.rocksdb.write-back.entries"])?,
             rocksdb_write_buffer_size: config.get_memory_size(&["state.backend.rocksdb.writebuffer.size"])?,
@@ -473,5 +479,33 @@ impl Sink<(Word, i64)> for CountsSink {
             .map_err(|e| failed(format!("writing the output failed: {e}")))?;
         self.lines.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn memory_max_state_size_comes_from_the_flag_then_the_config_key() {
+        let config = FlinkConfig::parse("state.backend.memory.max-state-size: 10mb\n").unwrap();
+        assert_eq!(memory_max_state_size(None, &config).unwrap(), Some(10 << 20));
+        assert_eq!(memory_max_state_size(Some("64kb"), &config).unwrap(), Some(64 << 10));
+        assert_eq!(memory_max_state_size(None, &FlinkConfig::default()).unwrap(), None);
+        let nested = FlinkConfig::parse("state:\n  backend:\n    memory:\n      max-state-size: 1 gb\n").unwrap();
+        assert_eq!(memory_max_state_size(None, &nested).unwrap(), Some(1 << 30));
+    }
+
+    #[test]
+    fn a_bad_memory_max_state_size_names_the_flag_or_key() {
+        let err = memory_max_state_size(Some("lots"), &FlinkConfig::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("--memory-max-state-size"), "{err:#}");
+        let config = FlinkConfig::parse("state.backend.memory.max-state-size: lots\n").unwrap();
+        let err = memory_max_state_size(None, &config).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("state.backend.memory.max-state-size"),
+            "{err:#}"
+        );
     }
 }

@@ -169,6 +169,41 @@ mod tests {
         }
     }
 
+    /// Flink's `new MemoryStateBackend(bytes)`: a snapshot over the cap
+    /// fails with `StateTooLarge`; one under it succeeds.
+    #[cfg(feature = "memory")]
+    #[test]
+    fn memory_backend_caps_snapshots_at_the_configured_size() {
+        use streamstate_api::{
+            CheckpointStorage, ErrorKind, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, SnapshotTarget,
+            ValueStateDescriptor,
+        };
+        let storage = CheckpointStorage::open("memory://").unwrap();
+        let snapshot_of = |cap: u64| {
+            let config = BackendConfig {
+                memory_max_state_size: Some(cap),
+                ..BackendConfig::default()
+            };
+            let backend = state_backend_with(StateBackendKind::Memory, &config).unwrap();
+            let options = KeyedBackendOptions::new("job", "op", KeyGroupRange::all(128), 128);
+            let mut keyed = backend.create_keyed_backend(options).unwrap();
+            let state = keyed.value_state(&ValueStateDescriptor::<String>::new("v")).unwrap();
+            for i in 0..100 {
+                keyed.set_current_key_typed(&i).unwrap();
+                state.update(keyed.as_mut(), &"x".repeat(100)).unwrap();
+            }
+            let target = SnapshotTarget::checkpoint("job", 1, "op-0");
+            keyed
+                .snapshot(&target)
+                .and_then(|pending| pending.write(&storage, &target))
+        };
+        // 100 values of 100 bytes: over 1 KiB, under 1 MiB.
+        let err = snapshot_of(1024).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::StateTooLarge, "{err}");
+        assert!(err.to_string().contains("1024"), "{err}");
+        assert!(snapshot_of(1 << 20).is_ok());
+    }
+
     #[test]
     fn aliases_parse_case_insensitively() {
         for (name, kind) in [
