@@ -55,11 +55,13 @@ use streamstate_api::{
     SnapshotTarget, StateMeta,
 };
 
-use crate::backend::{cf_options, create_dir, rocks_error};
+use crate::errors::rocks_error;
+use crate::files::create_dir;
+use crate::files::{DirGuard, NAME_SEPARATOR};
 use crate::fold::{NetWrite, NetWrites};
+use crate::options::cf_options;
 use crate::pending_cells::{for_each_logged, WriteLog};
-use crate::snapshot::{DirGuard, NAME_SEPARATOR};
-use crate::Resources;
+use crate::resources::Resources;
 
 /// Segments after which the next checkpoint is a new base (the heap
 /// backend's `MAX_DELTAS`).

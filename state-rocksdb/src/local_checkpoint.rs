@@ -27,8 +27,8 @@ use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamily, FlushOptions, DB};
 use streamstate_api::{Error, ErrorKind, Result};
 
-use crate::backend::rocks_error;
-use crate::snapshot::DirGuard;
+use crate::errors::rocks_error;
+use crate::files::DirGuard;
 
 /// `log_size_for_flush` for checkpoints: never flush, copy the WAL instead.
 const CHECKPOINT_WITHOUT_FLUSH: u64 = u64::MAX;

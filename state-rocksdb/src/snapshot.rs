@@ -25,25 +25,15 @@ use streamstate_api::{
     SnapshotTarget, StateMeta,
 };
 
-use crate::backend::{cf_options, create_dir, db_options, remove_dir, rocks_error, state_cf};
 use crate::changelog::{
     fold_logged, publish, upload_segment_tables, write_segment_tables, ChainSlot, PublishedChain, TYPICAL_WRITE_BYTES,
 };
+use crate::errors::rocks_error;
+use crate::files::{create_dir, DirGuard, NAME_SEPARATOR};
+use crate::keys;
+use crate::options::{cf_options, db_options, state_cf};
 use crate::pending_cells::{split_header, PENDING_CELLS_FILE};
-use crate::{keys, Resources};
-
-/// Separates the owner prefix from the local file name in storage names.
-pub(crate) const NAME_SEPARATOR: char = '~';
-
-/// The snapshot's local directory of hard links, removed when the snapshot
-/// is dropped: after its asynchronous phase, successful or not, or unused.
-pub(crate) struct DirGuard(pub(crate) PathBuf);
-
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        remove_dir(&self.0);
-    }
-}
+use crate::resources::Resources;
 
 pub(crate) struct NativeSnapshot {
     /// The RocksDB checkpoint's directory, once its thread has made it
