@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aggregate;
 pub mod backends;
 pub mod config;
 pub mod execution;
@@ -25,6 +26,7 @@ pub mod function;
 pub mod handle;
 pub mod metrics;
 mod mini_batch;
+mod operator;
 pub mod plan;
 pub mod sink;
 pub mod source;
@@ -35,4 +37,4 @@ pub use config::{CheckpointConfig, CheckpointingMode, RetentionOnCancellation};
 pub use handle::{JobHandle, JobResult};
 pub use metrics::JobMetrics;
 pub use plan::{Job, JobSettings, RestoreFrom};
-pub use stream::{DataStream, KeyedStream, StreamExecutionEnvironment};
+pub use stream::{DataStream, KeyedStream, ProcessedStream, StreamExecutionEnvironment};

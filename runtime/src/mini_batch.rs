@@ -1,5 +1,6 @@
-//! The table a [`crate::function::SumFunction`] folds records into before
-//! it writes them to state (Flink SQL's mini-batch aggregation).
+//! The table a pre-aggregation ([`crate::aggregate`]) folds records into,
+//! per key, before it writes them to state (Flink SQL's mini-batch
+//! aggregation), and the [`Accumulator`] it folds them into.
 //!
 //! Why not a `HashMap`: the table holds up to hundreds of thousands of
 //! keys (tens of MiB), so nearly every record's lookup is a cache miss, and
@@ -8,8 +9,8 @@
 //! [`touch`](MiniBatch::touch) the slots of a group of records first: those
 //! loads are independent, so the CPU overlaps their misses, and the lookups
 //! that follow find their slots in cache (docs/BENCHMARKS.md measures it).
-//! Slots are 48 bytes and hold the key inline (up to 24 bytes), its hash
-//! and its sum; keys are found by linear probing at a load factor of at
+//! Slots hold the key inline (up to 24 bytes), its hash and its
+//! accumulator (48 bytes for a sum); keys are found by linear probing at a load factor of at
 //! most one half. (Slots aligned to 64-byte cache lines were no faster in
 //! alternated runs and took a third more memory.)
 //!
@@ -17,26 +18,80 @@
 //! groups are taken from: draining orders the keys by key group without
 //! hashing them again.
 
+use serde::{de::DeserializeOwned, Serialize};
 use streamstate_api::key_group::{key_group_for_hash, key_hash};
 use streamstate_api::Result;
+
+/// What a pre-aggregation folds the records of one key into: a sum, a
+/// count, a minimum... `Default` is the empty accumulator and `merge` adds
+/// another one to it; `merge` must be associative and commutative, since
+/// the partial accumulators of one key arrive from several sources in any
+/// order. Stored in keyed state with postcard, so it is `Serialize`.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use streamstate_runtime::aggregate::Accumulator;
+///
+/// /// The smallest and largest value seen.
+/// #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// struct Range { min: i64, max: i64 }
+/// impl Default for Range {
+///     fn default() -> Self { Range { min: i64::MAX, max: i64::MIN } }
+/// }
+/// impl Accumulator for Range {
+///     fn merge(&mut self, other: Self) {
+///         self.min = self.min.min(other.min);
+///         self.max = self.max.max(other.max);
+///     }
+/// }
+/// let mut r = Range::default();
+/// r.merge(Range { min: 3, max: 3 });
+/// r.merge(Range { min: -1, max: -1 });
+/// assert_eq!(r, Range { min: -1, max: 3 });
+/// ```
+pub trait Accumulator: Copy + Default + Send + Sync + Serialize + DeserializeOwned + 'static {
+    /// Adds `other` to `self`.
+    fn merge(&mut self, other: Self);
+}
+
+impl Accumulator for i64 {
+    #[inline]
+    fn merge(&mut self, other: Self) {
+        *self += other;
+    }
+}
+
+impl Accumulator for u64 {
+    #[inline]
+    fn merge(&mut self, other: Self) {
+        *self += other;
+    }
+}
+
+/// No accumulator: the jobs whose keyed operator folds nothing ahead
+/// (a [`crate::function::KeyedProcessFunction`]).
+impl Accumulator for () {
+    #[inline]
+    fn merge(&mut self, _other: Self) {}
+}
 
 /// A serialized key. Keys up to 24 bytes sit inline: records and
 /// mini-batches carry them without an allocation per record.
 pub(crate) type KeyBytes = smallvec::SmallVec<[u8; 24]>;
 
-/// One key and its sum. An empty key marks a free slot (serialized keys
-/// are never empty: backends reject them).
+/// One key and its accumulator. An empty key marks a free slot
+/// (serialized keys are never empty: backends reject them).
 #[derive(Clone, Default)]
-struct Slot {
+struct Slot<A> {
     hash: u64,
-    sum: i64,
+    acc: A,
     key: KeyBytes,
 }
 
-/// Sums per serialized key, for keys up to a bound given to
+/// An accumulator per serialized key, for keys up to a bound given to
 /// [`MiniBatch::new`].
-pub(crate) struct MiniBatch {
-    slots: Vec<Slot>,
+pub(crate) struct MiniBatch<A> {
+    slots: Vec<Slot<A>>,
     /// Indexes of the slots in use, in insertion order: a drain visits
     /// those only, not every slot (a source thread's small table is
     /// drained every few thousand keys).
@@ -53,7 +108,7 @@ pub(crate) const TOUCH_GROUP: usize = 16;
 /// Slots the table starts with; it doubles while more than half full.
 const INITIAL_SLOTS: usize = 1024;
 
-impl MiniBatch {
+impl<A: Accumulator> MiniBatch<A> {
     /// A table that holds up to `max_keys` keys (at least 1).
     pub(crate) fn new(max_keys: usize) -> Self {
         Self {
@@ -90,9 +145,9 @@ impl MiniBatch {
         self.slots[hash as usize & mask].hash
     }
 
-    /// Adds `delta` to the sum of `key_bytes` (not empty).
+    /// Merges `delta` into the accumulator of `key_bytes` (not empty).
     #[inline]
-    pub(crate) fn add(&mut self, key_bytes: &[u8], delta: i64) {
+    pub(crate) fn add(&mut self, key_bytes: &[u8], delta: A) {
         self.add_hashed(key_hash(key_bytes), key_bytes, delta);
     }
 
@@ -101,7 +156,7 @@ impl MiniBatch {
     /// source routed them by, so the keyed thread, the busier one, does not
     /// hash them again.
     #[inline]
-    pub(crate) fn add_hashed(&mut self, hash: u64, key_bytes: &[u8], delta: i64) {
+    pub(crate) fn add_hashed(&mut self, hash: u64, key_bytes: &[u8], delta: A) {
         debug_assert!(!key_bytes.is_empty(), "serialized keys are never empty");
         debug_assert_eq!(hash, key_hash(key_bytes), "the hash is the key's");
         if (self.len() + 1) * 2 > self.slots.len() {
@@ -114,30 +169,30 @@ impl MiniBatch {
             if slot.key.is_empty() {
                 *slot = Slot {
                     hash,
-                    sum: delta,
+                    acc: delta,
                     key: KeyBytes::from_slice(key_bytes),
                 };
                 self.filled.push(index as u32);
                 return;
             }
             if slot.hash == hash && slot.key.as_slice() == key_bytes {
-                slot.sum += delta;
+                slot.acc.merge(delta);
                 return;
             }
             index = (index + 1) & mask;
         }
     }
 
-    /// Empties the table, calling `take(hash, key, sum)` for every key in
+    /// Empties the table, calling `take(hash, key, acc)` for every key in
     /// insertion order, and keeps the slots allocated.
-    pub(crate) fn drain(&mut self, mut take: impl FnMut(u64, KeyBytes, i64)) {
+    pub(crate) fn drain(&mut self, mut take: impl FnMut(u64, KeyBytes, A)) {
         for index in self.filled.drain(..) {
-            let Slot { hash, sum, key } = std::mem::take(&mut self.slots[index as usize]);
-            take(hash, key, sum);
+            let Slot { hash, acc, key } = std::mem::take(&mut self.slots[index as usize]);
+            take(hash, key, acc);
         }
     }
 
-    /// Empties the table, calling `write(context, key, sum)` for every key
+    /// Empties the table, calling `write(context, key, acc)` for every key
     /// in key-group order (key groups of `max_parallelism`), and keeps the
     /// slots allocated for the next batch. Before a group of
     /// [`TOUCH_GROUP`] keys is written, `prefetch(context, keys)` runs for
@@ -153,7 +208,7 @@ impl MiniBatch {
         max_parallelism: u32,
         context: &mut C,
         mut prefetch: impl FnMut(&mut C, &[&[u8]]) -> u64,
-        mut write: impl FnMut(&mut C, &[u8], i64) -> Result<()>,
+        mut write: impl FnMut(&mut C, &[u8], A) -> Result<()>,
     ) -> Result<()> {
         // The keys are moved to the front and sorted there: the table is
         // being emptied, so it needs no second buffer for the order.
@@ -177,9 +232,9 @@ impl MiniBatch {
                 std::hint::black_box(prefetch(context, &keys[..group.len()]));
             }
             for slot in group {
-                let Slot { key, sum, .. } = std::mem::take(slot);
+                let Slot { key, acc, .. } = std::mem::take(slot);
                 if result.is_ok() {
-                    result = write(context, &key, sum);
+                    result = write(context, &key, acc);
                 }
             }
         }
@@ -217,7 +272,7 @@ mod tests {
     const MAX_PARALLELISM: u32 = 128;
 
     /// Drains the table, checking the key-group order of the writes.
-    fn drained(table: &mut MiniBatch) -> BTreeMap<Vec<u8>, i64> {
+    fn drained(table: &mut MiniBatch<i64>) -> BTreeMap<Vec<u8>, i64> {
         let mut written = Vec::new();
         let mut prefetched = Vec::new();
         table
@@ -255,7 +310,7 @@ mod tests {
     }
 
     /// Drains in insertion order (the source thread's drain).
-    fn drained_in_insertion_order(table: &mut MiniBatch) -> BTreeMap<Vec<u8>, i64> {
+    fn drained_in_insertion_order(table: &mut MiniBatch<i64>) -> BTreeMap<Vec<u8>, i64> {
         let mut written = Vec::new();
         table.drain(|hash, key, sum| {
             assert_eq!(hash, key_hash(&key), "the stored hash is the key's");

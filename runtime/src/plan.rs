@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use streamstate_api::{CheckpointStorage, StateBackend, DEFAULT_MAX_PARALLELISM};
 
+use crate::aggregate::ValueOf;
 use crate::config::CheckpointConfig;
 use crate::function::KeyedProcessFunction;
+use crate::mini_batch::Accumulator;
+use crate::operator::KeyedOperator;
 use crate::sink::Sink;
 
 /// Operator id of the sources in manifests.
@@ -112,28 +115,32 @@ pub(crate) type KeyOf<K, T> = Arc<dyn Fn(&T) -> K + Send + Sync>;
 /// Creates one process function per keyed subtask.
 pub type ProcessFactory<K, T, O> = Arc<dyn Fn() -> Box<dyn KeyedProcessFunction<K, T, O>> + Send + Sync>;
 
+/// Creates the keyed operator of each keyed subtask: a user's function
+/// behind its adapter, or the runtime's pre-aggregation.
+pub(crate) type OperatorFactory<K, T, O, A> = Arc<dyn Fn() -> Box<dyn KeyedOperator<K, T, O, A>> + Send + Sync>;
+
 /// Creates one sink per keyed subtask: `(subtask, parallelism)`.
 pub type SinkFactory<O> = Arc<dyn Fn(u32, u32) -> streamstate_api::Result<Box<dyn Sink<O>>> + Send + Sync>;
 
-/// The number a `sum` adds up for a record.
-pub(crate) type ValueOf<T> = Arc<dyn Fn(&T) -> i64 + Send + Sync>;
-
 /// A complete pipeline, ready for an executor ([`Job::execute`] runs it
-/// on this process's threads).
-pub struct Job<K, T, O> {
+/// on this process's threads). `A` is the accumulator a pre-aggregating
+/// keyed operator (`sum`, `aggregate`) lets sources fold ahead of the
+/// shuffle; `()` for a [`KeyedProcessFunction`].
+pub struct Job<K, T, O, A: Accumulator = ()> {
     pub(crate) settings: JobSettings,
     pub(crate) source: SourceSpec,
     pub(crate) chain: Chain<T>,
     pub(crate) key_of: KeyOf<K, T>,
-    pub(crate) factory: ProcessFactory<K, T, O>,
-    /// For a `sum`: the value summed, which source tasks may fold before
-    /// the shuffle (see [`JobSettings::local_aggregation`]).
-    pub(crate) local_sum: Option<ValueOf<T>>,
+    pub(crate) factory: OperatorFactory<K, T, O, A>,
+    /// For a pre-aggregation: what a record adds to its key's accumulator,
+    /// which source tasks may fold before the shuffle (see
+    /// [`JobSettings::local_aggregation`]).
+    pub(crate) local_sum: Option<ValueOf<T, A>>,
     pub(crate) sink: SinkFactory<O>,
     pub(crate) final_sink: Option<SinkFactory<O>>,
 }
 
-impl<K, T, O> std::fmt::Debug for Job<K, T, O> {
+impl<K, T, O, A: Accumulator> std::fmt::Debug for Job<K, T, O, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
             .field("settings", &self.settings)

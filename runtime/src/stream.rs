@@ -25,10 +25,11 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 use streamstate_api::{CheckpointStorage, StateBackend};
 
+use crate::aggregate::{Accumulator, PreAggregate, ValueOf};
 use crate::config::CheckpointConfig;
-use crate::function::SumFunction;
 use crate::handle::JobHandle;
-use crate::plan::{Chain, KeyOf, SourceFactory, SourceSpec, ValueOf};
+use crate::operator::FunctionOperator;
+use crate::plan::{Chain, KeyOf, OperatorFactory, SourceFactory, SourceSpec};
 pub use crate::plan::{Job, JobSettings, ProcessFactory, RestoreFrom, SinkFactory};
 use crate::sink::{FileSink, FlinkDisplay, PrintSink};
 
@@ -214,6 +215,7 @@ where
 {
     /// Runs a keyed process function with access to keyed state.
     pub fn process<O: Send + 'static>(self, factory: ProcessFactory<K, T, O>) -> ProcessedStream<K, T, O> {
+        let factory: OperatorFactory<K, T, O, ()> = Arc::new(move || Box::new(FunctionOperator::new(factory())));
         ProcessedStream {
             keyed: self,
             factory,
@@ -221,13 +223,48 @@ where
         }
     }
 
-    /// The running sum of `value_of(record)` per key, emitted as `(key, sum)`.
-    pub fn sum(self, value_of: impl Fn(&T) -> i64 + Send + Sync + 'static) -> ProcessedStream<K, T, (K, i64)> {
-        let value_of: ValueOf<T> = Arc::new(value_of);
+    /// The running sum of `value_of(record)` per key, emitted as `(key, sum)`
+    /// (Flink's `sum`): [`KeyedStream::aggregate`] over `i64`.
+    pub fn sum(self, value_of: impl Fn(&T) -> i64 + Send + Sync + 'static) -> ProcessedStream<K, T, (K, i64), i64> {
+        self.aggregate(value_of)
+    }
+
+    /// The running fold of `value_of(record)` per key with
+    /// [`Accumulator::merge`], emitted as `(key, accumulator)`; its state
+    /// is a `ValueState<A>` named `sum`. Nobody reading the per-record
+    /// output, records are folded before they reach state, on the keyed
+    /// thread and (with [`JobSettings::local_aggregation`]) on the source
+    /// threads too ([`crate::aggregate`]).
+    ///
+    /// ```
+    /// use streamstate_runtime::StreamExecutionEnvironment;
+    /// let env = StreamExecutionEnvironment::new();
+    /// let lines = env.from_lines(vec!["a 3".into(), "b 1".into(), "a 4".into()], 1);
+    /// let mut longest = lines
+    ///     .map(|line: String| {
+    ///         let (key, n) = line.split_once(' ').unwrap();
+    ///         (key.to_owned(), n.parse::<u64>().unwrap())
+    ///     })
+    ///     .key_by(|(key, _)| key.clone())
+    ///     .aggregate(|(_, n)| *n)
+    ///     .discard()
+    ///     .execute()
+    ///     .unwrap()
+    ///     .wait()
+    ///     .unwrap()
+    ///     .final_records;
+    /// longest.sort();
+    /// assert_eq!(longest, vec![("a".to_owned(), 7), ("b".to_owned(), 1)]);
+    /// ```
+    pub fn aggregate<A: Accumulator>(
+        self,
+        value_of: impl Fn(&T) -> A + Send + Sync + 'static,
+    ) -> ProcessedStream<K, T, (K, A), A> {
+        let value_of: ValueOf<T, A> = Arc::new(value_of);
         let mini_batch_keys = self.stream.settings.mini_batch_keys;
         let local_sum = self.stream.settings.local_aggregation.then(|| Arc::clone(&value_of));
-        let factory: ProcessFactory<K, T, (K, i64)> =
-            Arc::new(move || Box::new(SumFunction::new(Arc::clone(&value_of)).with_mini_batch_keys(mini_batch_keys)));
+        let factory: OperatorFactory<K, T, (K, A), A> =
+            Arc::new(move || Box::new(PreAggregate::new(Arc::clone(&value_of)).with_mini_batch_keys(mini_batch_keys)));
         ProcessedStream {
             keyed: self,
             factory,
@@ -236,23 +273,25 @@ where
     }
 }
 
-/// The output of a keyed operator, ready for a sink.
-pub struct ProcessedStream<K, T, O> {
+/// The output of a keyed operator, ready for a sink. `A`: see [`Job`].
+pub struct ProcessedStream<K, T, O, A: Accumulator = ()> {
     pub(crate) keyed: KeyedStream<K, T>,
-    pub(crate) factory: ProcessFactory<K, T, O>,
-    /// For a `sum`: the value summed, which source tasks may fold before
-    /// the shuffle (see [`JobSettings::local_aggregation`]).
-    pub(crate) local_sum: Option<ValueOf<T>>,
+    pub(crate) factory: OperatorFactory<K, T, O, A>,
+    /// For a pre-aggregation: what a record adds to its key's accumulator,
+    /// which source tasks may fold before the shuffle (see
+    /// [`JobSettings::local_aggregation`]).
+    pub(crate) local_sum: Option<ValueOf<T, A>>,
 }
 
-impl<K, T, O> ProcessedStream<K, T, O>
+impl<K, T, O, A> ProcessedStream<K, T, O, A>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
     T: Send + 'static,
     O: Send + 'static,
+    A: Accumulator,
 {
     /// Sends the output to `sink` and returns the job, ready to execute.
-    pub fn add_sink(self, sink: SinkFactory<O>) -> Job<K, T, O> {
+    pub fn add_sink(self, sink: SinkFactory<O>) -> Job<K, T, O, A> {
         let KeyedStream { stream, key_of } = self.keyed;
         Job {
             settings: stream.settings,
@@ -267,7 +306,7 @@ where
     }
 
     /// Flink's `print()`.
-    pub fn print(self) -> Job<K, T, O>
+    pub fn print(self) -> Job<K, T, O, A>
     where
         O: FlinkDisplay,
     {
@@ -277,7 +316,7 @@ where
     }
 
     /// Writes records to `dir/part-<subtask>`.
-    pub fn write_to_files(self, dir: impl Into<PathBuf>) -> Job<K, T, O>
+    pub fn write_to_files(self, dir: impl Into<PathBuf>) -> Job<K, T, O, A>
     where
         O: FlinkDisplay,
     {
@@ -288,16 +327,17 @@ where
     }
 
     /// Discards records.
-    pub fn discard(self) -> Job<K, T, O> {
+    pub fn discard(self) -> Job<K, T, O, A> {
         self.add_sink(Arc::new(|_, _| Ok(Box::new(crate::sink::DiscardSink) as Box<_>)))
     }
 }
 
-impl<K, T, O> Job<K, T, O>
+impl<K, T, O, A> Job<K, T, O, A>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
     T: Send + 'static,
     O: Send + 'static,
+    A: Accumulator,
 {
     /// Sends what the keyed operator's `finish` emits at the end of a
     /// bounded input (a word count's final counts) to `sink`, one per keyed
@@ -361,4 +401,8 @@ macro_rules! opaque_debug {
 
 opaque_debug!(DataStream<T>);
 opaque_debug!(KeyedStream<K, T>);
-opaque_debug!(ProcessedStream<K, T, O>);
+impl<K, T, O, A: Accumulator> std::fmt::Debug for ProcessedStream<K, T, O, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessedStream").finish_non_exhaustive()
+    }
+}

@@ -21,7 +21,7 @@ pub type Word = compact_str::CompactString;
 /// counts.sort();
 /// assert_eq!(counts[0], ("BE".into(), 2));
 /// ```
-pub fn word_count(lines: DataStream<String>) -> ProcessedStream<Word, (Word, i64), (Word, i64)> {
+pub fn word_count(lines: DataStream<String>) -> ProcessedStream<Word, (Word, i64), (Word, i64), i64> {
     lines
         .flat_map(|mut line: String| {
             // In place for ASCII (no copy of the line); `to_uppercase` else.

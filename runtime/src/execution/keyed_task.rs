@@ -15,18 +15,19 @@ use streamstate_api::{CheckpointStorage, KeyedStateBackend, Result};
 use super::messages::{Barrier, Control, Message, TaskSnapshot, WithKeyHash};
 use super::upload::{spawn_upload, TargetFactory, Uploads};
 use crate::config::CheckpointingMode;
-use crate::function::KeyedProcessFunction;
 use crate::metrics::JobMetrics;
+use crate::mini_batch::Accumulator;
 use crate::mini_batch::TOUCH_GROUP;
-use crate::plan::{ProcessFactory, SinkFactory, KEYED_OPERATOR};
+use crate::operator::KeyedOperator;
+use crate::plan::{OperatorFactory, SinkFactory, KEYED_OPERATOR};
 
 /// Hands `items` to `handle` a group of [`TOUCH_GROUP`] at a time, each
 /// group's mini-batch slots loaded together first (see
-/// [`KeyedProcessFunction::touch_buffer`]).
-fn in_touched_groups<K, T, O, I: WithKeyHash>(
-    function: &mut dyn KeyedProcessFunction<K, T, O>,
+/// [`KeyedOperator::touch_buffer`]).
+fn in_touched_groups<K, T, O, A: Accumulator, I: WithKeyHash>(
+    function: &mut dyn KeyedOperator<K, T, O, A>,
     items: Vec<I>,
-    mut handle: impl FnMut(&mut dyn KeyedProcessFunction<K, T, O>, I) -> Result<()>,
+    mut handle: impl FnMut(&mut dyn KeyedOperator<K, T, O, A>, I) -> Result<()>,
 ) -> Result<()> {
     let mut items = items.into_iter();
     while !items.as_slice().is_empty() {
@@ -40,12 +41,12 @@ fn in_touched_groups<K, T, O, I: WithKeyHash>(
     Ok(())
 }
 
-pub(crate) struct KeyedTask<K, T, O> {
+pub(crate) struct KeyedTask<K, T, O, A> {
     pub(crate) subtask: u32,
     pub(crate) parallelism: u32,
-    pub(crate) inputs: Vec<Receiver<Message<T>>>,
+    pub(crate) inputs: Vec<Receiver<Message<T, A>>>,
     pub(crate) backend: Box<dyn KeyedStateBackend>,
-    pub(crate) factory: ProcessFactory<K, T, O>,
+    pub(crate) factory: OperatorFactory<K, T, O, A>,
     pub(crate) sink: SinkFactory<O>,
     pub(crate) final_sink: Option<SinkFactory<O>>,
     /// Counts keyed subtasks whose sink discards records (see
@@ -60,7 +61,7 @@ pub(crate) struct KeyedTask<K, T, O> {
     pub(crate) metrics: Arc<JobMetrics>,
 }
 
-impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static> KeyedTask<K, T, O> {
+impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static, A: Accumulator> KeyedTask<K, T, O, A> {
     fn snapshot(&mut self, barrier: Barrier) {
         let started = Instant::now();
         let target = self
@@ -83,9 +84,8 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static>
 
     pub(crate) fn run(mut self) -> Result<Vec<O>> {
         let mut function = (self.factory)();
-        function.open(self.backend.as_mut())?;
         let mut sink = (self.sink)(self.subtask, self.parallelism)?;
-        function.set_records_wanted(!sink.discards_records());
+        function.open(self.backend.as_mut(), !sink.discards_records())?;
         if sink.discards_records() {
             self.discarding_sinks.fetch_add(1, Ordering::Release);
         }
@@ -136,7 +136,7 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static>
                     // Counted into the records metric by the source.
                     let backend = &mut self.backend;
                     in_touched_groups(function.as_mut(), partials, |function, partial| {
-                        function.buffer_partial(partial.key_hash, &partial.key_bytes, partial.sum, backend.as_mut())
+                        function.buffer_partial(partial.key_hash, &partial.key_bytes, partial.acc, backend.as_mut())
                     })?;
                 }
                 Ok(Message::Barrier(barrier)) => {

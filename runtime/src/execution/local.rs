@@ -20,6 +20,7 @@ use super::source_task::SourceTask;
 use super::upload::{TargetFactory, Uploads};
 use crate::handle::JobHandle;
 use crate::metrics::JobMetrics;
+use crate::mini_batch::Accumulator;
 use crate::plan::Job;
 
 fn new_job_id() -> String {
@@ -44,11 +45,12 @@ fn default_backend() -> Result<Arc<dyn StateBackend>> {
 }
 
 /// Runs `job` on this process's threads and returns its handle.
-pub(crate) fn execute<K, T, O>(job: Job<K, T, O>) -> Result<JobHandle<O>>
+pub(crate) fn execute<K, T, O, A>(job: Job<K, T, O, A>) -> Result<JobHandle<O>>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
     T: Send + 'static,
     O: Send + 'static,
+    A: Accumulator,
 {
     let Job {
         settings,
@@ -102,8 +104,8 @@ where
     let metrics = Arc::new(JobMetrics::default());
     let (control_tx, control_rx) = unbounded();
     let p = settings.parallelism as usize;
-    let mut data_tx: Vec<Vec<Sender<Message<T>>>> = Vec::new();
-    let mut data_rx: Vec<Vec<Receiver<Message<T>>>> = (0..p).map(|_| Vec::new()).collect();
+    let mut data_tx: Vec<Vec<Sender<Message<T, A>>>> = Vec::new();
+    let mut data_rx: Vec<Vec<Receiver<Message<T, A>>>> = (0..p).map(|_| Vec::new()).collect();
     for _ in 0..sources.len() {
         let mut row = Vec::new();
         for rx in data_rx.iter_mut() {

@@ -1,5 +1,5 @@
 //! What the tasks of a running job send each other: records and partial
-//! sums with barriers on the data channels, acknowledgements and commands
+//! accumulators with barriers on the data channels, acknowledgements and commands
 //! on the control channel. A leaf module: every task uses it, it uses none.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use crossbeam_channel::Sender;
 use streamstate_api::snapshot::manifest::OperatorStateHandle;
 use streamstate_api::{Error, KeyedStateHandle, Result, SnapshotKind};
 
-use crate::mini_batch::KeyBytes;
+use crate::mini_batch::{Accumulator, KeyBytes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Barrier {
@@ -29,13 +29,14 @@ pub(crate) struct Record<T> {
     pub(crate) value: T,
 }
 
-/// The sum of several records of one key, folded on a source thread
-/// (local-global aggregation, see [`JobSettings::local_aggregation`]).
-pub(crate) struct PartialSum {
+/// The accumulator of several records of one key, folded on a source
+/// thread (local-global aggregation, see
+/// [`crate::plan::JobSettings::local_aggregation`]).
+pub(crate) struct Partial<A> {
     pub(crate) key_bytes: KeyBytes,
     /// As [`Record::key_hash`].
     pub(crate) key_hash: u64,
-    pub(crate) sum: i64,
+    pub(crate) acc: A,
 }
 
 /// What a keyed task groups its records and partial sums by.
@@ -49,15 +50,15 @@ impl<T> WithKeyHash for Record<T> {
     }
 }
 
-impl WithKeyHash for PartialSum {
+impl<A: Accumulator> WithKeyHash for Partial<A> {
     fn key_hash(&self) -> u64 {
         self.key_hash
     }
 }
 
-pub(crate) enum Message<T> {
+pub(crate) enum Message<T, A> {
     Batch(Vec<Record<T>>),
-    Partials(Vec<PartialSum>),
+    Partials(Vec<Partial<A>>),
     Barrier(Barrier),
     End,
 }

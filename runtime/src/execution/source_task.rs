@@ -13,12 +13,13 @@ use streamstate_api::key_group::{key_group_for_hash, key_hash, subtask_for_key_g
 use streamstate_api::operator_state::OperatorStateStore;
 use streamstate_api::{CheckpointStorage, Error, Result};
 
-use super::messages::{Barrier, Control, Message, PartialSum, Record, TaskSnapshot};
+use super::messages::{Barrier, Control, Message, Partial, Record, TaskSnapshot};
 use super::upload::{spawn_upload, TargetFactory, Uploads};
+use crate::aggregate::ValueOf;
 use crate::metrics::JobMetrics;
 use crate::mini_batch::KeyBytes;
-use crate::mini_batch::MiniBatch;
-use crate::plan::{Chain, ValueOf, SOURCE_OPERATOR};
+use crate::mini_batch::{Accumulator, MiniBatch};
+use crate::plan::{Chain, SOURCE_OPERATOR};
 use crate::source::{LineSource, SourcePoll};
 
 /// Lines a source task reads between two updates of the progress metric:
@@ -39,20 +40,20 @@ const BATCH_SLACK_RECORDS: usize = 256;
 pub const LOCAL_SUM_KEYS: usize = 8_192;
 
 /// A source task's local `sum` table.
-struct LocalSums<T> {
-    value_of: ValueOf<T>,
-    table: MiniBatch,
+struct LocalSums<T, A> {
+    value_of: ValueOf<T, A>,
+    table: MiniBatch<A>,
     /// Records folded since the last partial sums were sent (counted into
     /// [`JobMetrics::records`] when they are).
     folded: u64,
 }
 
-pub(crate) struct SourceTask<K, T> {
+pub(crate) struct SourceTask<K, T, A> {
     pub(crate) subtask: u32,
     /// Id of the last barrier this source injected.
     pub(crate) last_barrier: Option<u64>,
     pub(crate) source: Box<dyn LineSource>,
-    pub(crate) outputs: Vec<Sender<Message<T>>>,
+    pub(crate) outputs: Vec<Sender<Message<T, A>>>,
     pub(crate) commands: Receiver<Barrier>,
     pub(crate) chain: Chain<T>,
     pub(crate) key_of: Arc<dyn Fn(&T) -> K + Send + Sync>,
@@ -61,7 +62,7 @@ pub(crate) struct SourceTask<K, T> {
     pub(crate) batch_size: usize,
     /// The value a `sum` adds up, when the job's keyed function is one and
     /// local aggregation is on.
-    pub(crate) local_sum: Option<ValueOf<T>>,
+    pub(crate) local_sum: Option<ValueOf<T, A>>,
     /// Keyed subtasks whose sink discards records; the source folds
     /// locally only once all of them do (their sums then emit nothing per
     /// record, so partial sums change no output).
@@ -74,8 +75,8 @@ pub(crate) struct SourceTask<K, T> {
     pub(crate) metrics: Arc<JobMetrics>,
 }
 
-impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
-    fn send(&self, to: usize, message: Message<T>) -> Result<()> {
+impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator> SourceTask<K, T, A> {
+    fn send(&self, to: usize, message: Message<T, A>) -> Result<()> {
         self.outputs[to]
             .send(message)
             .map_err(|_| Error::invalid_argument("a keyed task stopped; the source stops too"))
@@ -101,22 +102,22 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
 
     /// Sends the local `sum` table's partial sums on, to the keyed
     /// subtask of each key's group, and empties it.
-    fn flush_local(&self, local: Option<&mut LocalSums<T>>) -> Result<()> {
+    fn flush_local(&self, local: Option<&mut LocalSums<T, A>>) -> Result<()> {
         let Some(local) = local.filter(|local| !local.table.is_empty()) else {
             return Ok(());
         };
         let (max_parallelism, parallelism) = (self.max_parallelism, self.parallelism);
         let outputs = self.outputs.len();
-        let mut partials: Vec<Vec<PartialSum>> = (0..outputs)
+        let mut partials: Vec<Vec<Partial<A>>> = (0..outputs)
             .map(|_| Vec::with_capacity(local.table.len() / outputs + 64))
             .collect();
-        local.table.drain(|hash, key_bytes, sum| {
+        local.table.drain(|hash, key_bytes, acc| {
             let key_group = key_group_for_hash(hash, max_parallelism);
             let to = subtask_for_key_group(max_parallelism, parallelism, key_group) as usize;
-            partials[to].push(PartialSum {
+            partials[to].push(Partial {
                 key_bytes,
                 key_hash: hash,
-                sum,
+                acc,
             });
         });
         let sent: usize = partials.iter().map(Vec::len).sum();
@@ -136,7 +137,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static> SourceTask<K, T> {
         &mut self,
         barrier: Barrier,
         batches: &mut [Vec<Record<T>>],
-        local: Option<&mut LocalSums<T>>,
+        local: Option<&mut LocalSums<T, A>>,
     ) -> Result<()> {
         self.flush(batches, false)?;
         // Every partial sum of records before the barrier goes before it.
