@@ -91,14 +91,24 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// What this backend supports.
     fn capabilities(&self) -> Capabilities;
 
+    /// The options this instance was made with: its job, operator,
+    /// key-group range, max parallelism and clock.
+    fn options(&self) -> &KeyedBackendOptions;
+
     /// The key groups this instance owns.
-    fn key_group_range(&self) -> KeyGroupRange;
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.options().key_group_range
+    }
 
     /// The job's max parallelism (number of key groups).
-    fn max_parallelism(&self) -> u32;
+    fn max_parallelism(&self) -> u32 {
+        self.options().max_parallelism
+    }
 
     /// The clock TTL reads.
-    fn clock(&self) -> &dyn Clock;
+    fn clock(&self) -> &dyn Clock {
+        self.options().clock.as_ref()
+    }
 
     /// Registers a state, or returns the id of an already registered state of
     /// the same name (as after a restore).

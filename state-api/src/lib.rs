@@ -118,6 +118,7 @@ pub mod fuzz_checks;
 pub mod handle;
 pub mod key_group;
 pub mod operator_state;
+pub mod registry;
 pub mod snapshot;
 pub mod state;
 pub mod storage;

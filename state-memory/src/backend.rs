@@ -1,17 +1,16 @@
 //! The heap keyed backend: state in copy-on-write hash tables.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use streamstate_api::backend::{key_outside_range, require_key_group_in_range, unknown_state, wrong_state_kind};
+use streamstate_api::backend::{require_key_group_in_range, wrong_state_kind};
 use streamstate_api::codec::with_scratch;
 use streamstate_api::key_group::{key_group_for_hash, key_hash};
-use streamstate_api::ttl::Clock;
+use streamstate_api::registry::{select_key, RegisteredState, StateRegistry};
 use streamstate_api::{
-    AsyncSnapshot, Capabilities, Error, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend, Result, SnapshotFormat,
-    SnapshotKind, SnapshotTarget, StateId, StateMeta,
+    AsyncSnapshot, Capabilities, Error, KeyedBackendOptions, KeyedStateBackend, Result, SnapshotFormat, SnapshotKind,
+    SnapshotTarget, StateId, StateMeta,
 };
 
 use crate::snapshot::{Chain, FrozenState, HeapSnapshot, IncrementalPlan};
@@ -26,12 +25,6 @@ pub const HEAP_CAPABILITIES: Capabilities = Capabilities {
     rescaling: true,
     write_back_cache: false,
 };
-
-#[derive(Debug)]
-struct HeapState {
-    meta: StateMeta,
-    table: StateTable,
-}
 
 /// Keyed state on the heap, shared by the memory and fs backends.
 ///
@@ -50,8 +43,7 @@ pub struct HeapKeyedStateBackend {
     name: &'static str,
     options: KeyedBackendOptions,
     max_state_size: Option<u64>,
-    states: Vec<HeapState>,
-    ids_by_name: HashMap<String, StateId>,
+    states: StateRegistry<StateTable>,
     current_key: Vec<u8>,
     current_key_group: u32,
     current_hash: u64,
@@ -77,8 +69,7 @@ impl HeapKeyedStateBackend {
             name,
             options,
             max_state_size,
-            states: Vec::new(),
-            ids_by_name: HashMap::new(),
+            states: StateRegistry::default(),
             current_key: Vec::new(),
             current_key_group: 0,
             current_hash: 0,
@@ -99,21 +90,21 @@ impl HeapKeyedStateBackend {
         }
     }
 
-    fn state(&self, id: StateId) -> Result<&HeapState> {
-        self.states.get(id).ok_or_else(|| unknown_state(id))
+    fn state(&self, id: StateId) -> Result<&RegisteredState<StateTable>> {
+        self.states.get(id)
     }
 
     fn cells(&self, id: StateId) -> Result<&Table<Bytes>> {
         let state = self.state(id)?;
-        match &state.table {
+        match &state.storage {
             StateTable::Cells(t) => Ok(t),
             StateTable::Maps(_) => Err(wrong_state_kind(&state.meta, "a cell state")),
         }
     }
 
     fn cells_mut(&mut self, id: StateId) -> Result<&mut Table<Bytes>> {
-        let state = self.states.get_mut(id).ok_or_else(|| unknown_state(id))?;
-        match &mut state.table {
+        let state = self.states.get_mut(id)?;
+        match &mut state.storage {
             StateTable::Cells(t) => Ok(t),
             StateTable::Maps(_) => Err(wrong_state_kind(&state.meta, "a cell state")),
         }
@@ -121,15 +112,15 @@ impl HeapKeyedStateBackend {
 
     fn maps(&self, id: StateId) -> Result<&Table<UserMap>> {
         let state = self.state(id)?;
-        match &state.table {
+        match &state.storage {
             StateTable::Maps(t) => Ok(t),
             StateTable::Cells(_) => Err(wrong_state_kind(&state.meta, "a map state")),
         }
     }
 
     fn maps_mut(&mut self, id: StateId) -> Result<&mut Table<UserMap>> {
-        let state = self.states.get_mut(id).ok_or_else(|| unknown_state(id))?;
-        match &mut state.table {
+        let state = self.states.get_mut(id)?;
+        match &mut state.storage {
             StateTable::Maps(t) => Ok(t),
             StateTable::Cells(_) => Err(wrong_state_kind(&state.meta, "a map state")),
         }
@@ -157,7 +148,7 @@ impl HeapKeyedStateBackend {
     /// # Errors
     /// For an unknown state id.
     pub fn key_count(&self, state: StateId) -> Result<usize> {
-        Ok(match &self.state(state)?.table {
+        Ok(match &self.state(state)?.storage {
             StateTable::Cells(t) => t.len(),
             StateTable::Maps(t) => t.len(),
         })
@@ -173,55 +164,27 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         HEAP_CAPABILITIES
     }
 
-    fn key_group_range(&self) -> KeyGroupRange {
-        self.options.key_group_range
-    }
-
-    fn max_parallelism(&self) -> u32 {
-        self.options.max_parallelism
-    }
-
-    fn clock(&self) -> &dyn Clock {
-        self.options.clock.as_ref()
+    fn options(&self) -> &KeyedBackendOptions {
+        &self.options
     }
 
     fn register_state(&mut self, meta: &StateMeta) -> Result<StateId> {
-        meta.validate()?;
-        if let Some(&id) = self.ids_by_name.get(&meta.name) {
-            let existing = &mut self.states[id].meta;
-            meta.check_compatible_with(existing)?;
-            // The job's current TTL setting wins over the restored one.
-            existing.ttl = meta.ttl;
-            return Ok(id);
-        }
         let range = self.options.key_group_range;
-        let table = if meta.kind.is_map() {
-            StateTable::Maps(Table::new(range))
-        } else {
-            StateTable::Cells(Table::new(range))
-        };
-        let id = self.states.len();
-        self.states.push(HeapState {
-            meta: meta.clone(),
-            table,
-        });
-        self.ids_by_name.insert(meta.name.clone(), id);
-        Ok(id)
+        self.states.register(meta, |meta| {
+            Ok(if meta.kind.is_map() {
+                StateTable::Maps(Table::new(range))
+            } else {
+                StateTable::Cells(Table::new(range))
+            })
+        })
     }
 
     fn registered_states(&self) -> Vec<StateMeta> {
-        self.states.iter().map(|s| s.meta.clone()).collect()
+        self.states.metas()
     }
 
     fn set_current_key(&mut self, serialized_key: &[u8]) -> Result<()> {
-        if serialized_key.is_empty() {
-            return Err(Error::invalid_argument("keys must serialize to at least one byte"));
-        }
-        let hash = key_hash(serialized_key);
-        let key_group = key_group_for_hash(hash, self.options.max_parallelism);
-        if !self.options.key_group_range.contains(key_group) {
-            return Err(key_outside_range(key_group, self.options.key_group_range));
-        }
+        let (hash, key_group) = select_key(serialized_key, &self.options)?;
         self.current_key.clear();
         self.current_key.extend_from_slice(serialized_key);
         self.current_key_group = key_group;
@@ -277,9 +240,8 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     /// One lookup of the cell ([`Table::read_modify_write`]) instead of a
-    /// `get` and a `put`: in the word count's profile the lookups of each
-    /// cell (`touch`, `get`, `put`) were ~21% of all samples
-    /// (docs/BENCHMARKS.md).
+    /// `get` and a `put`: cell lookups are a large part of the word count's
+    /// profile (docs/BENCHMARKS.md).
     fn update_cell(&mut self, state: StateId, update: &mut streamstate_api::backend::CellUpdate<'_>) -> Result<()> {
         let shard = self.current_shard(self.cells(state)?)?;
         let epoch = self.write_epoch();
@@ -315,8 +277,8 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         let epoch = self.write_epoch();
         let (kg, hash) = (self.current_key_group, self.current_hash);
         let key = &self.current_key;
-        let state_ref = self.states.get_mut(state).ok_or_else(|| unknown_state(state))?;
-        match &mut state_ref.table {
+        let state_ref = self.states.get_mut(state)?;
+        match &mut state_ref.storage {
             StateTable::Cells(t) => t.remove(t.shard_index(kg, hash), key, epoch),
             StateTable::Maps(t) => t.remove(t.shard_index(kg, hash), key, epoch),
         }
@@ -376,7 +338,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn keys(&self, state: StateId) -> Result<Vec<Vec<u8>>> {
-        let mut keys: Vec<Vec<u8>> = match &self.state(state)?.table {
+        let mut keys: Vec<Vec<u8>> = match &self.state(state)?.storage {
             StateTable::Cells(t) => t.iter().map(|(k, _)| k.to_vec()).collect(),
             StateTable::Maps(t) => t.iter().map(|(k, _)| k.to_vec()).collect(),
         };
@@ -393,7 +355,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
                 .flat_map(|shard| shard.iter().map(|(k, _)| k.to_vec()))
                 .collect()
         }
-        let mut keys = match &self.state(state)?.table {
+        let mut keys = match &self.state(state)?.storage {
             StateTable::Cells(t) => collect(t, key_group),
             StateTable::Maps(t) => collect(t, key_group),
         };
@@ -458,7 +420,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             .iter()
             .map(|s| FrozenState {
                 meta: s.meta.clone(),
-                table: s.table.clone(),
+                table: s.storage.clone(),
             })
             .collect();
         Ok(Box::new(HeapSnapshot {

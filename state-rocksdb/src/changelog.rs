@@ -5,9 +5,8 @@
 //!
 //! An incremental native checkpoint uploads every SST that is new since the
 //! last one. A RocksDB compaction rewrites whole files, so a checkpoint
-//! after one uploads far more than what changed: 62× the changed bytes for
-//! a 1% change of 700,000 keys (docs/BENCHMARKS.md, "Incremental checkpoint
-//! bytes"). With [`crate::RocksDbConfig::changelog`] on, a checkpoint is
+//! after one uploads far more than what changed, tens of times the
+//! changed bytes (docs/BENCHMARKS.md, "Incremental checkpoint bytes"). With [`crate::RocksDbConfig::changelog`] on, a checkpoint is
 //! instead one of:
 //!
 //! * a **base**: the native checkpoint as without a changelog, but with
@@ -35,9 +34,9 @@
 //! SSTs of piece 0 and of each segment, oldest first, in one
 //! `IngestExternalFile` per column family: each file gets a sequence
 //! number above all before it, so a later segment wins, and nothing goes
-//! through a memtable. Replaying the writes one by one instead cost
-//! 0.8–1.2 s for the word count's ~700k keys; the files are built where
-//! the time is free, in the checkpoint's asynchronous phase. Segments of
+//! through a memtable. Replaying the writes one by one instead cost a
+//! memtable insert per write, seconds for a large state; the files are
+//! built where the time is free, in the checkpoint's asynchronous phase. Segments of
 //! an earlier version, one file of cell writes (`pending_cells.rs`),
 //! are still replayed. A new base is made, as the
 //! heap backend starts a new chain, once the chain has [`MAX_SEGMENTS`]

@@ -15,11 +15,10 @@ pub struct RocksDbConfig {
     /// One column family's memtable size, bytes (Flink's
     /// `state.backend.rocksdb.writebuffer.size`). 4 MiB, not RocksDB's and
     /// Flink's 64 MiB: a checkpoint's WAL holds what the unflushed
-    /// memtables hold, and a restore replays it. With a memtable switched
-    /// every few hundred thousand writes, a restore of ~700k keys took
-    /// 23 ms instead of 190 ms (16 MiB), at the same throughput and RSS,
-    /// for ~30% more bytes uploaded per incremental checkpoint (more,
-    /// smaller L0 files compacted more often).
+    /// memtables hold, and a restore replays it: smaller memtables make
+    /// restores much faster at the same throughput and RSS, for more bytes
+    /// uploaded per incremental checkpoint (more, smaller L0 files
+    /// compacted more often; docs/BENCHMARKS.md).
     pub write_buffer_size: usize,
     /// Keys of cell states each instance keeps in its write-back cache (0:
     /// every write goes to RocksDB at once). Changed keys are written to
@@ -32,8 +31,7 @@ pub struct RocksDbConfig {
     /// is made after every [`changelog::MAX_SEGMENTS`] of them, or sooner
     /// once the writes add up to its size. Each segment is uploaded as SSTs
     /// a restore ingests, so a restore takes about as long as from a full
-    /// checkpoint (docs/BENCHMARKS.md: 53 ms against 101 ms for ~700,000
-    /// keys). Off by default, as in Flink: every checkpoint's asynchronous
+    /// checkpoint (docs/BENCHMARKS.md). Off by default, as in Flink: every checkpoint's asynchronous
     /// phase then folds and sorts the writes, and a base waits for the
     /// memtables' flush.
     pub changelog: bool,
@@ -60,7 +58,6 @@ impl Default for RocksDbConfig {
 }
 
 /// Default [`RocksDbConfig::write_back_entries`]: holds the hot keys of a
-/// skewed stream (the 131,072 most frequent words of a Zipf corpus are 85%
-/// of its words) in ~15 MiB; what a snapshot writes is bounded by the dirty
-/// limit (16,384), not by this.
+/// skewed stream (docs/BENCHMARKS.md); what a snapshot writes is bounded by
+/// the dirty limit (16,384), not by this.
 pub const DEFAULT_WRITE_BACK_ENTRIES: usize = 131_072;

@@ -3,8 +3,7 @@
 //! hold.
 //!
 //! Replaying a segment's writes one by one at restore cost a memtable
-//! insert per write: 0.8–1.2 s for the word count's chain of four segments
-//! over ~700k keys (docs/BENCHMARKS.md). Folding them in the checkpoint's
+//! insert per write (docs/BENCHMARKS.md). Folding them in the checkpoint's
 //! asynchronous phase leaves one write per key, sorted, which an
 //! `SstFileWriter` writes as a file RocksDB ingests whole at restore.
 //!
@@ -76,10 +75,9 @@ struct KeyWrite<'a> {
 /// Each key's last write sits in a vector, found through a per-state hash
 /// index of small entries, and the vector is sorted once at the end: a
 /// `BTreeMap` searched by byte comparisons at every insert, and so waited
-/// on memory, for the keys lie scattered over the pieces. Folding the word
-/// count's four segments together (530,017 writes to 295,142 keys) takes
-/// 200–250 ms on a 2-core VM, mostly cache misses: time the asynchronous
-/// phase can spend, a restore cannot.
+/// on memory, for the keys lie scattered over the pieces. The fold is
+/// mostly cache misses: time the asynchronous phase can spend, a restore
+/// cannot.
 #[derive(Debug, Default)]
 pub(crate) struct NetWrites<'a> {
     /// Writes added so far: orders point writes against range removals.

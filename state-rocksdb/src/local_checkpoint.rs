@@ -3,8 +3,8 @@
 //! asynchronous phase uploads.
 //!
 //! RocksDB's `Checkpoint` syncs every file it copies and the directory, and
-//! those `fsync`s were the tail of the synchronous pause (up to 9–12 ms,
-//! and 100+ ms when the disk stalled; docs/BENCHMARKS.md). A native
+//! those `fsync`s were the tail of the synchronous pause, and its worst
+//! case when the disk stalled (docs/BENCHMARKS.md). A native
 //! checkpoint therefore makes it on a [`CheckpointThread`] of its own:
 //! the task thread only copies the write-back cache's dirty cells (its
 //! pause) and goes on processing. What makes that exact is that RocksDB
@@ -42,8 +42,8 @@ pub(crate) enum Memtables {
     /// Flushed first, waiting, so the checkpoint's WAL holds almost
     /// nothing: a changelog's base, whose restore ingests the segments'
     /// SSTs, which would otherwise flush the memtables replayed from the
-    /// WAL first (45–60 ms of a 157–227 ms restore of ~700k keys, measured
-    /// in docs/BENCHMARKS.md), after replaying them (another ~30 ms).
+    /// WAL first, after replaying them: a third of such a restore
+    /// (docs/BENCHMARKS.md).
     Flushed,
 }
 
@@ -98,7 +98,7 @@ pub(crate) fn make_checkpoint(
 /// RocksDB when one filled) are still being flushed. Normally none is: a
 /// flush takes milliseconds, the checkpoint interval is seconds. When one
 /// is, the checkpoint does not wait for it (that wait was the longest pause
-/// measured, 84 ms): its WAL copy then also holds the unflushed interval,
+/// measured): its WAL copy then also holds the unflushed interval,
 /// and it starts no flush of its own, so at most one checkpoint's memtables
 /// are ever waiting (RocksDB stalls writes beyond `max_write_buffer_number`
 /// anyway).

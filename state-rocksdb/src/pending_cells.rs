@@ -5,8 +5,8 @@
 //! version was such a file).
 //!
 //! Writing those cells into RocksDB was most of a checkpoint's synchronous
-//! pause (up to 16,384 memtable inserts, 12–42 ms). Copied into a buffer
-//! they cost about a millisecond; they stay dirty in the cache and reach
+//! pause (up to 16,384 memtable inserts). Copied into a buffer they cost
+//! a fraction of that (docs/BENCHMARKS.md); they stay dirty in the cache and reach
 //! RocksDB later, at the dirty limit, as between checkpoints. A native
 //! snapshot's state is then its RocksDB checkpoint with the pending cells
 //! laid over it: restore puts them back into the write-back cache (or into

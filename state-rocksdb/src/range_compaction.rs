@@ -9,8 +9,8 @@
 //! reach the bottom level for a long time, and until then every checkpoint
 //! uploads the dead half of those files. A manual compaction of the
 //! clipped ranges rewrites the files that overlap them; L0 files span every
-//! key group, so that can be most of the database (10–15 s for ~9.0M keys
-//! on 2 cores, docs/BENCHMARKS.md). It runs
+//! key group, so that can be most of the database (docs/BENCHMARKS.md).
+//! It runs
 //! here instead of during the restore, so the job starts at once (Flink
 //! leaves this to RocksDB's compactions).
 

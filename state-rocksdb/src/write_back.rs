@@ -59,7 +59,8 @@ pub(crate) struct WriteBack {
     dirty_limit: usize,
 }
 
-/// The most dirty entries a cache holds before writing them (~1–2 µs each):
+/// The most dirty entries a cache holds before writing them (a memtable
+/// insert each):
 /// what a savepoint's synchronous phase may have to write, and what a
 /// checkpoint's pending-cells file holds, unless writes held back for the
 /// previous checkpoint were still held back when it began
@@ -111,10 +112,9 @@ impl WriteBack {
     /// checkpoint; once it is made, the next write writes them all.
     ///
     /// Why that much: making the checkpoint `fsync`s, and on a shared disk
-    /// an `fsync` now and then takes hundreds of milliseconds. Twice the
-    /// dirty limit (the bound before) held ~0.1 s of a word count's
-    /// writes; with the disk kept busy, runs waited 5–9 times for up to
-    /// 0.6 s (docs/BENCHMARKS.md). The cost is memory during such a stall
+    /// an `fsync` now and then takes hundreds of milliseconds, longer than
+    /// twice the dirty limit (the bound before) held a word count's writes
+    /// (docs/BENCHMARKS.md). The cost is memory during such a stall
     /// (the capacity's ~15 MiB again at the default), and a snapshot that
     /// begins while writes are still held back copies up to the capacity's
     /// cells.

@@ -33,10 +33,9 @@ const BATCH_SLACK_RECORDS: usize = 256;
 
 /// Distinct keys a source task folds a `sum` over before it sends the
 /// partial sums on (local-global aggregation, see
-/// [`JobSettings::local_aggregation`]). The table's 16,384 slots of 48
-/// bytes fit a 1 MiB L2 cache, so folding costs no cache miss; on the Zipf
-/// benchmark corpus one partial sum stands for ~2 words
-/// (docs/BENCHMARKS.md).
+/// [`crate::plan::JobSettings::local_aggregation`]). The table's 16,384
+/// slots of 48 bytes fit a 1 MiB L2 cache, so folding costs no cache miss
+/// (what it saves: docs/BENCHMARKS.md).
 pub const LOCAL_SUM_KEYS: usize = 8_192;
 
 /// A source task's local `sum` table.

@@ -129,7 +129,7 @@ impl TestTarget {
 
     /// Runs `cases` property-test cases unless `PROPTEST_CASES` says
     /// otherwise: for storage where every snapshot waits on slow round trips
-    /// (HDFS closes each file in ~220 ms), so the suite stays within CI time.
+    /// (HDFS waits on each file's close), so the suite stays within CI time.
     #[must_use]
     pub fn with_property_cases(mut self, cases: u32) -> Self {
         self.property_cases = cases;

@@ -16,72 +16,24 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         }
     }
 
-    fn key_group_range(&self) -> KeyGroupRange {
-        self.options.key_group_range
-    }
-
-    fn max_parallelism(&self) -> u32 {
-        self.options.max_parallelism
-    }
-
-    fn clock(&self) -> &dyn Clock {
-        self.options.clock.as_ref()
+    fn options(&self) -> &KeyedBackendOptions {
+        &self.options
     }
 
     fn register_state(&mut self, meta: &StateMeta) -> Result<StateId> {
-        meta.validate()?;
-        if let Some(&id) = self.ids.get(&meta.name) {
-            meta.check_compatible_with(&self.states[id].meta)?;
-            self.states[id].meta.ttl = meta.ttl;
-            return Ok(id);
+        if self.states.id_of(&meta.name).is_none() {
+            meta.validate()?;
+            self.create_state_column_family(meta)?;
         }
-        let cf = state_cf(&meta.name);
-        let cf_opts = cf_options(&self.resources);
-        // Creating a column family needs the database to itself.
-        self.wait_for_checkpoint_thread("registering a state")?;
-        if let Some(compaction) = self.range_compaction.take() {
-            if compaction.is_running() {
-                tracing::info!(dir = %self.dir.display(), "registering a state waits for the compaction of clipped ranges");
-            }
-            compaction.wait()?;
-        }
-        let db = self.db.as_mut().ok_or_else(backend_closed)?;
-        let db = Arc::get_mut(db).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Storage,
-                "the RocksDB database is still in use by a checkpoint",
-            )
-            .with_context("dir", self.dir.display().to_string())
-        })?;
-        if db.cf_handle(&cf).is_none() {
-            db.create_cf(&cf, &cf_opts)
-                .map_err(|e| rocks_error("create column family", e))?;
-        }
-        let json = serde_json::to_vec(meta)
-            .map_err(|e| Error::new(ErrorKind::Serialization, "cannot encode state meta").with_source(e))?;
-        let meta_cf = db
-            .cf_handle(META_CF)
-            .ok_or_else(|| Error::corrupt("meta column family missing"))?;
-        db.put_cf(meta_cf, meta.name.as_bytes(), json)
-            .map_err(|e| rocks_error("write", e))?;
-        let id = self.states.len();
-        self.states.push(RocksState { meta: meta.clone(), cf });
-        self.ids.insert(meta.name.clone(), id);
-        Ok(id)
+        self.states.register(meta, |meta| Ok(state_cf(&meta.name)))
     }
 
     fn registered_states(&self) -> Vec<StateMeta> {
-        self.states.iter().map(|s| s.meta.clone()).collect()
+        self.states.metas()
     }
 
     fn set_current_key(&mut self, serialized_key: &[u8]) -> Result<()> {
-        if serialized_key.is_empty() {
-            return Err(Error::invalid_argument("keys must serialize to at least one byte"));
-        }
-        let key_group = assign_to_key_group(serialized_key, self.options.max_parallelism);
-        if !self.options.key_group_range.contains(key_group) {
-            return Err(key_outside_range(key_group, self.options.key_group_range));
-        }
+        let (_, key_group) = select_key(serialized_key, &self.options)?;
         self.current_key.clear();
         self.current_key.extend_from_slice(serialized_key);
         self.current_key_group = key_group;
@@ -117,13 +69,13 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             prefetch_ends,
             ..
         } = self;
-        let (Some(db), Some(meta)) = (db.as_deref(), states.get(state)) else {
+        let (Some(db), Ok(meta)) = (db.as_deref(), states.get(state)) else {
             return 0;
         };
         if !write_back.enabled() || meta.meta.kind.is_map() {
             return 0;
         }
-        let Some(cf) = db.cf_handle(&meta.cf) else {
+        let Some(cf) = db.cf_handle(&meta.storage) else {
             return 0;
         };
         prefetch_keys.clear();
@@ -431,5 +383,42 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             }
         };
         Ok(snapshot)
+    }
+}
+
+impl RocksDbKeyedStateBackend {
+    /// Creates the column family of a new state and records its metadata
+    /// in the meta column family (what a native restore reads back).
+    fn create_state_column_family(&mut self, meta: &StateMeta) -> Result<()> {
+        let cf = state_cf(&meta.name);
+        let cf_opts = cf_options(&self.resources);
+        // Creating a column family needs the database to itself.
+        self.wait_for_checkpoint_thread("registering a state")?;
+        if let Some(compaction) = self.range_compaction.take() {
+            if compaction.is_running() {
+                tracing::info!(dir = %self.dir.display(), "registering a state waits for the compaction of clipped ranges");
+            }
+            compaction.wait()?;
+        }
+        let db = self.db.as_mut().ok_or_else(backend_closed)?;
+        let db = Arc::get_mut(db).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Storage,
+                "the RocksDB database is still in use by a checkpoint",
+            )
+            .with_context("dir", self.dir.display().to_string())
+        })?;
+        if db.cf_handle(&cf).is_none() {
+            db.create_cf(&cf, &cf_opts)
+                .map_err(|e| rocks_error("create column family", e))?;
+        }
+        let json = serde_json::to_vec(meta)
+            .map_err(|e| Error::new(ErrorKind::Serialization, "cannot encode state meta").with_source(e))?;
+        let meta_cf = db
+            .cf_handle(META_CF)
+            .ok_or_else(|| Error::corrupt("meta column family missing"))?;
+        db.put_cf(meta_cf, meta.name.as_bytes(), json)
+            .map_err(|e| rocks_error("write", e))?;
+        Ok(())
     }
 }

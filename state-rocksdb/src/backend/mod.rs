@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
-use streamstate_api::backend::{key_outside_range, require_key_group_in_range, unknown_state, wrong_state_kind};
+use streamstate_api::backend::{require_key_group_in_range, wrong_state_kind};
 use streamstate_api::key_group::assign_to_key_group;
-use streamstate_api::ttl::Clock;
+use streamstate_api::registry::{select_key, RegisteredState, StateRegistry};
 use streamstate_api::{
-    AsyncSnapshot, Capabilities, Error, ErrorKind, FileRef, KeyGroupRange, KeyedBackendOptions, KeyedStateBackend,
-    Result, SnapshotFormat, SnapshotKind, SnapshotTarget, StateId, StateMeta,
+    AsyncSnapshot, Capabilities, Error, ErrorKind, FileRef, KeyedBackendOptions, KeyedStateBackend, Result,
+    SnapshotFormat, SnapshotKind, SnapshotTarget, StateId, StateMeta,
 };
 
 use crate::changelog::{ChainSlot, Changelog, SegmentSnapshot};
@@ -41,11 +41,8 @@ pub const ROCKSDB_CAPABILITIES: Capabilities = Capabilities {
     write_back_cache: true,
 };
 
-#[derive(Debug)]
-struct RocksState {
-    meta: StateMeta,
-    cf: String,
-}
+/// A state's metadata and its column family's name.
+type RocksState = RegisteredState<String>;
 
 /// Keyed state in a local RocksDB instance.
 pub struct RocksDbKeyedStateBackend {
@@ -55,8 +52,7 @@ pub struct RocksDbKeyedStateBackend {
     pub(crate) dir: PathBuf,
     options: KeyedBackendOptions,
     resources: Arc<Resources>,
-    states: Vec<RocksState>,
-    ids: HashMap<String, StateId>,
+    states: StateRegistry<String>,
     current_key: Vec<u8>,
     current_key_group: u32,
     cell_key: Vec<u8>,
@@ -176,8 +172,7 @@ impl RocksDbKeyedStateBackend {
             dir,
             options,
             resources,
-            states: Vec::new(),
-            ids: HashMap::new(),
+            states: StateRegistry::default(),
             current_key: Vec::new(),
             current_key_group: 0,
             cell_key: Vec::new(),
@@ -228,8 +223,7 @@ impl RocksDbKeyedStateBackend {
             ))
             .with_context("dir", self.dir.display().to_string()));
         }
-        self.ids.insert(meta.name.clone(), self.states.len());
-        self.states.push(RocksState { meta, cf });
+        self.states.register(&meta, |_| Ok(cf))?;
         Ok(())
     }
 
@@ -238,7 +232,7 @@ impl RocksDbKeyedStateBackend {
     }
 
     fn state(&self, id: StateId) -> Result<&RocksState> {
-        self.states.get(id).ok_or_else(|| unknown_state(id))
+        self.states.get(id)
     }
 
     fn cell_cf(&self, id: StateId) -> Result<&rocksdb::ColumnFamily> {
@@ -246,7 +240,7 @@ impl RocksDbKeyedStateBackend {
         if state.meta.kind.is_map() {
             return Err(wrong_state_kind(&state.meta, "a cell state"));
         }
-        self.cf(&state.cf)
+        self.cf(&state.storage)
     }
 
     fn map_cf(&self, id: StateId) -> Result<&rocksdb::ColumnFamily> {
@@ -254,7 +248,7 @@ impl RocksDbKeyedStateBackend {
         if !state.meta.kind.is_map() {
             return Err(wrong_state_kind(&state.meta, "a map state"));
         }
-        self.cf(&state.cf)
+        self.cf(&state.storage)
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -275,7 +269,7 @@ impl RocksDbKeyedStateBackend {
         let mut batch = WriteBatch::default();
         let log = self.changelog.as_mut().map(|c| &mut c.log);
         self.write_back.write_dirty_into(&mut batch, log, |id| {
-            let name = &states.get(id).ok_or_else(|| unknown_state(id))?.cf;
+            let name = &states.get(id)?.storage;
             db.cf_handle(name)
                 .ok_or_else(|| Error::corrupt(format!("column family {name} is missing")))
         })?;
@@ -298,7 +292,7 @@ impl RocksDbKeyedStateBackend {
         ["default", META_CF]
             .into_iter()
             .map(str::to_owned)
-            .chain(self.states.iter().map(|s| s.cf.clone()))
+            .chain(self.states.iter().map(|s| s.storage.clone()))
             .collect()
     }
 
@@ -383,7 +377,7 @@ impl RocksDbKeyedStateBackend {
     /// merged with the write-back cache's (which supersede them).
     fn keys_of(&self, state: StateId, key_group: Option<u32>) -> Result<Vec<Vec<u8>>> {
         let s = self.state(state)?;
-        let cf = self.cf(&s.cf)?;
+        let cf = self.cf(&s.storage)?;
         let mut read_options = ReadOptions::default();
         if let Some(key_group) = key_group {
             read_options.set_iterate_upper_bound(keys::key_group_start(key_group + 1));
@@ -530,9 +524,9 @@ impl RocksDbKeyedStateBackend {
             if !self.options.key_group_range.contains(key_group) {
                 continue;
             }
-            let id = *self
-                .ids
-                .get(cell.state)
+            let id = self
+                .states
+                .id_of(cell.state)
                 .ok_or_else(|| corrupt(format!("a pending cell of state {} the checkpoint lacks", cell.state)))?;
             let is_map = self.states[id].meta.kind.is_map();
             match (cell.op, is_map) {
@@ -558,7 +552,7 @@ impl RocksDbKeyedStateBackend {
                 }
                 WriteOp::Append(bytes) if cached && self.write_back.append(id, cell.key, bytes) => {}
                 op => {
-                    let cf = self.cf(&self.states[id].cf)?;
+                    let cf = self.cf(&self.states[id].storage)?;
                     match op {
                         WriteOp::Put(value) => batch.put_cf(cf, cell.key, value),
                         WriteOp::Remove => batch.delete_cf(cf, cell.key),

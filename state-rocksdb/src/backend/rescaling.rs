@@ -45,7 +45,7 @@ impl RocksDbKeyedStateBackend {
             }
         }
         for (id, paths) in by_state {
-            let cf = self.cf(&self.state(id)?.cf)?;
+            let cf = self.cf(&self.state(id)?.storage)?;
             self.db()?
                 .ingest_external_file_cf_opts(cf, &options, paths.clone())
                 .map_err(|e| {
@@ -89,7 +89,7 @@ impl RocksDbKeyedStateBackend {
         let mut batch = WriteBatch::default();
         let mut clipped = Vec::new();
         for state in &self.states {
-            let cf = self.cf(&state.cf)?;
+            let cf = self.cf(&state.storage)?;
             for &(from, to) in outside.clone() {
                 let (first_key, end_key) = (keys::key_group_start(from), keys::key_group_start(to));
                 // Both bounds are inclusive. Every key of a dropped file lies
@@ -99,7 +99,7 @@ impl RocksDbKeyedStateBackend {
                     .map_err(|e| rocks_error("drop the files outside the key-group range", e))?;
                 batch.delete_range_cf(cf, &first_key, &end_key);
                 clipped.push(ClippedRange {
-                    column_family: state.cf.clone(),
+                    column_family: state.storage.clone(),
                     start: first_key,
                     end: end_key,
                 });
@@ -127,12 +127,12 @@ impl RocksDbKeyedStateBackend {
         let source_db = source.db()?;
         for state in &source.states {
             let id = self.register_state(&state.meta)?;
-            let from_cf = source.cf(&state.cf)?;
+            let from_cf = source.cf(&state.storage)?;
             let mut read = ReadOptions::default();
             read.set_iterate_upper_bound(keys::key_group_start(end + 1));
             let lower = keys::key_group_start(range.start());
             let mut batch = WriteBatch::default();
-            let to_cf = self.cf(&self.states[id].cf)?;
+            let to_cf = self.cf(&self.states[id].storage)?;
             for item in
                 source_db.iterator_cf_opt(from_cf, read, IteratorMode::From(&lower, rocksdb::Direction::Forward))
             {
