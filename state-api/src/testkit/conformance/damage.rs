@@ -3,7 +3,7 @@
 use super::support::*;
 use crate::backend::SnapshotFormat;
 use crate::testkit::TestTarget;
-use crate::{ErrorKind, KeyGroupRange};
+use crate::ErrorKind;
 
 pub fn restore_from_missing_file_is_not_found(t: &TestTarget) {
     let fixture = (t.storage)();
@@ -12,14 +12,7 @@ pub fn restore_from_missing_file_is_not_found(t: &TestTarget) {
     let handle = snapshot(t, b.as_mut(), &fixture.storage, 1, "op-0");
     let victim = handle.files[0].path.clone();
     fixture.storage.delete(&victim).unwrap();
-    let err = t
-        .backend
-        .restore_keyed_backend(
-            t.options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM),
-            &[handle],
-            &fixture.storage,
-        )
-        .unwrap_err();
+    let err = restore_err(t, &fixture.storage, handle);
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains(&victim), "error must name the file: {err}");
 }

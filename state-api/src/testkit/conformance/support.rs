@@ -159,14 +159,18 @@ pub(super) fn restore_after_damage(t: &TestTarget, damage: impl Fn(Vec<u8>) -> V
     let file = handle.files.iter().max_by_key(|f| f.size).unwrap().clone();
     let bytes = fixture.storage.read(&file.path).unwrap();
     fixture.storage.write(&file.path, damage(bytes)).unwrap();
-    let err = t
-        .backend
+    let err = restore_err(t, &fixture.storage, handle);
+    assert!(err.to_string().contains(&file.path), "error must name the file: {err}");
+    err
+}
+
+/// The error of restoring all key groups from `handle`, which must fail.
+pub(super) fn restore_err(t: &TestTarget, storage: &CheckpointStorage, handle: KeyedStateHandle) -> crate::Error {
+    t.backend
         .restore_keyed_backend(
             t.options(KeyGroupRange::all(MAX_PARALLELISM), MAX_PARALLELISM),
             &[handle],
-            &fixture.storage,
+            storage,
         )
-        .unwrap_err();
-    assert!(err.to_string().contains(&file.path), "error must name the file: {err}");
-    err
+        .unwrap_err()
 }
