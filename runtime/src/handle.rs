@@ -24,7 +24,7 @@ pub struct JobResult<O> {
     /// [`crate::stream::Job::with_final_sink`]).
     pub final_records: Vec<O>,
     /// Completed checkpoints and savepoints (the last
-    /// [`COMPLETED_HISTORY`] of them).
+    /// [`crate::metrics::COMPLETED_HISTORY`] of them).
     pub completed: Vec<CompletedStats>,
     /// URI of the last completed checkpoint or savepoint, to restart from.
     pub last_snapshot_path: Option<String>,

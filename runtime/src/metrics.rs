@@ -15,7 +15,7 @@ pub struct JobMetrics {
     /// into partial sums count when the partial sums are sent on).
     pub records: AtomicU64,
     /// Partial sums source tasks sent on in place of records (local-global
-    /// aggregation, [`JobSettings::local_aggregation`]).
+    /// aggregation, [`crate::plan::JobSettings::local_aggregation`]).
     pub partial_sums: AtomicU64,
     /// Id of the last completed checkpoint (0: none).
     pub last_checkpoint_id: AtomicU64,

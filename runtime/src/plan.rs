@@ -56,8 +56,8 @@ pub struct JobSettings {
     pub channel_capacity: usize,
     /// Distinct keys a `sum` folds in its mini-batch before writing them to
     /// state, when nobody reads its per-record output; `None` (the default)
-    /// lets the backend choose: [`crate::function::SUM_MINI_BATCH_KEYS`],
-    /// or [`crate::function::SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK`] over
+    /// lets the backend choose: [`crate::aggregate::SUM_MINI_BATCH_KEYS`],
+    /// or [`crate::aggregate::SUM_MINI_BATCH_KEYS_OVER_WRITE_BACK`] over
     /// RocksDB's write-back cache.
     pub mini_batch_keys: Option<usize>,
     /// Whether a `sum` whose per-record output nobody reads is also folded

@@ -104,7 +104,7 @@
 //!
 //! ## Conformance
 //!
-//! With the `testkit` feature, [`testkit`] exports the conformance suite and
+//! With the `testkit` feature, `testkit` exports the conformance suite and
 //! model-based property tests every backend runs from a two-line test file.
 
 #![warn(missing_docs)]

@@ -28,7 +28,7 @@ pub struct RocksDbConfig {
     /// Changelog checkpoints (Flink's `state.backend.changelog.enabled`):
     /// an incremental checkpoint uploads the writes made since the one
     /// before instead of the SSTs new since then, and a RocksDB checkpoint
-    /// is made after every [`changelog::MAX_SEGMENTS`] of them, or sooner
+    /// is made after every [`crate::changelog::MAX_SEGMENTS`] of them, or sooner
     /// once the writes add up to its size. Each segment is uploaded as SSTs
     /// a restore ingests, so a restore takes about as long as from a full
     /// checkpoint (docs/BENCHMARKS.md). Off by default, as in Flink: every checkpoint's asynchronous

@@ -11,7 +11,7 @@
 //! takes a RocksDB checkpoint (hard links to the SSTs and the finished WAL,
 //! no flush), while the task thread goes on without writing RocksDB until
 //! it has; the asynchronous phase uploads the files through the same
-//! [`CheckpointStorage`] as every backend. Incremental mode uploads
+//! [`streamstate_api::CheckpointStorage`] as every backend. Incremental mode uploads
 //! each SST file once to `shared/` and references it afterwards; retention
 //! never deletes a shared file a retained checkpoint references. Savepoints
 //! use the canonical format, so they restore into any backend. With
@@ -32,23 +32,19 @@
 #![warn(missing_docs)]
 
 mod backend;
-pub mod changelog;
 mod config;
 mod errors;
 mod factory;
 mod files;
-mod fold;
 mod keys;
-mod local_checkpoint;
 mod options;
-mod pending_cells;
-mod range_compaction;
 mod resources;
 mod restore;
-mod snapshot;
-mod write_back;
+mod snapshots;
+mod write_path;
 
 pub use backend::{RocksDbKeyedStateBackend, ROCKSDB_CAPABILITIES};
 pub use config::{RocksDbConfig, DEFAULT_WRITE_BACK_ENTRIES};
 pub use factory::RocksDbStateBackend;
 pub use resources::Resources;
+pub use snapshots::changelog;

@@ -13,7 +13,8 @@ use streamstate_api::{
 use crate::backend::RocksDbKeyedStateBackend;
 use crate::factory::RocksDbStateBackend;
 use crate::files::{create_dir, remove_dir, NAME_SEPARATOR};
-use crate::{changelog, pending_cells};
+use crate::snapshots::changelog;
+use crate::write_path::pending_cells;
 
 /// The local file name of a stored native file (`<owner>~<name>`).
 fn local_name(path: &str) -> Result<&str> {
@@ -152,7 +153,7 @@ fn lay_overlays(backend: &mut RocksDbKeyedStateBackend, handle: &KeyedStateHandl
 
 impl RocksDbStateBackend {
     /// Restores the key groups of `options` from `handles`: the typed
-    /// [`StateBackend::restore_keyed_backend`].
+    /// [`streamstate_api::StateBackend::restore_keyed_backend`].
     ///
     /// # Errors
     /// As that.

@@ -67,7 +67,7 @@ impl IoExecutor {
     }
 
     /// Runs `future` to completion on this executor's runtime and returns
-    /// its output, from any thread (see the [module docs](self)).
+    /// its output, from any thread (see the [`crate::storage`] docs).
     pub fn block_on<F>(&self, future: F) -> F::Output
     where
         F: Future + Send,

@@ -9,7 +9,11 @@
 //! facade, what state backends and processing threads call: it runs each
 //! call on an [`IoExecutor`] (the crate's shared I/O runtime, or the
 //! embedder's) and works from any thread, a thread of a Tokio runtime
-//! (current-thread or multi-thread) included.
+//! (current-thread or multi-thread) included: outside a runtime the
+//! caller's thread drives the future; on a runtime's thread a scoped
+//! thread outside it does, while the caller waits (in `block_in_place` on
+//! a multi-thread runtime), so no call panics with "Cannot start a runtime
+//! from within a runtime" and none deadlocks.
 //!
 //! On top of raw file access it implements Flink's layout ([`layout`]), the
 //! commit protocol (`_metadata` last, atomically), listing, `latest`, and

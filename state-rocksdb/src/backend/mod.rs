@@ -15,20 +15,22 @@ use streamstate_api::{
     SnapshotFormat, SnapshotKind, SnapshotTarget, StateId, StateMeta,
 };
 
-use crate::changelog::{ChainSlot, Changelog, SegmentSnapshot};
+use crate::backend::range_compaction::{ClippedRange, RangeCompaction};
 use crate::errors::{backend_closed, rocks_error};
 use crate::files::DirGuard;
 use crate::keys;
-use crate::local_checkpoint::{self, CheckpointThread, Memtables};
 use crate::options::{cf_options, count_wal_files, db_options_for_open, state_cf, META_CF};
-use crate::pending_cells::{self, PendingCellsWriter, WriteLog, WriteOp};
-use crate::range_compaction::{ClippedRange, RangeCompaction};
-use crate::snapshot::{CanonicalFromRocksDb, NativeSnapshot};
+use crate::snapshots::canonical::CanonicalFromRocksDb;
+use crate::snapshots::changelog::{ChainSlot, Changelog, SegmentSnapshot};
+use crate::snapshots::local_checkpoint::{self, CheckpointThread, Memtables};
+use crate::snapshots::native::NativeSnapshot;
+use crate::write_path::pending_cells::{self, PendingCellsWriter, WriteLog, WriteOp};
 
 mod keyed_state;
+pub(crate) mod range_compaction;
 mod rescaling;
 use crate::resources::Resources;
-use crate::write_back::{Buffered, WriteBack};
+use crate::write_path::write_back::{Buffered, WriteBack};
 
 /// What the RocksDB backend supports. A keyed backend whose write-back
 /// cache is turned off (0 entries) reports `write_back_cache: false`.
@@ -82,7 +84,7 @@ pub struct RocksDbKeyedStateBackend {
     /// The thread compacting them, while it runs.
     range_compaction: Option<RangeCompaction>,
     /// The writes since the newest changelog base, while changelog
-    /// checkpoints are on and one was made ([`crate::changelog`]).
+    /// checkpoints are on and one was made ([`crate::snapshots::changelog`]).
     changelog: Option<Changelog>,
     /// The newest changelog chain uploaded; written by asynchronous phases.
     chain: ChainSlot,

@@ -8,12 +8,12 @@ use rocksdb::{IngestExternalFileOptions, IteratorMode, ReadOptions, WriteBatch};
 use streamstate_api::{KeyGroupRange, KeyedStateBackend, Result, StateId};
 
 use super::RocksDbKeyedStateBackend;
+use crate::backend::range_compaction::ClippedRange;
 use crate::errors::rocks_error;
 use crate::keys;
-use crate::range_compaction::ClippedRange;
 
 impl RocksDbKeyedStateBackend {
-    /// Ingests a changelog's segment SSTs ([`crate::changelog`]) over this
+    /// Ingests a changelog's segment SSTs ([`crate::snapshots::changelog`]) over this
     /// backend: `(state, path)` of each, every file of a segment before any
     /// of the next. Each file takes a sequence number above every write
     /// before it, so the files apply in the order given. The cache is

@@ -28,7 +28,7 @@
 //! framing), so any backend can restore any canonical file. Expired TTL
 //! values are dropped while writing. Every length read from a file is checked
 //! against the bytes that remain, so corrupt input fails with
-//! [`ErrorKind::Corrupt`] instead of allocating without bound.
+//! [`crate::ErrorKind::Corrupt`] instead of allocating without bound.
 //!
 //! | module | job |
 //! |---|---|

@@ -47,9 +47,9 @@ impl<'a> RecordFile<'a> {
 /// records are passed on.
 ///
 /// # Errors
-/// [`ErrorKind::Unsupported`] for a non-canonical handle; storage,
-/// [`ErrorKind::NotFound`], [`ErrorKind::Corrupt`] and
-/// [`ErrorKind::ChecksumMismatch`] errors naming the file.
+/// [`crate::ErrorKind::Unsupported`] for a non-canonical handle; storage,
+/// [`crate::ErrorKind::NotFound`], [`crate::ErrorKind::Corrupt`] and
+/// [`crate::ErrorKind::ChecksumMismatch`] errors naming the file.
 pub fn read_handles(
     storage: &CheckpointStorage,
     handles: &[KeyedStateHandle],
@@ -116,7 +116,7 @@ pub fn read_handles(
 /// [`KeyedStateBackend`] trait; states are registered as found.
 ///
 /// # Errors
-/// See [`read_handles`]; [`ErrorKind::Corrupt`] when a record's key does not
+/// See [`read_handles`]; [`crate::ErrorKind::Corrupt`] when a record's key does not
 /// hash to the key group it was stored under.
 pub fn restore_into(
     backend: &mut dyn KeyedStateBackend,

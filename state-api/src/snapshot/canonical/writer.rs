@@ -35,7 +35,7 @@ pub struct CanonicalWriter {
 }
 
 impl CanonicalWriter {
-    /// A writer of a delta file: see the [module docs](self). Cells whose
+    /// A writer of a delta file: see the [module docs](crate::snapshot::canonical). Cells whose
     /// values all expired at `now_ms` are written as removals, so a stale
     /// value of an earlier file does not come back.
     pub fn new_delta(states: Vec<StateMeta>, range: KeyGroupRange, now_ms: TimestampMs) -> Self {

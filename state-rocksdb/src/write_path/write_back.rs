@@ -8,7 +8,7 @@
 //! the dirty limit and before canonical snapshots; they stay cached, clean,
 //! so hot keys stay cached across writes and checkpoints. A native snapshot
 //! copies the dirty entries into its pending-cells file instead
-//! ([`crate::pending_cells`]) and leaves them dirty. A
+//! ([`crate::write_path::pending_cells`]) and leaves them dirty. A
 //! cache holding `capacity` keys is written and emptied. The dirty limit
 //! (at most `MAX_DIRTY_ENTRIES`) bounds what a snapshot's synchronous phase
 //! writes; the larger capacity holds the hot keys of a skewed stream.
@@ -21,7 +21,7 @@
 //! return; a clean entry equals what RocksDB holds. Anything that writes a
 //! cached key to RocksDB directly must [`WriteBack::clear`] first.
 //!
-//! For changelog checkpoints ([`crate::changelog`]) an entry is also
+//! For changelog checkpoints ([`crate::snapshots::changelog`]) an entry is also
 //! *unlogged* while its latest value is in no changelog piece yet: it is
 //! logged when the cache writes it to RocksDB or when a checkpoint takes
 //! the unlogged entries, whichever comes first, so each change reaches the
@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use rocksdb::{ColumnFamily, WriteBatch};
 use streamstate_api::StateId;
 
-use crate::pending_cells::{PendingCellsWriter, WriteLog, WriteOp};
+use crate::write_path::pending_cells::{PendingCellsWriter, WriteLog, WriteOp};
 
 type FastHasher = foldhash::fast::RandomState;
 

@@ -57,10 +57,10 @@ use streamstate_api::{
 use crate::errors::rocks_error;
 use crate::files::create_dir;
 use crate::files::{DirGuard, NAME_SEPARATOR};
-use crate::fold::{NetWrite, NetWrites};
 use crate::options::cf_options;
-use crate::pending_cells::{for_each_logged, WriteLog};
 use crate::resources::Resources;
+use crate::snapshots::fold::{NetWrite, NetWrites};
+use crate::write_path::pending_cells::{for_each_logged, WriteLog};
 
 /// Segments after which the next checkpoint is a new base (the heap
 /// backend's `MAX_DELTAS`).

@@ -1,4 +1,4 @@
-//! The net effect of a changelog segment's writes ([`crate::changelog`]):
+//! The net effect of a changelog segment's writes ([`crate::snapshots::changelog`]):
 //! each key's last write, in key order, which is what a segment's SST files
 //! hold.
 //!
@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use streamstate_api::StateId;
 
-use crate::pending_cells::WriteOp;
+use crate::write_path::pending_cells::WriteOp;
 
 type FastHasher = foldhash::fast::RandomState;
 

@@ -1,6 +1,6 @@
 //! Cell writes as a file of a native snapshot: the write-back cache's dirty
 //! cells at a checkpoint (*pending cells*), and the writes a changelog
-//! gathers between checkpoints ([`crate::changelog`], the [`WriteLog`],
+//! gathers between checkpoints ([`crate::snapshots::changelog`], the [`WriteLog`],
 //! which is what a segment's SSTs are folded from; a segment of an earlier
 //! version was such a file).
 //!
