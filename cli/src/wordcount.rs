@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use streamstate_api::{CheckpointStorage, StorageOptions};
 use streamstate_runtime::backends::{state_backend_with, BackendConfig, StateBackendKind};
+use streamstate_runtime::execution::ClusterConfig;
 use streamstate_runtime::sink::Sink;
 use streamstate_runtime::stream::SinkFactory;
 use streamstate_runtime::word_count::Word;
@@ -94,6 +95,55 @@ pub struct WordCountArgs {
     /// YAML file with Flink's key names; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Run across this many processes (timely-dataflow), each started with
+    /// the same arguments and its own `--process`; parallelism is
+    /// processes x workers. Checkpoints across processes are not supported
+    /// yet: a cluster job runs without them.
+    #[arg(long, value_name = "N")]
+    processes: Option<usize>,
+    /// This process's index in the cluster, 0 to N-1.
+    #[arg(long, value_name = "I", requires = "processes")]
+    process: Option<usize>,
+    /// File of `host:port` lines, one per process in process order (timely's
+    /// hostfile); needed with more than one process.
+    #[arg(long, value_name = "FILE", requires = "processes")]
+    hosts: Option<PathBuf>,
+    /// Worker threads per process in a cluster [default: 1].
+    #[arg(long, value_name = "W")]
+    workers: Option<usize>,
+}
+
+/// The cluster this process is part of, when `--processes` or `--workers`
+/// asks for one.
+fn cluster_config(args: &WordCountArgs) -> Result<Option<ClusterConfig>> {
+    if args.processes.is_none() && args.workers.is_none() {
+        return Ok(None);
+    }
+    let processes = args.processes.unwrap_or(1);
+    let workers = args.workers.unwrap_or(1);
+    let process = args.process.unwrap_or(0);
+    let config = match (&args.hosts, processes) {
+        (Some(hosts), _) => ClusterConfig::from_hostfile(hosts, processes, process, workers)?,
+        (None, 1) => ClusterConfig::single_process(workers),
+        (None, _) => bail!("--processes {processes} needs --hosts FILE (one host:port per process)"),
+    };
+    if processes > 1 && args.process.is_none() {
+        bail!(
+            "--processes {processes} needs --process I (this process's index, 0 to {})",
+            processes - 1
+        );
+    }
+    if let Some(p) = args.parallelism.filter(|p| *p != config.parallelism()) {
+        bail!(
+            "--parallelism {p} differs from processes x workers = {}; leave it out in a cluster",
+            config.parallelism()
+        );
+    }
+    if args.checkpoint_interval.is_some() || args.from_checkpoint.is_some() {
+        bail!("checkpoints and restores across processes are not supported yet; run the cluster without --checkpoint-interval and --from-checkpoint");
+    }
+    config.validate()?;
+    Ok(Some(config))
 }
 
 fn default_backend_name() -> &'static str {
@@ -187,6 +237,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
     };
     let storage = CheckpointStorage::open_with(&checkpoint_dir, &storage_options)?;
 
+    let cluster = cluster_config(&args)?;
     let mut env = StreamExecutionEnvironment::new();
     let interval = match args
         .checkpoint_interval
@@ -196,9 +247,10 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         Some(text) => parse_duration(text)?,
         None => Duration::from_secs(6),
     };
-    env.enable_checkpointing(interval)
-        .set_state_backend(backend)
-        .set_checkpoint_storage(storage.clone());
+    if cluster.is_none() {
+        env.enable_checkpointing(interval);
+    }
+    env.set_state_backend(backend).set_checkpoint_storage(storage.clone());
     if let Some(p) = args
         .parallelism
         .or(config.get(&["parallelism.default"]).map(str::parse).transpose()?)
@@ -291,6 +343,19 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         Some(file) => counts.discard().with_final_sink(file.sink_factory()),
         None => counts.print(),
     };
+
+    if let Some(cluster) = cluster {
+        eprintln!(
+            "process {} of {} ({} workers each) started: backend {backend_name}, no checkpoints",
+            cluster.process, cluster.processes, cluster.workers
+        );
+        job.execute_cluster(&cluster)?;
+        if let Some(file) = output {
+            file.commit()?;
+        }
+        eprintln!("process {} finished", cluster.process);
+        return Ok(());
+    }
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let terminated = Arc::new(AtomicBool::new(false));

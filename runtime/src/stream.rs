@@ -105,7 +105,12 @@ impl StreamExecutionEnvironment {
         let host = host.to_owned();
         self.stream(
             1,
-            Arc::new(move |_, _, _| Ok(Box::new(crate::source::SocketSource::connect(&host, port)?) as Box<_>)),
+            // One reader: on an executor that starts a source per subtask,
+            // the others have no input.
+            Arc::new(move |subtask, _, _| match subtask {
+                0 => Ok(Box::new(crate::source::SocketSource::connect(&host, port)?) as Box<_>),
+                _ => Ok(Box::new(crate::source::GeneratorSource::new(Arc::new(Vec::new()), 0, 1, None)?) as Box<_>),
+            }),
         )
     }
 
@@ -115,7 +120,16 @@ impl StreamExecutionEnvironment {
         let path = path.into();
         self.stream(
             1,
-            Arc::new(move |_, _, restored| Ok(Box::new(crate::source::FileSource::open(&path, restored)?) as Box<_>)),
+            // Split by byte ranges when an executor starts a source per
+            // subtask (the local one starts one).
+            Arc::new(move |subtask, parallelism, restored| {
+                Ok(Box::new(crate::source::FileSource::open_split(
+                    &path,
+                    subtask,
+                    parallelism,
+                    restored,
+                )?) as Box<_>)
+            }),
         )
     }
 
@@ -386,6 +400,38 @@ where
     /// Configuration errors, or restore errors naming the checkpoint.
     pub fn execute(self) -> streamstate_api::Result<JobHandle<O>> {
         crate::execution::local::execute(self)
+    }
+
+    /// Runs this process's part of the job on the cluster executor
+    /// (timely-dataflow workers; see [`crate::execution::cluster`]) and
+    /// waits for a bounded input to end. Every process runs the same job
+    /// with its own [`crate::execution::ClusterConfig::process`]; the
+    /// parallelism is processes times workers. Returns this process's
+    /// final records.
+    ///
+    /// ```
+    /// use streamstate_runtime::{execution::ClusterConfig, word_count::word_count, StreamExecutionEnvironment};
+    /// let env = StreamExecutionEnvironment::new();
+    /// let lines = env.from_lines(vec!["to be or".into(), "not to be".into()], 1);
+    /// let cluster = ClusterConfig::single_process(2);
+    /// let mut counts = word_count(lines).discard().execute_cluster(&cluster).unwrap().final_records;
+    /// counts.sort();
+    /// assert_eq!(counts[0], ("BE".into(), 2));
+    /// ```
+    ///
+    /// # Errors
+    /// Configuration errors; checkpointing or a restore (not supported
+    /// across processes yet); a task's error; a lost peer process, named.
+    #[cfg(feature = "cluster")]
+    pub fn execute_cluster(
+        self,
+        cluster: &crate::execution::ClusterConfig,
+    ) -> streamstate_api::Result<crate::handle::JobResult<O>>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
+    {
+        crate::execution::cluster::execute(self, cluster)
     }
 }
 

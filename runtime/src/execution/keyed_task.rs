@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Select, Sender};
 use serde::de::DeserializeOwned;
 use streamstate_api::{CheckpointStorage, KeyedStateBackend, Result};
 
-use super::messages::{Barrier, Control, Message, TaskSnapshot, WithKeyHash};
+use super::messages::{Barrier, Control, Message, Partial, Record, TaskSnapshot, WithKeyHash};
 use super::upload::{spawn_upload, TargetFactory, Uploads};
 use crate::config::CheckpointingMode;
 use crate::metrics::JobMetrics;
@@ -82,87 +82,69 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
         }
     }
 
-    pub(crate) fn run(mut self) -> Result<Vec<O>> {
+    /// Opens the keyed operator and the sink: the first step of every
+    /// executor's keyed subtask.
+    pub(crate) fn open(&mut self) -> Result<Opened<K, T, O, A>> {
         let mut function = (self.factory)();
-        let mut sink = (self.sink)(self.subtask, self.parallelism)?;
+        let sink = (self.sink)(self.subtask, self.parallelism)?;
         function.open(self.backend.as_mut(), !sink.discards_records())?;
         if sink.discards_records() {
             self.discarding_sinks.fetch_add(1, Ordering::Release);
         }
-        let n = self.inputs.len();
-        let (mut ended, mut seen) = (vec![false; n], vec![false; n]);
-        let mut aligning: Option<Barrier> = None;
-        let mut produced = Vec::new();
-        loop {
-            if self.cancel.load(Ordering::Relaxed) {
-                sink.flush()?;
-                return Ok(Vec::new());
-            }
-            let blocking = self.mode == CheckpointingMode::ExactlyOnce;
-            // Inputs that delivered the pending barrier wait (exactly-once).
-            let waiting = |i: usize| blocking && seen[i];
-            let open: Vec<usize> = (0..n).filter(|&i| !ended[i] && !waiting(i)).collect();
-            if open.is_empty() && ended.iter().all(|e| *e) {
-                break;
-            }
-            let mut select = Select::new();
-            for &i in &open {
-                select.recv(&self.inputs[i]);
-            }
-            let Ok(operation) = select.select_timeout(Duration::from_millis(100)) else {
-                continue;
+        Ok(Opened {
+            function,
+            sink,
+            produced: Vec::new(),
+        })
+    }
+
+    /// Applies a batch of records with each record's key current.
+    pub(crate) fn apply_records(&mut self, opened: &mut Opened<K, T, O, A>, records: Vec<Record<T>>) -> Result<()> {
+        let count = records.len() as u64;
+        let Opened {
+            function,
+            sink,
+            produced,
+        } = opened;
+        let backend = &mut self.backend;
+        in_touched_groups(function.as_mut(), records, |function, record| {
+            let Some(value) = function.buffer(record.key_hash, &record.key_bytes, record.value, backend.as_mut())?
+            else {
+                return Ok(());
             };
-            let i = open[operation.index()];
-            match operation.recv(&self.inputs[i]) {
-                Err(_) => ended[i] = true,
-                Ok(Message::Batch(records)) => {
-                    let count = records.len() as u64;
-                    let backend = &mut self.backend;
-                    in_touched_groups(function.as_mut(), records, |function, record| {
-                        let Some(value) =
-                            function.buffer(record.key_hash, &record.key_bytes, record.value, backend.as_mut())?
-                        else {
-                            return Ok(());
-                        };
-                        backend.set_current_key(&record.key_bytes)?;
-                        let key: K = streamstate_api::codec::decode_value(&record.key_bytes)?;
-                        function.process(&key, value, backend.as_mut(), &mut |o| produced.push(o))?;
-                        produced.drain(..).try_for_each(|o| sink.write(&o))
-                    })?;
-                    sink.flush()?;
-                    self.metrics.records.fetch_add(count, Ordering::Relaxed);
-                }
-                Ok(Message::Partials(partials)) => {
-                    // Counted into the records metric by the source.
-                    let backend = &mut self.backend;
-                    in_touched_groups(function.as_mut(), partials, |function, partial| {
-                        function.buffer_partial(partial.key_hash, &partial.key_bytes, partial.acc, backend.as_mut())
-                    })?;
-                }
-                Ok(Message::Barrier(barrier)) => {
-                    match aligning {
-                        Some(current) if current.id == barrier.id => {}
-                        _ => {
-                            // A newer barrier supersedes an unfinished one.
-                            aligning = Some(barrier);
-                            seen.iter_mut().for_each(|s| *s = false);
-                        }
-                    }
-                    seen[i] = true;
-                }
-                Ok(Message::End) => ended[i] = true,
-            }
-            if let Some(barrier) = aligning {
-                if (0..n).all(|j| seen[j] || ended[j]) {
-                    sink.flush()?;
-                    function.flush_buffer(self.backend.as_mut())?;
-                    self.snapshot(barrier);
-                    aligning = None;
-                    seen.iter_mut().for_each(|s| *s = false);
-                }
-            }
-        }
+            backend.set_current_key(&record.key_bytes)?;
+            let key: K = streamstate_api::codec::decode_value(&record.key_bytes)?;
+            function.process(&key, value, backend.as_mut(), &mut |o| produced.push(o))?;
+            produced.drain(..).try_for_each(|o| sink.write(&o))
+        })?;
         sink.flush()?;
+        self.metrics.records.fetch_add(count, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Folds partial accumulators (counted into the records metric by the
+    /// source that folded them).
+    pub(crate) fn apply_partials(&mut self, opened: &mut Opened<K, T, O, A>, partials: Vec<Partial<A>>) -> Result<()> {
+        let backend = &mut self.backend;
+        in_touched_groups(opened.function.as_mut(), partials, |function, partial| {
+            function.buffer_partial(partial.key_hash, &partial.key_bytes, partial.acc, backend.as_mut())
+        })
+    }
+
+    /// Everything before the barrier into state, then the snapshot's
+    /// synchronous phase.
+    pub(crate) fn checkpoint(&mut self, opened: &mut Opened<K, T, O, A>, barrier: Barrier) -> Result<()> {
+        opened.sink.flush()?;
+        opened.function.flush_buffer(self.backend.as_mut())?;
+        self.snapshot(barrier);
+        Ok(())
+    }
+
+    /// The end of a bounded input: the operator's final results, to the
+    /// final sink when the job has one, else returned.
+    pub(crate) fn finish(&mut self, mut opened: Opened<K, T, O, A>) -> Result<Vec<O>> {
+        opened.sink.flush()?;
+        let function = &mut opened.function;
         function.flush_buffer(self.backend.as_mut())?;
         let mut finals = Vec::new();
         match &self.final_sink {
@@ -183,4 +165,66 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
         }
         Ok(finals)
     }
+
+    /// The local executor's thread: aligns barriers over crossbeam inputs.
+    pub(crate) fn run(mut self) -> Result<Vec<O>> {
+        let mut opened = self.open()?;
+        let n = self.inputs.len();
+        let (mut ended, mut seen) = (vec![false; n], vec![false; n]);
+        let mut aligning: Option<Barrier> = None;
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                opened.sink.flush()?;
+                return Ok(Vec::new());
+            }
+            let blocking = self.mode == CheckpointingMode::ExactlyOnce;
+            // Inputs that delivered the pending barrier wait (exactly-once).
+            let waiting = |i: usize| blocking && seen[i];
+            let open: Vec<usize> = (0..n).filter(|&i| !ended[i] && !waiting(i)).collect();
+            if open.is_empty() && ended.iter().all(|e| *e) {
+                break;
+            }
+            let mut select = Select::new();
+            for &i in &open {
+                select.recv(&self.inputs[i]);
+            }
+            let Ok(operation) = select.select_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let i = open[operation.index()];
+            match operation.recv(&self.inputs[i]) {
+                Err(_) => ended[i] = true,
+                Ok(Message::Batch(records)) => self.apply_records(&mut opened, records)?,
+                Ok(Message::Partials(partials)) => self.apply_partials(&mut opened, partials)?,
+                Ok(Message::Barrier(barrier)) => {
+                    match aligning {
+                        Some(current) if current.id == barrier.id => {}
+                        _ => {
+                            // A newer barrier supersedes an unfinished one.
+                            aligning = Some(barrier);
+                            seen.iter_mut().for_each(|s| *s = false);
+                        }
+                    }
+                    seen[i] = true;
+                }
+                Ok(Message::End) => ended[i] = true,
+            }
+            if let Some(barrier) = aligning {
+                if (0..n).all(|j| seen[j] || ended[j]) {
+                    self.checkpoint(&mut opened, barrier)?;
+                    aligning = None;
+                    seen.iter_mut().for_each(|s| *s = false);
+                }
+            }
+        }
+        self.finish(opened)
+    }
+}
+
+/// A keyed subtask's operator and sink, open.
+pub(crate) struct Opened<K, T, O, A> {
+    function: Box<dyn KeyedOperator<K, T, O, A>>,
+    sink: Box<dyn crate::sink::Sink<O>>,
+    /// Output of one `process` call, reused.
+    produced: Vec<O>,
 }

@@ -33,7 +33,7 @@ fn new_job_id() -> String {
     format!("{mixed:016x}")
 }
 
-fn default_backend() -> Result<Arc<dyn StateBackend>> {
+pub(crate) fn default_backend() -> Result<Arc<dyn StateBackend>> {
     // Flink's default: heap state (`hashmap`), here the fs backend.
     let compiled = crate::backends::compiled_backends();
     compiled

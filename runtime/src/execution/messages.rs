@@ -21,6 +21,7 @@ pub(crate) struct Barrier {
 /// and decodes the key itself only when a function's `process` runs, so a
 /// record carries no owned key to allocate on the source thread and free on
 /// the keyed one.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Record<T> {
     pub(crate) key_bytes: KeyBytes,
     /// [`key_hash`] of `key_bytes`: the source routes by it, and the keyed
@@ -32,6 +33,7 @@ pub(crate) struct Record<T> {
 /// The accumulator of several records of one key, folded on a source
 /// thread (local-global aggregation, see
 /// [`crate::plan::JobSettings::local_aggregation`]).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Partial<A> {
     pub(crate) key_bytes: KeyBytes,
     /// As [`Record::key_hash`].

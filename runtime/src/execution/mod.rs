@@ -23,10 +23,13 @@
 //! | `restore` | state at start, by key-group range |
 //! | `upload` | snapshot targets, asynchronous phases |
 //! | `local` | the local executor: threads and channels of one process |
+//! | `cluster` | the cluster executor: timely-dataflow workers in N processes (feature `cluster`) |
 //!
 //! The tasks, the coordinator, restore and upload know nothing of threads
 //! being in one process; an executor wires them.
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub(crate) mod coordinator;
 pub(crate) mod keyed_task;
 pub(crate) mod local;
@@ -35,4 +38,6 @@ pub(crate) mod restore;
 pub(crate) mod source_task;
 pub(crate) mod upload;
 
+#[cfg(feature = "cluster")]
+pub use cluster::ClusterConfig;
 pub use source_task::LOCAL_SUM_KEYS;

@@ -47,12 +47,13 @@ struct LocalSums<T, A> {
     folded: u64,
 }
 
-pub(crate) struct SourceTask<K, T, A> {
+pub(crate) struct SourceTask<K, T, A, Out = Vec<Sender<Message<T, A>>>> {
     pub(crate) subtask: u32,
     /// Id of the last barrier this source injected.
     pub(crate) last_barrier: Option<u64>,
     pub(crate) source: Box<dyn LineSource>,
-    pub(crate) outputs: Vec<Sender<Message<T, A>>>,
+    /// One destination per keyed subtask.
+    pub(crate) outputs: Out,
     pub(crate) commands: Receiver<Barrier>,
     pub(crate) chain: Chain<T>,
     pub(crate) key_of: Arc<dyn Fn(&T) -> K + Send + Sync>,
@@ -74,11 +75,40 @@ pub(crate) struct SourceTask<K, T, A> {
     pub(crate) metrics: Arc<JobMetrics>,
 }
 
-impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator> SourceTask<K, T, A> {
-    fn send(&self, to: usize, message: Message<T, A>) -> Result<()> {
-        self.outputs[to]
+/// Where a source task's messages go: one destination per keyed subtask.
+/// The local executor's are crossbeam channels; another executor buffers
+/// them for its own transport.
+pub(crate) trait Outputs<T, A> {
+    /// Number of destinations (keyed subtasks).
+    fn count(&self) -> usize;
+    /// Sends `message` to keyed subtask `to`.
+    fn send(&mut self, to: usize, message: Message<T, A>) -> Result<()>;
+}
+
+impl<T, A> Outputs<T, A> for Vec<Sender<Message<T, A>>> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn send(&mut self, to: usize, message: Message<T, A>) -> Result<()> {
+        self[to]
             .send(message)
             .map_err(|_| Error::invalid_argument("a keyed task stopped; the source stops too"))
+    }
+}
+
+/// A source task's working buffers between polls.
+pub(crate) struct SourceLoop<T, A> {
+    batches: Vec<Vec<Record<T>>>,
+    line: String,
+    key_bytes: Vec<u8>,
+    lines_since_progress: u32,
+    local: Option<LocalSums<T, A>>,
+}
+
+impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outputs<T, A>> SourceTask<K, T, A, Out> {
+    fn send(&mut self, to: usize, message: Message<T, A>) -> Result<()> {
+        self.outputs.send(to, message)
     }
 
     /// An empty batch with room for `batch_size` records and the words of
@@ -89,7 +119,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator> SourceTas
         Vec::with_capacity(self.batch_size + BATCH_SLACK_RECORDS)
     }
 
-    fn flush(&self, batches: &mut [Vec<Record<T>>], only_full: bool) -> Result<()> {
+    fn flush(&mut self, batches: &mut [Vec<Record<T>>], only_full: bool) -> Result<()> {
         for (to, batch) in batches.iter_mut().enumerate() {
             if !batch.is_empty() && (!only_full || batch.len() >= self.batch_size) {
                 let full = std::mem::replace(batch, self.new_batch());
@@ -101,12 +131,12 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator> SourceTas
 
     /// Sends the local `sum` table's partial sums on, to the keyed
     /// subtask of each key's group, and empties it.
-    fn flush_local(&self, local: Option<&mut LocalSums<T, A>>) -> Result<()> {
+    fn flush_local(&mut self, local: Option<&mut LocalSums<T, A>>) -> Result<()> {
         let Some(local) = local.filter(|local| !local.table.is_empty()) else {
             return Ok(());
         };
         let (max_parallelism, parallelism) = (self.max_parallelism, self.parallelism);
-        let outputs = self.outputs.len();
+        let outputs = self.outputs.count();
         let mut partials: Vec<Vec<Partial<A>>> = (0..outputs)
             .map(|_| Vec::with_capacity(local.table.len() / outputs + 64))
             .collect();
@@ -150,7 +180,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator> SourceTas
         spawn_upload(&self.uploads, self.control.clone(), barrier.id, sync, move || {
             store.write(&storage, &target, subtask).map(TaskSnapshot::Source)
         });
-        for to in 0..self.outputs.len() {
+        for to in 0..self.outputs.count() {
             self.send(to, Message::Barrier(barrier))?;
         }
         self.last_barrier = Some(barrier.id);
@@ -178,87 +208,121 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator> SourceTas
     }
 
     fn run_until_end(&mut self) -> Result<()> {
-        let mut batches: Vec<Vec<Record<T>>> = (0..self.outputs.len()).map(|_| self.new_batch()).collect();
-        let mut line = String::new();
-        let mut key_bytes = Vec::new();
-        let mut lines_since_progress = 0;
-        let mut local = self.local_sum.clone().map(|value_of| LocalSums {
-            value_of,
-            table: MiniBatch::new(LOCAL_SUM_KEYS),
-            folded: 0,
-        });
+        let mut st = self.start();
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
             while let Ok(barrier) = self.commands.try_recv() {
-                self.checkpoint(barrier, &mut batches, local.as_mut())?;
+                self.checkpoint(barrier, &mut st.batches, st.local.as_mut())?;
             }
-            match self.source.poll_line(&mut line)? {
-                SourcePoll::Line { more_buffered } => {
-                    let (key_of, max_p, p) = (&self.key_of, self.max_parallelism, self.parallelism);
-                    let all_sinks_discard = self.discarding_sinks.load(Ordering::Acquire) == p as usize;
-                    let mut folding = local.as_mut().filter(|_| all_sinks_discard);
-                    let mut failure = None;
-                    (self.chain)(std::mem::take(&mut line), &mut |value| {
-                        let key = key_of(&value);
-                        key_bytes.clear();
-                        if let Err(e) = streamstate_api::codec::encode_value_into(&key, &mut key_bytes) {
-                            failure.get_or_insert(e);
-                            return;
-                        }
-                        // Empty keys take the record path: the keyed task
-                        // reports them.
-                        if let Some(local) = folding.as_mut().filter(|_| !key_bytes.is_empty()) {
-                            local.table.add(&key_bytes, (local.value_of)(&value));
-                            local.folded += 1;
-                            return;
-                        }
-                        let hash = key_hash(&key_bytes);
-                        let group = key_group_for_hash(hash, max_p);
-                        let to = subtask_for_key_group(max_p, p, group) as usize;
-                        batches[to].push(Record {
-                            key_bytes: KeyBytes::from_slice(&key_bytes),
-                            key_hash: hash,
-                            value,
-                        });
-                    });
-                    if let Some(e) = failure {
-                        return Err(e);
-                    }
-                    if local.as_ref().is_some_and(|local| local.table.is_full()) {
-                        self.flush_local(local.as_mut())?;
-                    }
-                    self.flush(&mut batches, more_buffered)?;
-                    lines_since_progress += 1;
-                    if lines_since_progress == PROGRESS_EVERY_LINES {
-                        lines_since_progress = 0;
-                        self.publish_progress();
-                    }
-                }
-                SourcePoll::Idle => self.flush(&mut batches, false)?,
-                SourcePoll::End => {
-                    // A barrier that came with the last lines still goes
-                    // out: its checkpoint can complete (Flink completes
-                    // checkpoints after tasks finish, too).
-                    while let Ok(barrier) = self.commands.try_recv() {
-                        self.checkpoint(barrier, &mut batches, local.as_mut())?;
-                    }
-                    self.flush(&mut batches, false)?;
-                    self.flush_local(local.as_mut())?;
-                    self.publish_progress();
-                    // Tell the coordinator before the keyed tasks see the
-                    // end: it stops triggering, and gives up a pending
-                    // snapshot this source did not inject.
-                    let _ = self.control.send(Control::SourceFinished {
-                        last_barrier: self.last_barrier,
-                    });
-                    for to in 0..self.outputs.len() {
-                        self.send(to, Message::End)?;
-                    }
-                    return Ok(());
-                }
+            if self.poll_once(&mut st)? == SourcePoll::End {
+                return self.end(&mut st);
             }
         }
+    }
+
+    /// The buffers of a source task about to read.
+    pub(crate) fn start(&self) -> SourceLoop<T, A> {
+        SourceLoop {
+            batches: (0..self.outputs.count()).map(|_| self.new_batch()).collect(),
+            line: String::new(),
+            key_bytes: Vec::new(),
+            lines_since_progress: 0,
+            local: self.local_sum.clone().map(|value_of| LocalSums {
+                value_of,
+                table: MiniBatch::new(LOCAL_SUM_KEYS),
+                folded: 0,
+            }),
+        }
+    }
+
+    /// Reads one line (if there is one) and routes its records; returns
+    /// what the source's poll returned. At `End` nothing is flushed yet:
+    /// [`Self::end`] does that.
+    pub(crate) fn poll_once(&mut self, st: &mut SourceLoop<T, A>) -> Result<SourcePoll> {
+        let SourceLoop {
+            batches,
+            line,
+            key_bytes,
+            lines_since_progress,
+            local,
+        } = st;
+        let poll = self.source.poll_line(line)?;
+        match poll {
+            SourcePoll::Line { more_buffered } => {
+                let (key_of, max_p, p) = (&self.key_of, self.max_parallelism, self.parallelism);
+                let all_sinks_discard = self.discarding_sinks.load(Ordering::Acquire) == p as usize;
+                let mut folding = local.as_mut().filter(|_| all_sinks_discard);
+                let mut failure = None;
+                (self.chain)(std::mem::take(line), &mut |value| {
+                    let key = key_of(&value);
+                    key_bytes.clear();
+                    if let Err(e) = streamstate_api::codec::encode_value_into(&key, key_bytes) {
+                        failure.get_or_insert(e);
+                        return;
+                    }
+                    // Empty keys take the record path: the keyed task
+                    // reports them.
+                    if let Some(local) = folding.as_mut().filter(|_| !key_bytes.is_empty()) {
+                        local.table.add(key_bytes, (local.value_of)(&value));
+                        local.folded += 1;
+                        return;
+                    }
+                    let hash = key_hash(key_bytes);
+                    let group = key_group_for_hash(hash, max_p);
+                    let to = subtask_for_key_group(max_p, p, group) as usize;
+                    batches[to].push(Record {
+                        key_bytes: KeyBytes::from_slice(key_bytes),
+                        key_hash: hash,
+                        value,
+                    });
+                });
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                if local.as_ref().is_some_and(|local| local.table.is_full()) {
+                    self.flush_local(local.as_mut())?;
+                }
+                self.flush(batches, more_buffered)?;
+                *lines_since_progress += 1;
+                if *lines_since_progress == PROGRESS_EVERY_LINES {
+                    *lines_since_progress = 0;
+                    self.publish_progress();
+                }
+            }
+            SourcePoll::Idle => self.flush(batches, false)?,
+            SourcePoll::End => {}
+        }
+        Ok(poll)
+    }
+
+    /// Sends every buffered batch and partial sum on.
+    pub(crate) fn flush_all(&mut self, st: &mut SourceLoop<T, A>) -> Result<()> {
+        self.flush(&mut st.batches, false)?;
+        self.flush_local(st.local.as_mut())
+    }
+
+    /// The end of the input: pending barriers, the last batches, and the
+    /// end message to every keyed subtask.
+    pub(crate) fn end(&mut self, st: &mut SourceLoop<T, A>) -> Result<()> {
+        // A barrier that came with the last lines still goes out: its
+        // checkpoint can complete (Flink completes checkpoints after tasks
+        // finish, too).
+        while let Ok(barrier) = self.commands.try_recv() {
+            self.checkpoint(barrier, &mut st.batches, st.local.as_mut())?;
+        }
+        self.flush_all(st)?;
+        self.publish_progress();
+        // Tell the coordinator before the keyed tasks see the end: it
+        // stops triggering, and gives up a pending snapshot this source did
+        // not inject.
+        let _ = self.control.send(Control::SourceFinished {
+            last_barrier: self.last_barrier,
+        });
+        for to in 0..self.outputs.count() {
+            self.send(to, Message::End)?;
+        }
+        Ok(())
     }
 }

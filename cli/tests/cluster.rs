@@ -1,0 +1,269 @@
+//! The word count across real processes of the real binary on loopback
+//! (timely-dataflow over TCP, free ports): the union of the processes'
+//! `--output` files equals a plain count made here, every word lies in the
+//! key groups of the process that wrote it, a killed peer stops the others
+//! promptly with its name, and bad cluster flags are clear errors.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use streamstate_api::key_group::{key_group_for_hash, key_hash};
+use streamstate_api::KeyGroupRange;
+
+const MAX_PARALLELISM: u32 = 128;
+
+/// Lines of words from a small vocabulary with a skew, some non-ASCII, some
+/// lines empty: deterministic (a fixed LCG).
+fn corpus(lines: usize) -> String {
+    let vocab: Vec<String> = (0..500)
+        .map(|i| match i % 7 {
+            0 => format!("straße{i}"),
+            _ => format!("w{i}"),
+        })
+        .collect();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    let mut text = String::new();
+    for _ in 0..lines {
+        let words = next() % 12;
+        let line: Vec<&str> = (0..words)
+            .map(|_| {
+                let r = next() % vocab.len();
+                vocab[(r * r) % vocab.len()].as_str()
+            })
+            .collect();
+        text.push_str(&line.join(" "));
+        text.push('\n');
+    }
+    text
+}
+
+/// The independent count: upper-case, split on whitespace, count.
+fn plain_count(text: &str) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for word in text.to_uppercase().split_whitespace() {
+        *counts.entry(word.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+fn hostfile(dir: &Path, processes: usize) -> PathBuf {
+    let path = dir.join("hosts");
+    let lines: Vec<String> = free_ports(processes)
+        .into_iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn spawn(args: &[String], stdout: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_streamstate"))
+        .arg("wordcount")
+        .args(args)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` at most `timeout`; kills it and fails after that.
+fn wait_output(mut child: Child, timeout: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "{what} did not exit in {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cluster_args(hosts: &Path, processes: usize, process: usize, workers: usize) -> Vec<String> {
+    vec![
+        "--processes".into(),
+        processes.to_string(),
+        "--process".into(),
+        process.to_string(),
+        "--hosts".into(),
+        hosts.display().to_string(),
+        "--workers".into(),
+        workers.to_string(),
+    ]
+}
+
+/// Runs the word count over `input` on `processes` x `workers` and checks
+/// the union of the outputs against the plain count, and each process's
+/// words against its key-group ranges.
+fn count_across(backend: &str, processes: usize, workers: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = corpus(3_000);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).unwrap();
+    let hosts = hostfile(dir.path(), processes);
+    let children: Vec<(PathBuf, Child)> = (0..processes)
+        .map(|process| {
+            let output = dir.path().join(format!("counts-{process}.tsv"));
+            let mut args = cluster_args(&hosts, processes, process, workers);
+            args.extend([
+                "--input".into(),
+                input.display().to_string(),
+                "--state-backend".into(),
+                backend.into(),
+                "--output".into(),
+                output.display().to_string(),
+                "--checkpoint-dir".into(),
+                format!("file://{}/checkpoints", dir.path().display()),
+            ]);
+            (output, spawn(&args, Stdio::null()))
+        })
+        .collect();
+    let parallelism = (processes * workers) as u32;
+    let mut union: BTreeMap<String, i64> = BTreeMap::new();
+    for (process, (output, child)) in children.into_iter().enumerate() {
+        let result = wait_output(child, Duration::from_secs(240), &format!("process {process}"));
+        assert!(
+            result.status.success(),
+            "{backend} process {process}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        let owned: Vec<KeyGroupRange> = (process * workers..(process + 1) * workers)
+            .map(|subtask| KeyGroupRange::for_subtask(MAX_PARALLELISM, parallelism, subtask as u32))
+            .collect();
+        for line in std::fs::read_to_string(&output).unwrap().lines() {
+            let (word, count) = line.split_once('\t').unwrap();
+            let key = streamstate_api::codec::encode_value(&word.to_owned()).unwrap();
+            let group = key_group_for_hash(key_hash(&key), MAX_PARALLELISM);
+            assert!(
+                owned.iter().any(|range| range.contains(group)),
+                "{backend}: process {process} wrote {word:?} of key group {group}, outside its ranges {owned:?}"
+            );
+            let previous = union.insert(word.to_owned(), count.parse().unwrap());
+            assert!(previous.is_none(), "{backend}: {word:?} written by two processes");
+        }
+    }
+    assert_eq!(union, plain_count(&text), "{backend} on {processes} x {workers}");
+}
+
+#[test]
+fn two_processes_count_like_a_plain_count_on_every_backend() {
+    for backend in ["memory", "fs", "rocksdb"] {
+        count_across(backend, 2, 1);
+    }
+}
+
+#[test]
+fn three_processes_and_two_workers_each_count_like_a_plain_count() {
+    count_across("fs", 3, 1);
+    count_across("rocksdb", 2, 2);
+}
+
+#[test]
+fn a_killed_peer_stops_the_others_promptly_naming_it() {
+    // A socket input never ends: the job runs until the kill.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = server.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = hostfile(dir.path(), 3);
+    let mut children: Vec<Child> = (0..3)
+        .map(|process| {
+            let mut args = cluster_args(&hosts, 3, process, 1);
+            args.extend([
+                "--socket".into(),
+                address.clone(),
+                "--state-backend".into(),
+                "fs".into(),
+            ]);
+            spawn(&args, Stdio::null())
+        })
+        .collect();
+    // Process 0's source connects once the mesh is up.
+    let (_connection, _) = server.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut victim = children.remove(1);
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let killed = Instant::now();
+    for (i, child) in children.into_iter().enumerate() {
+        let output = wait_output(child, Duration::from_secs(20), "a surviving process");
+        let mut stderr = String::new();
+        output.stderr.as_slice().read_to_string(&mut stderr).unwrap();
+        assert!(!output.status.success(), "survivor {i} exited successfully: {stderr}");
+        assert!(
+            stderr.contains("lost peer process 1"),
+            "survivor {i} does not name the lost peer: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "survivor {i} shows a panic: {stderr}");
+    }
+    assert!(killed.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn bad_cluster_flags_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, "a b\n").unwrap();
+    let bad_hosts = dir.path().join("bad-hosts");
+    std::fs::write(&bad_hosts, "127.0.0.1:1\nnot-an-address\n").unwrap();
+    let input = input.display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--processes".into(), "2".into(), "--process".into(), "0".into()],
+            "needs --hosts",
+        ),
+        (
+            vec![
+                "--processes".into(),
+                "2".into(),
+                "--process".into(),
+                "0".into(),
+                "--hosts".into(),
+                bad_hosts.display().to_string(),
+            ],
+            "bad-hosts",
+        ),
+        (
+            vec![
+                "--workers".into(),
+                "2".into(),
+                "--checkpoint-interval".into(),
+                "1s".into(),
+            ],
+            "not supported yet",
+        ),
+        (
+            vec!["--workers".into(), "2".into(), "--parallelism".into(), "3".into()],
+            "differs from",
+        ),
+    ];
+    for (mut args, expected) in cases {
+        args.extend(["--input".into(), input.clone()]);
+        let output = wait_output(spawn(&args, Stdio::null()), Duration::from_secs(30), "a bad invocation");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

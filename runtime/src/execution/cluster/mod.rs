@@ -1,0 +1,325 @@
+//! The cluster executor: one job across `N` processes of `W` workers each
+//! on [timely-dataflow](https://docs.rs/timely), an existing engine: its
+//! process mesh over TCP (a hostfile of `host:port` lines, one per
+//! process), its exchange channels and its progress tracking. No
+//! networking of our own.
+//!
+//! Worker `w` of the `N x W` is source subtask `w` (a file is split by
+//! byte ranges aligned to lines) and keyed subtask `w`, owning key-group
+//! range `w` by Flink's formula. Sources run in each worker's loop and
+//! send batches at a *tick* (timely's timestamp); the exchange routes each
+//! batch to the worker owning its keys; the keyed operator applies a tick
+//! once the command stream (worker 0's, broadcast) has passed it.
+//!
+//! Bounded memory: timely's exchange queues have no flow control, so a
+//! source may only send at ticks below the command stream's frontier, which
+//! worker 0 holds at most [`worker::TICKS_IN_FLIGHT`] ticks ahead of the
+//! slowest keyed operator (a probe). A stopped or slow process therefore
+//! stops the others' sources instead of growing their queues.
+//!
+//! | module | job |
+//! |---|---|
+//! | `mod` (this) | configuration, start, results, a lost peer as an error |
+//! | `wire` | what crosses the exchange; the source's buffered outputs |
+//! | `worker` | one worker's dataflow and loop |
+//!
+//! What the cluster executor does not do yet (issue 34 continues):
+//! checkpoints across processes (the command stream is where their
+//! barriers will travel), restore, savepoints. A job with checkpointing
+//! or a restore is refused with an error saying so.
+
+mod wire;
+mod worker;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use serde::{de::DeserializeOwned, Serialize};
+use streamstate_api::key_group::check_parallelism;
+use streamstate_api::{Error, ErrorKind, Result};
+
+use crate::handle::JobResult;
+use crate::metrics::JobMetrics;
+use crate::mini_batch::Accumulator;
+use crate::plan::Job;
+
+/// Where this process stands in the cluster: `--processes N --process I
+/// --hosts FILE [--workers W]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Number of processes, `N`.
+    pub processes: usize,
+    /// This process's index, `0..N`.
+    pub process: usize,
+    /// `host:port` of every process, in process order (empty for one
+    /// process).
+    pub hosts: Vec<String>,
+    /// Worker threads per process, `W`.
+    pub workers: usize,
+}
+
+impl ClusterConfig {
+    /// One process of `workers` workers (no sockets).
+    ///
+    /// ```
+    /// let config = streamstate_runtime::execution::ClusterConfig::single_process(2);
+    /// assert_eq!(config.parallelism(), 2);
+    /// ```
+    pub fn single_process(workers: usize) -> Self {
+        Self {
+            processes: 1,
+            process: 0,
+            hosts: Vec::new(),
+            workers,
+        }
+    }
+
+    /// Process `process` of `processes`, their addresses read from
+    /// `hostfile` (one `host:port` per line, in process order; blank lines
+    /// and `#` comments skipped).
+    ///
+    /// ```
+    /// # use streamstate_runtime::execution::ClusterConfig;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let hosts = dir.path().join("hosts");
+    /// std::fs::write(&hosts, "127.0.0.1:7001\n127.0.0.1:7002\n").unwrap();
+    /// let config = ClusterConfig::from_hostfile(&hosts, 2, 1, 1).unwrap();
+    /// assert_eq!(config.hosts[1], "127.0.0.1:7002");
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] naming the file when it cannot be read, has
+    /// fewer addresses than processes, or an address is not `host:port`;
+    /// and as [`Self::validate`].
+    pub fn from_hostfile(hostfile: &Path, processes: usize, process: usize, workers: usize) -> Result<Self> {
+        let shown = hostfile.display().to_string();
+        let text = std::fs::read_to_string(hostfile).map_err(|e| {
+            Error::new(ErrorKind::Config, "cannot read the hostfile")
+                .with_context("file", shown.clone())
+                .with_source(e)
+        })?;
+        let hosts: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        for host in &hosts {
+            let port_ok = host
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !port_ok {
+                return Err(
+                    Error::config(format!("hostfile line {host:?} is not host:port")).with_context("file", shown)
+                );
+            }
+        }
+        if hosts.len() < processes {
+            return Err(Error::config(format!(
+                "the hostfile has {} addresses for {processes} processes",
+                hosts.len()
+            ))
+            .with_context("file", shown));
+        }
+        let config = Self {
+            processes,
+            process,
+            hosts: hosts.into_iter().take(processes).collect(),
+            workers,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Subtasks of the job: processes times workers.
+    pub fn parallelism(&self) -> u32 {
+        (self.processes * self.workers) as u32
+    }
+
+    /// Checks the numbers fit together.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] naming what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        if self.processes == 0 || self.workers == 0 {
+            return Err(Error::config("processes and workers must be at least 1"));
+        }
+        if self.process >= self.processes {
+            return Err(Error::config(format!(
+                "process index {} is not below the number of processes {}",
+                self.process, self.processes
+            )));
+        }
+        if self.processes > 1 && self.hosts.len() != self.processes {
+            return Err(Error::config(format!(
+                "{} processes need {} addresses, got {}",
+                self.processes,
+                self.processes,
+                self.hosts.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn timely_config(&self) -> timely::Config {
+        let communication = match (self.processes, self.workers) {
+            (1, 1) => timely::CommunicationConfig::Thread,
+            (1, workers) => timely::CommunicationConfig::Process(workers),
+            _ => timely::CommunicationConfig::Cluster {
+                threads: self.workers,
+                process: self.process,
+                addresses: self.hosts.clone(),
+                report: false,
+                zerocopy: false,
+            },
+        };
+        timely::Config {
+            communication,
+            worker: timely::WorkerConfig::default(),
+        }
+    }
+}
+
+/// The first peer process this one lost, as timely's network threads
+/// reported it (their panic): `(peer index, what failed)`.
+static LOST_PEER: OnceLock<(String, String)> = OnceLock::new();
+
+/// timely panics in its network threads when a peer's connection breaks
+/// ("timely communication error"), and then in every worker ("MergeQueue
+/// poisoned"). This hook records the first such panic, says once which
+/// peer was lost, and keeps the rest quiet; other panics go to the hook
+/// that was installed before.
+fn install_peer_loss_hook() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if message.contains("timely communication error") {
+                let thread = std::thread::current();
+                let peer = thread
+                    .name()
+                    .and_then(|n| n.rsplit_once('-'))
+                    .map(|(_, p)| p.to_owned())
+                    .unwrap_or_else(|| "?".into());
+                if LOST_PEER.set((peer.clone(), message.to_owned())).is_ok() {
+                    tracing::error!(peer = %peer, cause = %message, "lost a peer process; this process stops");
+                }
+            } else if message.contains("MergeQueue poisoned") || LOST_PEER.get().is_some() {
+                // A consequence of the loss reported above.
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn lost_peer_error(config: &ClusterConfig, panic: &str) -> Error {
+    match LOST_PEER.get() {
+        Some((peer, cause)) => {
+            let address = peer
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| config.hosts.get(i))
+                .map(String::as_str)
+                .unwrap_or("unknown address");
+            Error::new(
+                ErrorKind::Storage,
+                format!(
+                    "lost peer process {peer} ({address}): {cause}; every process of the job stops, restart them all"
+                ),
+            )
+        }
+        None => Error::new(ErrorKind::InvalidArgument, format!("a worker thread panicked: {panic}")),
+    }
+}
+
+/// Runs `job` as this process's part of the cluster and waits for it: a
+/// bounded input ends when every process's sources have ended and every
+/// keyed subtask has finished. Returns this process's workers' final
+/// records (when the job has no final sink).
+pub(crate) fn execute<K, T, O, A>(job: Job<K, T, O, A>, cluster: &ClusterConfig) -> Result<JobResult<O>>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    T: Serialize + DeserializeOwned + Clone + Send + 'static,
+    O: Send + 'static,
+    A: Accumulator,
+{
+    cluster.validate()?;
+    let mut job = job;
+    let settings = &mut job.settings;
+    if settings.checkpoint.interval.is_some() || settings.restore.is_some() {
+        return Err(Error::unsupported(
+            "checkpoints and restores across processes are not supported yet: run the cluster without a \
+             checkpoint interval and without --from-checkpoint",
+        ));
+    }
+    settings.parallelism = cluster.parallelism();
+    check_parallelism(settings.parallelism, settings.max_parallelism)?;
+    // The same id in every process (the directory their checkpoints will
+    // share): the one given, else one derived from the cluster's hosts.
+    let job_id = settings.job_id.clone().unwrap_or_else(|| {
+        let hosts = cluster.hosts.join(",");
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(hosts.as_bytes()))
+    });
+    let backend = match &settings.backend {
+        Some(b) => Arc::clone(b),
+        None => crate::execution::local::default_backend()?,
+    };
+    let metrics = Arc::new(JobMetrics::default());
+    let shared = Arc::new(worker::Shared {
+        job,
+        backend,
+        job_id: job_id.clone(),
+        failed: AtomicBool::new(false),
+        metrics: Arc::clone(&metrics),
+    });
+    install_peer_loss_hook();
+    let worker_shared = Arc::clone(&shared);
+    let guards = timely::execute(cluster.timely_config(), move |worker| {
+        let result = worker::run(worker, &worker_shared);
+        if result.is_err() {
+            worker_shared.failed.store(true, Ordering::SeqCst);
+        }
+        result
+    })
+    .map_err(|e| Error::config(format!("cannot start the cluster's workers: {e}")))?;
+    let mut final_records = Vec::new();
+    let mut first_error = None;
+    // Joining also joins timely's network threads, and panics when one of
+    // them did (a lost peer): that is an error to report, not a crash.
+    let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || guards.join()))
+        .unwrap_or_else(|_| vec![Err("timely's network threads panicked".to_owned())]);
+    for outcome in outcomes {
+        match outcome {
+            Ok(Ok(records)) => final_records.extend(records),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(panic) => {
+                first_error.get_or_insert_with(|| lost_peer_error(cluster, &panic));
+            }
+        }
+    }
+    // A peer lost while this process's workers were already done still
+    // failed the job: the peer's part of the result is missing.
+    if let (None, Some(_)) = (&first_error, LOST_PEER.get()) {
+        first_error = Some(lost_peer_error(cluster, ""));
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(JobResult {
+        job_id,
+        final_records,
+        completed: Vec::new(),
+        last_snapshot_path: None,
+        failed_checkpoints: 0,
+    })
+}
