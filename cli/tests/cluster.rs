@@ -6,10 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamstate_api::key_group::{key_group_for_hash, key_hash};
@@ -19,8 +21,8 @@ const MAX_PARALLELISM: u32 = 128;
 
 /// Lines of words from a small vocabulary with a skew, some non-ASCII, some
 /// lines empty: deterministic (a fixed LCG).
-fn corpus(lines: usize) -> String {
-    let vocab: Vec<String> = (0..500)
+fn corpus(lines: usize, vocab: usize) -> String {
+    let vocab: Vec<String> = (0..vocab)
         .map(|i| match i % 7 {
             0 => format!("straße{i}"),
             _ => format!("w{i}"),
@@ -39,7 +41,7 @@ fn corpus(lines: usize) -> String {
         let line: Vec<&str> = (0..words)
             .map(|_| {
                 let r = next() % vocab.len();
-                vocab[(r * r) % vocab.len()].as_str()
+                vocab[(r % 1000) * (r / 1000 + 1) % vocab.len()].as_str()
             })
             .collect();
         text.push_str(&line.join(" "));
@@ -119,7 +121,7 @@ fn cluster_args(hosts: &Path, processes: usize, process: usize, workers: usize) 
 /// words against its key-group ranges.
 fn count_across(backend: &str, processes: usize, workers: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let text = corpus(3_000);
+    let text = corpus(3_000, 500);
     let input = dir.path().join("input.txt");
     std::fs::write(&input, &text).unwrap();
     let hosts = hostfile(dir.path(), processes);
@@ -218,6 +220,103 @@ fn a_killed_peer_stops_the_others_promptly_naming_it() {
         assert!(!stderr.contains("panicked"), "survivor {i} shows a panic: {stderr}");
     }
     assert!(killed.elapsed() < Duration::from_secs(20));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Stays under this much growth of a running process's RSS while its
+/// peer is stopped: a few ticks of batches (sources are paced), far below
+/// the input a free-running source would queue.
+const PAUSED_PEER_RSS_GROWTH_KIB: u64 = 32 * 1024;
+
+#[test]
+fn a_stopped_peer_stops_the_others_sources_and_the_job_then_completes_exactly() {
+    // Lines come over a socket as fast as process 0 takes them, from a
+    // large vocabulary (sources fold few words locally, so nearly every
+    // record crosses the exchange): without pacing, process 0 would keep
+    // reading and queue for its stopped peer.
+    let text = Arc::new(corpus(600_000, 2_000_000));
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = server.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = hostfile(dir.path(), 2);
+    let outputs: Vec<PathBuf> = (0..2).map(|p| dir.path().join(format!("counts-{p}.tsv"))).collect();
+    let mut children: Vec<Child> = (0..2)
+        .map(|process| {
+            let mut args = cluster_args(&hosts, 2, process, 1);
+            args.extend([
+                "--socket".into(),
+                address.clone(),
+                "--state-backend".into(),
+                "fs".into(),
+                "--output".into(),
+                outputs[process].display().to_string(),
+            ]);
+            spawn(&args, Stdio::null())
+        })
+        .collect();
+    let (mut connection, _) = server.accept().unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (text, written) = (Arc::clone(&text), Arc::clone(&written));
+        std::thread::spawn(move || {
+            for chunk in text.as_bytes().chunks(64 * 1024) {
+                connection.write_all(chunk).unwrap();
+                written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            }
+            // Dropping the connection ends the input.
+        })
+    };
+    wait_until("2 MiB written", || written.load(Ordering::SeqCst) > 2 << 20);
+    let (runner, stopped) = (children[0].id(), children[1].id());
+    let kill = |signal: &str, pid: u32| {
+        assert!(Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    kill("-STOP", stopped);
+    std::thread::sleep(Duration::from_millis(500));
+    let (rss_before, written_before) = (rss_kib(runner), written.load(Ordering::SeqCst));
+    std::thread::sleep(Duration::from_secs(3));
+    let (rss_after, written_after) = (rss_kib(runner), written.load(Ordering::SeqCst));
+    kill("-CONT", stopped);
+    eprintln!(
+        "while the peer was stopped: process 0 {rss_before} -> {rss_after} KiB, {} KiB more input written",
+        (written_after - written_before) >> 10
+    );
+    assert!(
+        written_before < text.len() as u64,
+        "the input was all written before the pause: make it larger"
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < PAUSED_PEER_RSS_GROWTH_KIB,
+        "process 0 grew from {rss_before} KiB to {rss_after} KiB while its peer was stopped"
+    );
+    writer.join().unwrap();
+    let mut union: BTreeMap<String, i64> = BTreeMap::new();
+    for (process, child) in children.drain(..).enumerate() {
+        let result = wait_output(child, Duration::from_secs(300), &format!("process {process}"));
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        for line in std::fs::read_to_string(&outputs[process]).unwrap().lines() {
+            let (word, count) = line.split_once('\t').unwrap();
+            union.insert(word.to_owned(), count.parse().unwrap());
+        }
+    }
+    assert_eq!(union, plain_count(&text));
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
