@@ -10,7 +10,7 @@
 # Usage: scripts/local-cluster.sh N -- wordcount --input FILE [ARGS...]
 #   STREAMSTATE: the binary (default: build the release one)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 if [ $# -lt 3 ] || [ "$2" != "--" ]; then
     echo "usage: scripts/local-cluster.sh N -- wordcount --input FILE [ARGS...]" >&2
     exit 2
@@ -19,7 +19,7 @@ processes=$1
 shift 2
 target="${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}"
 if [ -z "${STREAMSTATE:-}" ]; then
-    CARGO_TARGET_DIR="$target" cargo build --release -q -p streamstate-cli --bin streamstate
+    (cd "$repo" && CARGO_TARGET_DIR="$target" cargo build --release -q -p streamstate-cli --bin streamstate)
     STREAMSTATE="$target/release/streamstate"
 fi
 work=$(mktemp -d -t streamstate-cluster.XXXXXX)
