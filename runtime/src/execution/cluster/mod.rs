@@ -33,7 +33,7 @@ mod worker;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{de::DeserializeOwned, Serialize};
 use streamstate_api::key_group::check_parallelism;
@@ -181,9 +181,14 @@ impl ClusterConfig {
     }
 }
 
-/// The first peer process this one lost, as timely's network threads
-/// reported it (their panic): `(peer index, what failed)`.
-static LOST_PEER: OnceLock<(String, String)> = OnceLock::new();
+/// The first peer process the running job lost, as timely's network
+/// threads reported it (their panic): `(peer index, what failed)`. Reset
+/// when a job starts, so a loss fails only the job it happened in.
+static LOST_PEER: Mutex<Option<(String, String)>> = Mutex::new(None);
+
+fn lost_peer() -> Option<(String, String)> {
+    LOST_PEER.lock().ok().and_then(|lost| lost.clone())
+}
 
 /// timely panics in its network threads when a peer's connection breaks
 /// ("timely communication error"), and then in every worker ("MergeQueue
@@ -208,10 +213,15 @@ fn install_peer_loss_hook() {
                     .and_then(|n| n.rsplit_once('-'))
                     .map(|(_, p)| p.to_owned())
                     .unwrap_or_else(|| "?".into());
-                if LOST_PEER.set((peer.clone(), message.to_owned())).is_ok() {
+                let first = LOST_PEER.lock().is_ok_and(|mut lost| {
+                    let first = lost.is_none();
+                    lost.get_or_insert_with(|| (peer.clone(), message.to_owned()));
+                    first
+                });
+                if first {
                     tracing::error!(peer = %peer, cause = %message, "lost a peer process; this process stops");
                 }
-            } else if message.contains("MergeQueue poisoned") || LOST_PEER.get().is_some() {
+            } else if message.contains("MergeQueue poisoned") || lost_peer().is_some() {
                 // A consequence of the loss reported above.
             } else {
                 previous(info);
@@ -221,7 +231,7 @@ fn install_peer_loss_hook() {
 }
 
 fn lost_peer_error(config: &ClusterConfig, panic: &str) -> Error {
-    match LOST_PEER.get() {
+    match lost_peer() {
         Some((peer, cause)) => {
             let address = peer
                 .parse::<usize>()
@@ -281,6 +291,9 @@ where
         metrics: Arc::clone(&metrics),
     });
     install_peer_loss_hook();
+    if let Ok(mut lost) = LOST_PEER.lock() {
+        *lost = None;
+    }
     let worker_shared = Arc::clone(&shared);
     let guards = timely::execute(cluster.timely_config(), move |worker| {
         let result = worker::run(worker, &worker_shared);
@@ -309,7 +322,7 @@ where
     }
     // A peer lost while this process's workers were already done still
     // failed the job: the peer's part of the result is missing.
-    if let (None, Some(_)) = (&first_error, LOST_PEER.get()) {
+    if let (None, Some(_)) = (&first_error, lost_peer()) {
         first_error = Some(lost_peer_error(cluster, ""));
     }
     if let Some(e) = first_error {

@@ -133,11 +133,7 @@ where
         max_parallelism: settings.max_parallelism,
         parallelism: peers,
         batch_size: settings.batch_size.max(1),
-        local_sum: if settings.local_aggregation {
-            job.local_sum.clone()
-        } else {
-            None
-        },
+        local_sum: job.local_sum.clone(),
         discarding_sinks,
         control,
         uploads,
