@@ -97,8 +97,8 @@ pub struct WordCountArgs {
     config: Option<PathBuf>,
     /// Run across this many processes (timely-dataflow), each started with
     /// the same arguments and its own `--process`; parallelism is
-    /// processes x workers. Checkpoints across processes are not supported
-    /// yet: a cluster job runs without them.
+    /// processes x workers. Checkpoints go to storage every process must
+    /// reach (s3://, hdfs://, or a file:// path they share).
     #[arg(long, value_name = "N")]
     processes: Option<usize>,
     /// This process's index in the cluster, 0 to N-1.
@@ -244,11 +244,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         Some(text) => parse_duration(text)?,
         None => Duration::from_secs(6),
     };
-    // A cluster job checkpoints only when asked to (and the runtime then
-    // says it cannot yet); a local job always does.
-    if cluster.is_none() || asked_interval.is_some() {
-        env.enable_checkpointing(interval);
-    }
+    env.enable_checkpointing(interval);
     env.set_state_backend(backend).set_checkpoint_storage(storage.clone());
     if let Some(p) = args
         .parallelism
@@ -345,14 +341,23 @@ pub fn run(args: WordCountArgs) -> Result<()> {
 
     if let Some(cluster) = cluster {
         eprintln!(
-            "process {} of {} ({} workers each) started: backend {backend_name}, no checkpoints",
-            cluster.process, cluster.processes, cluster.workers
+            "process {} of {} ({} workers each) started: backend {backend_name}, checkpoints every {interval:?} to {}",
+            cluster.process,
+            cluster.processes,
+            cluster.workers,
+            storage.uri()
         );
-        job.execute_cluster(&cluster)?;
+        let result = job.execute_cluster(&cluster)?;
+        if let Some(path) = &result.restored_from {
+            eprintln!("process {} restored from {path}", cluster.process);
+        }
         if let Some(file) = output {
             file.commit()?;
         }
-        eprintln!("process {} finished", cluster.process);
+        match &result.last_snapshot_path {
+            Some(path) => eprintln!("process {} finished; last checkpoint: {path}", cluster.process),
+            None => eprintln!("process {} finished", cluster.process),
+        }
         return Ok(());
     }
 

@@ -5,7 +5,7 @@
 //! promptly with its name, and bad cluster flags are clear errors.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -197,6 +197,8 @@ fn a_killed_peer_stops_the_others_promptly_naming_it() {
                 address.clone(),
                 "--state-backend".into(),
                 "fs".into(),
+                "--checkpoint-dir".into(),
+                format!("file://{}/checkpoints", dir.path().display()),
             ]);
             spawn(&args, Stdio::null())
         })
@@ -255,6 +257,8 @@ fn a_stopped_peer_stops_the_others_sources_and_the_job_then_completes_exactly() 
                 "fs".into(),
                 "--output".into(),
                 outputs[process].display().to_string(),
+                "--checkpoint-dir".into(),
+                format!("file://{}/checkpoints", dir.path().display()),
             ]);
             spawn(&args, Stdio::null())
         })
@@ -326,6 +330,7 @@ fn bad_cluster_flags_are_clear_errors() {
     std::fs::write(&input, "a b\n").unwrap();
     let bad_hosts = dir.path().join("bad-hosts");
     std::fs::write(&bad_hosts, "127.0.0.1:1\nnot-an-address\n").unwrap();
+    let good_hosts = hostfile(dir.path(), 2);
     let input = input.display().to_string();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
@@ -345,12 +350,16 @@ fn bad_cluster_flags_are_clear_errors() {
         ),
         (
             vec![
-                "--workers".into(),
+                "--processes".into(),
                 "2".into(),
-                "--checkpoint-interval".into(),
-                "1s".into(),
+                "--process".into(),
+                "0".into(),
+                "--hosts".into(),
+                good_hosts.display().to_string(),
+                "--checkpoint-dir".into(),
+                "memory://".into(),
             ],
-            "not supported yet",
+            "every process reaches",
         ),
         (
             vec!["--workers".into(), "2".into(), "--parallelism".into(), "3".into()],
@@ -365,4 +374,191 @@ fn bad_cluster_flags_are_clear_errors() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// Every `<job>/chk-<n>` under `root` with a `_metadata` (a completed
+/// checkpoint).
+fn completed_checkpoints(root: &Path) -> BTreeSet<PathBuf> {
+    let mut found = BTreeSet::new();
+    for job in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for chk in std::fs::read_dir(job.path()).into_iter().flatten().flatten() {
+            if chk.path().join("_metadata").exists() {
+                found.insert(chk.path());
+            }
+        }
+    }
+    found
+}
+
+/// A small, seeded generator for the test's random choices (the seed is
+/// printed, so a failure can be replayed).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+}
+
+/// One run of the failover tests: `processes` of the word count over
+/// `input`, checkpointing every 100 ms under `dir/checkpoints` (three kept).
+struct Run {
+    children: Vec<Child>,
+    outputs: Vec<PathBuf>,
+}
+
+fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore: bool, round: usize) -> Run {
+    let hosts = hostfile(dir, processes);
+    let config = dir.join("flink-conf.yaml");
+    std::fs::write(&config, "execution.checkpointing.num-retained: 3\n").unwrap();
+    let mut outputs = Vec::new();
+    let children = (0..processes)
+        .map(|process| {
+            let output = dir.join(format!("counts-{round}-{process}.tsv"));
+            let mut args = cluster_args(&hosts, processes, process, 1);
+            args.extend([
+                "--input".into(),
+                input.display().to_string(),
+                "--state-backend".into(),
+                backend.into(),
+                "--output".into(),
+                output.display().to_string(),
+                "--checkpoint-dir".into(),
+                format!("file://{}/checkpoints", dir.display()),
+                "--checkpoint-interval".into(),
+                "100ms".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ]);
+            if restore {
+                args.extend(["--from-checkpoint".into(), "latest".into()]);
+            }
+            outputs.push(output);
+            spawn(&args, Stdio::null())
+        })
+        .collect();
+    Run { children, outputs }
+}
+
+/// Kills a random process of `run` once a checkpoint newer than `before`
+/// completed, and waits for the others to exit with an error naming it.
+fn kill_one_after_a_checkpoint(run: Run, checkpoints: &Path, before: &BTreeSet<PathBuf>, rng: &mut Lcg) {
+    let Run { mut children, .. } = run;
+    wait_until("a new checkpoint", || {
+        completed_checkpoints(checkpoints).difference(before).next().is_some()
+    });
+    let victim = rng.below(children.len());
+    let mut killed = children.remove(victim);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    for child in children {
+        let output = wait_output(child, Duration::from_secs(30), "a surviving process");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "a survivor of the kill exited successfully: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("lost peer process {victim}")),
+            "a survivor does not name the killed process {victim}: {stderr}"
+        );
+    }
+}
+
+/// Waits for every process of `run`; returns the union of their outputs
+/// and the checkpoint each says it restored from.
+fn finish_run(run: Run) -> (BTreeMap<String, i64>, Vec<String>) {
+    let mut union = BTreeMap::new();
+    let mut restored = Vec::new();
+    for (process, (child, output)) in run.children.into_iter().zip(run.outputs).enumerate() {
+        let result = wait_output(child, Duration::from_secs(300), &format!("process {process}"));
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(result.status.success(), "process {process}: {stderr}");
+        if let Some(line) = stderr.lines().find(|l| l.contains("restored from")) {
+            restored.push(line.rsplit(' ').next().unwrap().to_owned());
+        }
+        for line in std::fs::read_to_string(&output).unwrap().lines() {
+            let (word, count) = line.split_once('\t').unwrap();
+            let previous = union.insert(word.to_owned(), count.parse().unwrap());
+            assert!(previous.is_none(), "{word:?} written by two processes");
+        }
+    }
+    (union, restored)
+}
+
+/// Kill a random process of 2 after a checkpoint, restart all on 3
+/// processes from `latest`, kill a random one again, restart on 1: the
+/// counts are exact, and every restart restored one checkpoint in all its
+/// processes. On every backend.
+#[test]
+fn killed_processes_restart_from_latest_at_another_scale_and_count_exactly() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("seed {seed}");
+    let mut rng = Lcg(seed);
+    let text = corpus(300_000, 5_000);
+    for backend in ["memory", "fs", "rocksdb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("input.txt");
+        std::fs::write(&input, &text).unwrap();
+        let checkpoints = dir.path().join("checkpoints");
+        let first = start_run(dir.path(), &input, backend, 2, false, 0);
+        kill_one_after_a_checkpoint(first, &checkpoints, &BTreeSet::new(), &mut rng);
+        let before = completed_checkpoints(&checkpoints);
+        let second = start_run(dir.path(), &input, backend, 3, true, 1);
+        kill_one_after_a_checkpoint(second, &checkpoints, &before, &mut rng);
+        let (counts, restored) = finish_run(start_run(dir.path(), &input, backend, 1, true, 2));
+        assert_eq!(restored.len(), 1, "{backend}: the last run did not restore");
+        assert!(
+            !before
+                .iter()
+                .any(|chk| restored[0].ends_with(&*chk.strip_prefix(&checkpoints).unwrap().to_string_lossy())),
+            "{backend}: the last run restored {} of the first run, not one of the second",
+            restored[0]
+        );
+        assert_eq!(
+            counts,
+            plain_count(&text),
+            "{backend}: 2 -> 3 -> 1 processes with kills"
+        );
+    }
+}
+
+/// The newest checkpoint has a damaged file of one subtask: every process
+/// restores the same older checkpoint, and the counts are exact.
+#[test]
+fn a_damaged_newest_checkpoint_sends_every_process_to_the_same_older_one() {
+    let text = corpus(300_000, 5_000);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let run = start_run(dir.path(), &input, "fs", 2, false, 0);
+    wait_until("two checkpoints", || completed_checkpoints(&checkpoints).len() >= 2);
+    kill_one_after_a_checkpoint(run, &checkpoints, &BTreeSet::new(), &mut Lcg(1));
+    let newest = completed_checkpoints(&checkpoints)
+        .into_iter()
+        .max_by_key(|chk| chk.file_name().unwrap().to_string_lossy()[4..].parse::<u64>().unwrap())
+        .unwrap();
+    let damaged = newest.join("keyed-1.kgs");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&damaged, bytes).unwrap();
+    let (counts, restored) = finish_run(start_run(dir.path(), &input, "fs", 2, true, 1));
+    assert_eq!(restored.len(), 2, "not every process restored: {restored:?}");
+    assert_eq!(restored[0], restored[1], "the processes restored different checkpoints");
+    let newest_name = newest.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        !restored[0].ends_with(&newest_name),
+        "restored the damaged {}",
+        restored[0]
+    );
+    assert_eq!(counts, plain_count(&text));
 }

@@ -30,6 +30,11 @@ pub struct JobResult<O> {
     pub last_snapshot_path: Option<String>,
     /// Failed checkpoints.
     pub failed_checkpoints: u64,
+    /// URI of the checkpoint or savepoint the job restored at start.
+    pub restored_from: Option<String>,
+    /// Records this run processed (after its restore; this process's
+    /// only, on a cluster).
+    pub records: u64,
 }
 
 /// A running job.
@@ -175,6 +180,8 @@ impl<O> JobHandle<O> {
                 .unwrap_or_default(),
             last_snapshot_path: self.metrics.last_snapshot_path.lock().ok().and_then(|p| p.clone()),
             failed_checkpoints,
+            restored_from: self.metrics.restored_from.lock().ok().and_then(|p| p.clone()),
+            records: self.metrics.records.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 }

@@ -27,6 +27,10 @@ pub struct JobMetrics {
     pub input_progress: Mutex<Option<(u64, u64)>>,
     /// URI of the last completed checkpoint or savepoint.
     pub last_snapshot_path: Mutex<Option<String>>,
+    /// URI of the checkpoint or savepoint the job restored at start.
+    pub restored_from: Mutex<Option<String>>,
+    /// How long the restore took (the slowest subtask's), milliseconds.
+    pub restore_ms: AtomicU64,
     /// Statistics of the most recent completed snapshots, oldest first: at
     /// most [`COMPLETED_HISTORY`], so a job running for months does not
     /// grow (Flink keeps a bounded history too, `web.checkpoints.history`).

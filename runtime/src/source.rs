@@ -7,14 +7,15 @@
 //! bytes that are not UTF-8 are replaced with U+FFFD (as Java's decoders
 //! do), with a warning.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, ErrorKind as IoErrorKind, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, ErrorKind as IoErrorKind, Read};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use streamstate_api::operator_state::OperatorStateStore;
 use streamstate_api::{Error, ErrorKind, Result};
+
+mod file;
+pub use file::FileSource;
 
 /// Longest line a source passes on; longer lines are skipped.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
@@ -109,166 +110,6 @@ fn decode_line(raw: &[u8], line: &mut String, origin: &dyn std::fmt::Display, of
             );
             line.push_str(&String::from_utf8_lossy(trimmed));
         }
-    }
-}
-
-const OFFSET_STATE: &str = "file-offset";
-
-/// The offset of the first line that starts at or after `at` (> 0): the
-/// byte before `at` ends a line or the line it is in is skipped.
-fn first_line_at_or_after(file: &mut File, at: u64) -> std::io::Result<u64> {
-    file.seek(SeekFrom::Start(at - 1))?;
-    let mut reader = BufReader::new(&mut *file);
-    let mut skipped = Vec::new();
-    let (consumed, _) = read_bounded_line(&mut reader, &mut skipped)?;
-    Ok(at - 1 + consumed)
-}
-
-/// Reads a text file line by line; its byte offset is operator state, so a
-/// restore resumes exactly after the last checkpointed line.
-#[derive(Debug)]
-pub struct FileSource {
-    path: PathBuf,
-    reader: BufReader<File>,
-    offset: u64,
-    /// Lines starting at or after this offset belong to the next split.
-    end: u64,
-    len: u64,
-    raw: Vec<u8>,
-}
-
-impl FileSource {
-    /// Opens `path` at the offset recorded in `restored` (or at 0).
-    ///
-    /// # Errors
-    /// [`ErrorKind::NotFound`] or [`ErrorKind::Config`] naming the file.
-    pub fn open(path: impl Into<PathBuf>, restored: Option<&mut OperatorStateStore>) -> Result<Self> {
-        Self::open_split(path, 0, 1, restored)
-    }
-
-    /// Opens split `subtask` of `parallelism` of `path`: the lines that
-    /// start in its byte range `[len * subtask / parallelism, len *
-    /// (subtask + 1) / parallelism)`, as Hadoop's and Flink's file splits
-    /// are read (a line crossing a split's end belongs to the split it
-    /// starts in). Resumes at the offset recorded in `restored` that lies
-    /// in the split.
-    ///
-    /// ```
-    /// # use streamstate_runtime::source::{FileSource, LineSource, SourcePoll};
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let path = dir.path().join("in.txt");
-    /// std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
-    /// let mut lines = Vec::new();
-    /// for subtask in 0..2 {
-    ///     let mut source = FileSource::open_split(&path, subtask, 2, None).unwrap();
-    ///     let mut line = String::new();
-    ///     while let SourcePoll::Line { .. } = source.poll_line(&mut line).unwrap() {
-    ///         lines.push(line.clone());
-    ///     }
-    /// }
-    /// assert_eq!(lines, ["one", "two", "three"]);
-    /// ```
-    ///
-    /// # Errors
-    /// [`ErrorKind::NotFound`] or [`ErrorKind::Config`] naming the file.
-    pub fn open_split(
-        path: impl Into<PathBuf>,
-        subtask: u32,
-        parallelism: u32,
-        restored: Option<&mut OperatorStateStore>,
-    ) -> Result<Self> {
-        let path = path.into();
-        let shown = path.display().to_string();
-        let mut file = File::open(&path).map_err(|e| {
-            let kind = if e.kind() == IoErrorKind::NotFound {
-                ErrorKind::NotFound
-            } else {
-                ErrorKind::Config
-            };
-            Error::new(kind, "cannot open the input file")
-                .with_context("file", shown.clone())
-                .with_source(e)
-        })?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let parallelism = u64::from(parallelism.max(1));
-        let start = len * u64::from(subtask) / parallelism;
-        let end = len * (u64::from(subtask) + 1) / parallelism;
-        let offset = match restored {
-            Some(store) => store
-                .list_state::<u64>(OFFSET_STATE)
-                .get(store)?
-                .into_iter()
-                .filter(|offset| parallelism == 1 || (start..=end).contains(offset))
-                .max()
-                .unwrap_or(start),
-            None if start == 0 => 0,
-            None => first_line_at_or_after(&mut file, start).map_err(|e| {
-                Error::new(ErrorKind::Storage, "cannot read the input file")
-                    .with_context("file", shown.clone())
-                    .with_source(e)
-            })?,
-        };
-        if offset > len {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "checkpointed offset {offset} is past the end of the input ({len} bytes): is it the same file?"
-                ),
-            )
-            .with_context("file", shown));
-        }
-        file.seek(SeekFrom::Start(offset)).map_err(|e| {
-            Error::new(ErrorKind::Storage, "cannot seek")
-                .with_context("file", shown)
-                .with_source(e)
-        })?;
-        Ok(Self {
-            path,
-            reader: BufReader::with_capacity(1 << 16, file),
-            offset,
-            end: if parallelism == 1 { u64::MAX } else { end },
-            len,
-            raw: Vec::new(),
-        })
-    }
-}
-
-impl LineSource for FileSource {
-    fn poll_line(&mut self, line: &mut String) -> Result<SourcePoll> {
-        loop {
-            let start = self.offset;
-            if start >= self.end {
-                return Ok(SourcePoll::End);
-            }
-            let (consumed, too_long) = read_bounded_line(&mut self.reader, &mut self.raw).map_err(|e| {
-                Error::new(ErrorKind::Storage, "cannot read the input file")
-                    .with_context("file", self.path.display().to_string())
-                    .with_source(e)
-            })?;
-            if consumed == 0 {
-                return Ok(SourcePoll::End);
-            }
-            self.offset += consumed;
-            if too_long {
-                tracing::warn!(file = %self.path.display(), offset = start, bytes = consumed,
-                    "skipping a line longer than {MAX_LINE_BYTES} bytes");
-                continue;
-            }
-            decode_line(&self.raw, line, &self.path.display(), start);
-            return Ok(SourcePoll::Line { more_buffered: true });
-        }
-    }
-
-    fn snapshot(&self, store: &mut OperatorStateStore) -> Result<()> {
-        store.list_state::<u64>(OFFSET_STATE).update(store, &[self.offset])
-    }
-
-    fn replayable(&self) -> bool {
-        true
-    }
-
-    fn progress(&self) -> Option<(u64, u64)> {
-        Some((self.offset, self.len))
     }
 }
 
@@ -467,63 +308,5 @@ mod tests {
         input.extend_from_slice(b"\n\xff\xfeok\r\n\nlast");
         let lines = read_all_lines(&input[..]).unwrap();
         assert_eq!(lines, vec!["a b", "\u{fffd}\u{fffd}ok", "", "last"]);
-    }
-
-    #[test]
-    fn file_source_resumes_at_checkpointed_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.txt");
-        std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
-        let mut source = FileSource::open(&path, None).unwrap();
-        let mut line = String::new();
-        source.poll_line(&mut line).unwrap();
-        let mut store = OperatorStateStore::default();
-        source.snapshot(&mut store).unwrap();
-        let mut resumed = FileSource::open(&path, Some(&mut store)).unwrap();
-        assert!(matches!(resumed.poll_line(&mut line).unwrap(), SourcePoll::Line { .. }));
-        assert_eq!(line, "two");
-        assert_eq!(resumed.progress(), Some((8, 14)));
-    }
-
-    fn split_lines(path: &std::path::Path, parallelism: u32) -> Vec<String> {
-        let mut lines = Vec::new();
-        for subtask in 0..parallelism {
-            let mut source = FileSource::open_split(path, subtask, parallelism, None).unwrap();
-            let mut line = String::new();
-            while let SourcePoll::Line { .. } = source.poll_line(&mut line).unwrap() {
-                lines.push(line.clone());
-            }
-        }
-        lines
-    }
-
-    proptest::proptest! {
-        /// Splits read every line exactly once, in order, whatever the
-        /// lines (empty ones, one without its newline, lines longer than
-        /// a split) and the number of splits.
-        #[test]
-        fn splits_read_every_line_once(
-            lines in proptest::collection::vec("[a-c ]{0,40}", 0..30),
-            trailing_newline: bool,
-            parallelism in 1u32..7,
-        ) {
-            let mut text = lines.join("\n");
-            if trailing_newline && !lines.is_empty() {
-                text.push('\n');
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("in.txt");
-            std::fs::write(&path, &text).unwrap();
-            // The model: `str::lines` over the same text.
-            let expected: Vec<String> = text.lines().map(str::to_owned).collect();
-            proptest::prop_assert_eq!(split_lines(&path, parallelism), expected);
-        }
-    }
-
-    #[test]
-    fn missing_file_is_not_found_naming_it() {
-        let err = FileSource::open("/no/such/file.txt", None).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotFound);
-        assert!(err.to_string().contains("/no/such/file.txt"));
     }
 }

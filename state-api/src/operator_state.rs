@@ -3,7 +3,10 @@
 //! Each parallel instance keeps named lists of elements. On restore with a
 //! different parallelism every list's elements from all old instances are
 //! pooled and split into even, contiguous shares (Flink's split-distribute
-//! redistribution), so no element is lost or duplicated.
+//! redistribution), so no element is lost or duplicated. A *union* list
+//! ([`OperatorStateStore::union_list_state`], Flink's union redistribution)
+//! instead gives every new instance all elements, for state an instance
+//! re-splits itself (a file source's unread byte ranges).
 //!
 //! The snapshot file is `"SSOPSTAT" | version u32 LE | postcard(map)`, and is
 //! listed in the manifest with its CRC-32C like every other file.
@@ -21,6 +24,10 @@ use crate::{Error, ErrorKind, Result};
 
 const MAGIC: &[u8; 8] = b"SSOPSTAT";
 const VERSION: u32 = 1;
+
+/// Names of union lists start with this (the snapshot format has no other
+/// place for the mode, and old snapshots have no such names).
+pub const UNION_PREFIX: &str = "union:";
 
 /// Named lists of serialized elements: one operator instance's state.
 pub type OperatorStateMap = BTreeMap<String, Vec<Vec<u8>>>;
@@ -50,13 +57,35 @@ impl OperatorStateStore {
         &self.states
     }
 
-    /// A typed handle on the list named `name`.
+    /// A typed handle on the list named `name`, split between the new
+    /// instances on a restore at another parallelism.
     pub fn list_state<T>(&mut self, name: &str) -> OperatorListState<T> {
         self.states.entry(name.to_owned()).or_default();
         OperatorListState {
             name: name.to_owned(),
             _type: PhantomData,
         }
+    }
+
+    /// A typed handle on the *union* list named `name`: on restore every
+    /// instance gets the elements of all old instances (Flink's
+    /// `getUnionListState`), whatever the parallelism.
+    ///
+    /// ```
+    /// use streamstate_api::operator_state::{redistribute, OperatorStateStore};
+    /// let mut old = Vec::new();
+    /// for offset in [10u64, 20] {
+    ///     let mut store = OperatorStateStore::default();
+    ///     store.union_list_state::<u64>("offsets").update(&mut store, &[offset]).unwrap();
+    ///     old.push(store.as_map().clone());
+    /// }
+    /// for share in redistribute(old, 3) {
+    ///     let mut store = OperatorStateStore::from_map(share);
+    ///     assert_eq!(store.union_list_state::<u64>("offsets").get(&store).unwrap(), vec![10, 20]);
+    /// }
+    /// ```
+    pub fn union_list_state<T>(&mut self, name: &str) -> OperatorListState<T> {
+        self.list_state(&format!("{UNION_PREFIX}{name}"))
     }
 
     /// Encodes the store as a snapshot file's bytes.
@@ -141,7 +170,9 @@ impl OperatorStateStore {
 }
 
 /// Pools every list's elements (in old-subtask order) and splits them into
-/// `parallelism` contiguous shares whose sizes differ by at most one.
+/// `parallelism` contiguous shares whose sizes differ by at most one; a
+/// union list (name starting with [`UNION_PREFIX`]) goes whole to every
+/// share.
 ///
 /// ```
 /// use std::collections::BTreeMap;
@@ -161,6 +192,12 @@ pub fn redistribute(old: Vec<OperatorStateMap>, parallelism: u32) -> Vec<Operato
     }
     let mut shares = vec![OperatorStateMap::new(); parallelism];
     for (name, elements) in pooled {
+        if name.starts_with(UNION_PREFIX) {
+            for share in shares.iter_mut() {
+                share.insert(name.clone(), elements.clone());
+            }
+            continue;
+        }
         let (base, extra) = (elements.len() / parallelism, elements.len() % parallelism);
         let mut iter = elements.into_iter();
         for (i, share) in shares.iter_mut().enumerate() {

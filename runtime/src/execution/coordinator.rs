@@ -29,7 +29,11 @@ pub(crate) struct Coordinator {
     pub(crate) settings: JobSettings,
     pub(crate) storage: CheckpointStorage,
     pub(crate) control: Receiver<Control>,
+    /// Where barriers go: one per source task (local), or one per
+    /// executor that delivers them itself (cluster).
     pub(crate) sources: Vec<Sender<Barrier>>,
+    /// Source subtasks that acknowledge each snapshot.
+    pub(crate) source_parallelism: u32,
     pub(crate) expected_acks: usize,
     pub(crate) next_id: u64,
     pub(crate) cancel: Arc<AtomicBool>,
@@ -62,7 +66,7 @@ impl Coordinator {
         let mut manifest = SnapshotManifest::new(&self.job_id, pending.barrier.id, kind, self.settings.max_parallelism);
         let mut source_op = OperatorSnapshot {
             operator_id: SOURCE_OPERATOR.into(),
-            parallelism: self.sources.len() as u32,
+            parallelism: self.source_parallelism,
             keyed_state: vec![],
             operator_state: vec![],
         };

@@ -23,7 +23,7 @@ use crate::metrics::JobMetrics;
 use crate::mini_batch::Accumulator;
 use crate::plan::Job;
 
-fn new_job_id() -> String {
+pub(crate) fn new_job_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -78,9 +78,16 @@ where
     let job_id = settings.job_id.clone().unwrap_or_else(new_job_id);
     streamstate_api::storage::layout::validate_job_id(&job_id)?;
 
+    let metrics = Arc::new(JobMetrics::default());
     let restored = restore(&settings, &backend, &storage, &job_id, source_spec.parallelism)?;
     let (first_id, keyed_backends, mut source_stores) = match restored {
-        Some(r) => (r.checkpoint_id + 1, r.keyed, r.source_stores),
+        Some(r) => {
+            metrics.restore_ms.store(r.restore_ms, Ordering::Relaxed);
+            if let Ok(mut slot) = metrics.restored_from.lock() {
+                *slot = Some(r.path);
+            }
+            (r.checkpoint_id + 1, r.keyed, r.source_stores)
+        }
         None => {
             let mut keyed = Vec::new();
             for subtask in 0..settings.parallelism {
@@ -101,7 +108,6 @@ where
     }
 
     let cancel = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(JobMetrics::default());
     let (control_tx, control_rx) = unbounded();
     let p = settings.parallelism as usize;
     let mut data_tx: Vec<Vec<Sender<Message<T, A>>>> = Vec::new();
@@ -181,6 +187,7 @@ where
         settings: settings.clone(),
         storage: storage.clone(),
         control: control_rx,
+        source_parallelism: command_txs.len() as u32,
         sources: command_txs,
         expected_acks: source_handles.len() + keyed_handles.len(),
         next_id: first_id,

@@ -14,6 +14,9 @@ use crate::plan::{JobSettings, RestoreFrom, KEYED_OPERATOR, SOURCE_OPERATOR};
 
 pub(crate) struct Restored {
     pub(crate) checkpoint_id: u64,
+    /// URI of the snapshot restored, and how long the restore took.
+    pub(crate) path: String,
+    pub(crate) restore_ms: u64,
     pub(crate) keyed: Vec<Box<dyn KeyedStateBackend>>,
     pub(crate) source_stores: Vec<Option<OperatorStateStore>>,
 }
@@ -21,6 +24,79 @@ pub(crate) struct Restored {
 pub(crate) fn keyed_options(settings: &JobSettings, job_id: &str, subtask: u32) -> KeyedBackendOptions {
     let range = KeyGroupRange::for_subtask(settings.max_parallelism, settings.parallelism, subtask);
     KeyedBackendOptions::new(job_id, KEYED_OPERATOR, range, settings.max_parallelism)
+}
+
+/// One subtask's part of a snapshot: its key-group range's keyed state and
+/// its share of the sources' operator state.
+pub(crate) struct SubtaskRestore {
+    pub(crate) keyed: Box<dyn KeyedStateBackend>,
+    pub(crate) source_store: Option<OperatorStateStore>,
+}
+
+/// Restores subtask `subtask` of both operators (the cluster's workers
+/// are both) from `snapshot`.
+pub(crate) fn restore_subtask(
+    settings: &JobSettings,
+    backend: &Arc<dyn StateBackend>,
+    job_id: &str,
+    storage: &CheckpointStorage,
+    snapshot: &CompletedSnapshot,
+    subtask: u32,
+) -> Result<SubtaskRestore> {
+    check_max_parallelism(settings, snapshot)?;
+    Ok(SubtaskRestore {
+        keyed: restore_keyed(settings, backend, job_id, storage, snapshot, subtask)?,
+        source_store: restore_source_store(storage, snapshot, settings.parallelism, subtask)?,
+    })
+}
+
+fn check_max_parallelism(settings: &JobSettings, snapshot: &CompletedSnapshot) -> Result<()> {
+    let manifest = &snapshot.manifest;
+    if manifest.max_parallelism != settings.max_parallelism {
+        return Err(Error::config(format!(
+            "the snapshot was taken with max parallelism {}, the job has {}; they must be equal",
+            manifest.max_parallelism, settings.max_parallelism
+        ))
+        .with_context("file", snapshot.dir.clone()));
+    }
+    Ok(())
+}
+
+/// Keyed subtask `subtask`'s key-group range, from every handle that
+/// overlaps it.
+fn restore_keyed(
+    settings: &JobSettings,
+    backend: &Arc<dyn StateBackend>,
+    job_id: &str,
+    storage: &CheckpointStorage,
+    snapshot: &CompletedSnapshot,
+    subtask: u32,
+) -> Result<Box<dyn KeyedStateBackend>> {
+    let handles = snapshot
+        .manifest
+        .operator(KEYED_OPERATOR)
+        .map(|o| o.keyed_state.as_slice())
+        .unwrap_or_default();
+    backend.restore_keyed_backend(keyed_options(settings, job_id, subtask), handles, storage)
+}
+
+/// Source subtask `subtask` of `parallelism`'s share of the operator state
+/// (`None` when the snapshot has none).
+fn restore_source_store(
+    storage: &CheckpointStorage,
+    snapshot: &CompletedSnapshot,
+    parallelism: u32,
+    subtask: u32,
+) -> Result<Option<OperatorStateStore>> {
+    let handles = snapshot
+        .manifest
+        .operator(SOURCE_OPERATOR)
+        .map(|o| o.operator_state.as_slice())
+        .unwrap_or_default();
+    if handles.is_empty() {
+        return Ok(None);
+    }
+    OperatorStateStore::restore(storage, handles, parallelism, subtask).map(Some)
 }
 
 pub(crate) fn restore_snapshot(
@@ -31,47 +107,25 @@ pub(crate) fn restore_snapshot(
     storage: &CheckpointStorage,
     snapshot: &CompletedSnapshot,
 ) -> Result<Restored> {
-    let manifest = &snapshot.manifest;
-    if manifest.max_parallelism != settings.max_parallelism {
-        return Err(Error::config(format!(
-            "the snapshot was taken with max parallelism {}, the job has {}; they must be equal",
-            manifest.max_parallelism, settings.max_parallelism
-        ))
-        .with_context("file", snapshot.dir.clone()));
-    }
-    let handles = manifest
-        .operator(KEYED_OPERATOR)
-        .map(|o| o.keyed_state.clone())
-        .unwrap_or_default();
+    check_max_parallelism(settings, snapshot)?;
     let mut keyed = Vec::new();
     for subtask in 0..settings.parallelism {
-        keyed.push(backend.restore_keyed_backend(keyed_options(settings, job_id, subtask), &handles, storage)?);
+        keyed.push(restore_keyed(settings, backend, job_id, storage, snapshot, subtask)?);
     }
-    let op_handles = manifest
-        .operator(SOURCE_OPERATOR)
-        .map(|o| o.operator_state.clone())
-        .unwrap_or_default();
     let mut source_stores = Vec::new();
     for subtask in 0..source_parallelism {
-        source_stores.push(if op_handles.is_empty() {
-            None
-        } else {
-            Some(OperatorStateStore::restore(
-                storage,
-                &op_handles,
-                source_parallelism,
-                subtask,
-            )?)
-        });
+        source_stores.push(restore_source_store(storage, snapshot, source_parallelism, subtask)?);
     }
     Ok(Restored {
-        checkpoint_id: manifest.checkpoint_id,
+        checkpoint_id: snapshot.manifest.checkpoint_id,
+        path: format!("{}/{}", storage.uri(), snapshot.dir),
+        restore_ms: 0,
         keyed,
         source_stores,
     })
 }
 
-fn is_damage(e: &Error) -> bool {
+pub(crate) fn is_damage(e: &Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::ChecksumMismatch | ErrorKind::NotFound | ErrorKind::Corrupt | ErrorKind::IncompatibleVersion
@@ -92,8 +146,9 @@ pub(crate) fn restore(
             let path = format!("{}/{}", from.uri(), snapshot.dir);
             tracing::info!(%path, "restoring");
             let started = std::time::Instant::now();
-            let restored = restore_snapshot(settings, backend, job_id, source_parallelism, from, &snapshot)?;
-            tracing::info!(%path, restore_ms = started.elapsed().as_millis() as u64, "restored");
+            let mut restored = restore_snapshot(settings, backend, job_id, source_parallelism, from, &snapshot)?;
+            restored.restore_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(%path, restore_ms = restored.restore_ms, "restored");
             Ok(Some(restored))
         }
         Some(RestoreFrom::Latest) => {
@@ -109,12 +164,9 @@ pub(crate) fn restore(
             for snapshot in candidates {
                 let started = std::time::Instant::now();
                 match restore_snapshot(settings, backend, job_id, source_parallelism, storage, &snapshot) {
-                    Ok(restored) => {
-                        tracing::info!(
-                            path = %format!("{}/{}", storage.uri(), snapshot.dir),
-                            restore_ms = started.elapsed().as_millis() as u64,
-                            "restored from latest"
-                        );
+                    Ok(mut restored) => {
+                        restored.restore_ms = started.elapsed().as_millis() as u64;
+                        tracing::info!(path = %restored.path, restore_ms = restored.restore_ms, "restored from latest");
                         return Ok(Some(restored));
                     }
                     Err(e) if is_damage(&e) => {

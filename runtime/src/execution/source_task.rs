@@ -297,6 +297,12 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outp
         Ok(poll)
     }
 
+    /// A barrier from an executor that delivers them itself: everything
+    /// read so far goes out first, then the position is snapshot.
+    pub(crate) fn barrier(&mut self, st: &mut SourceLoop<T, A>, barrier: Barrier) -> Result<()> {
+        self.checkpoint(barrier, &mut st.batches, st.local.as_mut())
+    }
+
     /// Sends every buffered batch and partial sum on.
     pub(crate) fn flush_all(&mut self, st: &mut SourceLoop<T, A>) -> Result<()> {
         self.flush(&mut st.batches, false)?;

@@ -17,17 +17,23 @@
 //! slowest keyed operator (a probe). A stopped or slow process therefore
 //! stops the others' sources instead of growing their queues.
 //!
+//! Checkpoints are one cut across all processes: worker 0's coordinator
+//! sends a barrier as a command at a tick; every source snapshots before
+//! it sends at that tick, every keyed operator once all ticks before it
+//! are applied (see `worker`). Acknowledgements cross to worker 0, which
+//! alone writes `_metadata` and applies retention. On start, all workers
+//! agree on the job id and on the snapshot to restore (see `agree`).
+//!
 //! | module | job |
 //! |---|---|
 //! | `mod` (this) | configuration, start, results, a lost peer as an error |
-//! | `wire` | what crosses the exchange; the source's buffered outputs |
-//! | `worker` | one worker's dataflow and loop |
-//!
-//! What the cluster executor does not do yet (issue 34 continues):
-//! checkpoints across processes (the command stream is where their
-//! barriers will travel), restore, savepoints. A job with checkpointing
-//! or a restore is refused with an error saying so.
+//! | `agree` | job id and restore agreed by every worker |
+//! | `wire` | what crosses timely's channels; the source's buffered outputs |
+//! | `tick_order` | the order a keyed operator applies ticks and barriers in |
+//! | `worker` | one worker's dataflows and loop |
 
+mod agree;
+mod tick_order;
 mod wire;
 mod worker;
 
@@ -37,7 +43,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{de::DeserializeOwned, Serialize};
 use streamstate_api::key_group::check_parallelism;
-use streamstate_api::{Error, ErrorKind, Result};
+use streamstate_api::{CheckpointStorage, Error, ErrorKind, Result};
 
 use crate::handle::JobResult;
 use crate::metrics::JobMetrics;
@@ -264,31 +270,44 @@ where
     cluster.validate()?;
     let mut job = job;
     let settings = &mut job.settings;
-    if settings.checkpoint.interval.is_some() || settings.restore.is_some() {
-        return Err(Error::unsupported(
-            "checkpoints and restores across processes are not supported yet: run the cluster without a \
-             checkpoint interval and without --from-checkpoint",
-        ));
+    if settings.checkpoint.max_concurrent != 1 {
+        return Err(Error::unsupported("only one concurrent checkpoint is supported"));
     }
     settings.parallelism = cluster.parallelism();
     check_parallelism(settings.parallelism, settings.max_parallelism)?;
-    // The same id in every process (the directory their checkpoints will
-    // share): the one given, else one derived from the cluster's hosts.
-    let job_id = settings.job_id.clone().unwrap_or_else(|| {
-        let hosts = cluster.hosts.join(",");
-        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(hosts.as_bytes()))
-    });
+    if let Some(id) = &settings.job_id {
+        streamstate_api::storage::layout::validate_job_id(id)?;
+    }
     let backend = match &settings.backend {
         Some(b) => Arc::clone(b),
         None => crate::execution::local::default_backend()?,
     };
+    let storage = match &settings.storage {
+        Some(s) => s.clone(),
+        None => CheckpointStorage::open("memory://")?,
+    };
+    if cluster.processes > 1 && settings.checkpoint.interval.is_some() && storage.uri().starts_with("memory:") {
+        return Err(Error::config(
+            "checkpoints across processes need storage every process reaches (s3://, hdfs://, or a shared file:// path)",
+        ));
+    }
     let metrics = Arc::new(JobMetrics::default());
+    // The job id every worker adopts is worker 0's: the one given, else a
+    // new one (each run of a cluster is a new job, as a local run is).
+    let proposed_job_id = settings
+        .job_id
+        .clone()
+        .unwrap_or_else(crate::execution::local::new_job_id);
     let shared = Arc::new(worker::Shared {
         job,
         backend,
-        job_id: job_id.clone(),
+        storage,
+        proposed_job_id,
+        job_id: Mutex::new(None),
         failed: AtomicBool::new(false),
+        cancel: Arc::new(AtomicBool::new(false)),
         metrics: Arc::clone(&metrics),
+        coordinator: Mutex::new(None),
     });
     install_peer_loss_hook();
     if let Ok(mut lost) = LOST_PEER.lock() {
@@ -325,14 +344,34 @@ where
     if let (None, Some(_)) = (&first_error, lost_peer()) {
         first_error = Some(lost_peer_error(cluster, ""));
     }
+    // The coordinator ends once the workers have dropped its links; its
+    // error (too many failed checkpoints) is the job's cause.
+    let coordinator = shared.coordinator.lock().ok().and_then(|mut c| c.take());
+    let mut failed_checkpoints = 0;
+    if let Some(handle) = coordinator {
+        match handle.join() {
+            Ok(Ok(failed)) => failed_checkpoints = failed,
+            Ok(Err(e)) => first_error = Some(e),
+            Err(_) => {
+                first_error.get_or_insert_with(|| Error::invalid_argument("the checkpoint coordinator panicked"));
+            }
+        }
+    }
     if let Some(e) = first_error {
         return Err(e);
     }
+    let job_id = shared.job_id.lock().ok().and_then(|id| id.clone()).unwrap_or_default();
     Ok(JobResult {
         job_id,
         final_records,
-        completed: Vec::new(),
-        last_snapshot_path: None,
-        failed_checkpoints: 0,
+        completed: metrics
+            .completed
+            .lock()
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default(),
+        last_snapshot_path: metrics.last_snapshot_path.lock().ok().and_then(|p| p.clone()),
+        failed_checkpoints,
+        restored_from: metrics.restored_from.lock().ok().and_then(|p| p.clone()),
+        records: metrics.records.load(Ordering::Relaxed),
     })
 }

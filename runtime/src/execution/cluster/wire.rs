@@ -1,11 +1,13 @@
-//! What crosses timely's exchange between workers: a batch of records or
-//! of partial accumulators, tagged with the keyed subtask it goes to
-//! (timely routes by that tag: worker `w` is keyed subtask `w`).
+//! What crosses timely's channels between workers: batches of records or
+//! partial accumulators (tagged with the keyed subtask they go to: timely
+//! routes by that tag, worker `w` is keyed subtask `w`), worker 0's
+//! commands, and every task's snapshot acknowledgements on their way to
+//! the committer.
 
 use serde::{Deserialize, Serialize};
-use streamstate_api::Result;
+use streamstate_api::{Error, ErrorKind, Result, SnapshotKind};
 
-use crate::execution::messages::{Message, Partial, Record};
+use crate::execution::messages::{Ack, Barrier, Control, Message, Partial, Record, TaskSnapshot};
 use crate::execution::source_task::Outputs;
 
 /// A batch for one keyed subtask.
@@ -18,9 +20,114 @@ pub(crate) enum Payload<T, A> {
 /// `(keyed subtask, batch)`: the exchange's item.
 pub(crate) type Packet<T, A> = (u32, Payload<T, A>);
 
+/// A command on worker 0's broadcast stream.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) enum Command {
+    /// Snapshot the cut between ticks `tick - 1` and `tick`: a source
+    /// before it sends at `tick`, a keyed operator once every tick before
+    /// it is applied and none after.
+    Barrier { id: u64, kind: SnapshotKind, tick: u64 },
+}
+
+impl Command {
+    pub(crate) fn tick(&self) -> u64 {
+        match self {
+            Self::Barrier { tick, .. } => *tick,
+        }
+    }
+
+    pub(crate) fn barrier(&self) -> Barrier {
+        match *self {
+            Self::Barrier { id, kind, .. } => Barrier { id, kind },
+        }
+    }
+}
+
+/// A task's acknowledgement (or refusal) of a snapshot, as it crosses
+/// processes to the committer. Handles travel as the manifest's JSON.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum WireAck {
+    Ack {
+        id: u64,
+        /// Whether the handle is a source's operator state (else keyed).
+        source: bool,
+        handle: String,
+        sync_us: u64,
+        async_us: u64,
+    },
+    Decline {
+        id: u64,
+        message: String,
+    },
+}
+
+impl WireAck {
+    /// The wire form of a task's control message; `None` for messages that
+    /// stay in their process.
+    pub(crate) fn from_control(control: Control) -> Result<Option<Self>> {
+        let encode = |e: serde_json::Error| Error::corrupt(format!("a snapshot handle does not encode: {e}"));
+        Ok(match control {
+            Control::Ack(ack) => {
+                let (source, handle) = match &ack.snapshot {
+                    TaskSnapshot::Source(h) => (true, serde_json::to_string(h).map_err(encode)?),
+                    TaskSnapshot::Keyed(h) => (false, serde_json::to_string(h).map_err(encode)?),
+                };
+                Some(Self::Ack {
+                    id: ack.id,
+                    source,
+                    handle,
+                    sync_us: ack.sync.as_micros() as u64,
+                    async_us: ack.async_time.as_micros() as u64,
+                })
+            }
+            Control::Decline { id, error } => Some(Self::Decline {
+                id,
+                message: error.to_string(),
+            }),
+            _ => None,
+        })
+    }
+
+    /// Back to the coordinator's message.
+    pub(crate) fn into_control(self) -> Control {
+        match self {
+            Self::Ack {
+                id,
+                source,
+                handle,
+                sync_us,
+                async_us,
+            } => {
+                let snapshot = if source {
+                    serde_json::from_str(&handle).map(TaskSnapshot::Source)
+                } else {
+                    serde_json::from_str(&handle).map(TaskSnapshot::Keyed)
+                };
+                match snapshot {
+                    Ok(snapshot) => Control::Ack(Box::new(Ack {
+                        id,
+                        snapshot,
+                        sync: std::time::Duration::from_micros(sync_us),
+                        async_time: std::time::Duration::from_micros(async_us),
+                    })),
+                    Err(e) => Control::Decline {
+                        id,
+                        error: Error::corrupt(format!("an acknowledged snapshot handle does not decode: {e}")),
+                    },
+                }
+            }
+            Self::Decline { id, message } => Control::Decline {
+                id,
+                error: Error::new(ErrorKind::Storage, message),
+            },
+        }
+    }
+}
+
 /// A source task's outputs on the cluster: batches wait here until the
 /// worker loop hands them to timely at the current tick. Barriers and the
-/// end of input are not messages here: ticks and the input's closing are.
+/// end of input are not messages here: commands, ticks and the input's
+/// closing are.
 pub(crate) struct Buffered<T, A> {
     pub(crate) destinations: usize,
     pub(crate) packets: Vec<Packet<T, A>>,
@@ -38,5 +145,37 @@ impl<T, A> Outputs<T, A> for Buffered<T, A> {
             Message::Barrier(_) | Message::End => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamstate_api::snapshot::manifest::OperatorStateHandle;
+    use streamstate_api::FileRef;
+
+    #[test]
+    fn an_ack_survives_the_wire() {
+        let handle = OperatorStateHandle {
+            subtask: 3,
+            file: FileRef {
+                path: "chk-1/source-3.opstate".into(),
+                size: 12,
+                crc32c: 7,
+            },
+        };
+        let control = Control::Ack(Box::new(Ack {
+            id: 9,
+            snapshot: TaskSnapshot::Source(handle.clone()),
+            sync: std::time::Duration::from_micros(5),
+            async_time: std::time::Duration::from_millis(2),
+        }));
+        let wire = WireAck::from_control(control).unwrap().unwrap();
+        let Control::Ack(back) = wire.into_control() else {
+            panic!("not an ack")
+        };
+        assert_eq!(back.id, 9);
+        assert!(matches!(back.snapshot, TaskSnapshot::Source(h) if h == handle));
+        assert_eq!(back.async_time, std::time::Duration::from_millis(2));
     }
 }

@@ -1,38 +1,50 @@
-//! One worker of the cluster executor: its dataflow and its loop.
+//! One worker of the cluster executor: its dataflows and its loop.
 //!
 //! ```text
 //!  worker loop: source task ──(tick t)──► data input ─exchange by subtask─┐
-//!  worker 0:    command input ─broadcast─► command probe (sources gate) ──┤
+//!  worker 0:    command input ─broadcast─► commands seen (sources' barriers)
+//!                                  └──────────────────────────────────────┤
 //!                                                                         ▼
-//!                                                 keyed operator (tick order) ─► probe
+//!                                   keyed operator (tick order, barriers) ─► probe
+//!  upload threads ─► ack input ─exchange to worker 0─► coordinator ─► _metadata
 //! ```
 //!
-//! Worker 0 holds the command input at most [`TICKS_IN_FLIGHT`] ticks ahead
-//! of the keyed operators' probe; a source sends at tick `t` only once the
-//! command stream has passed `t`. That is the pacing: no worker's
-//! exchange queue grows beyond a few ticks of every source's batches.
+//! Pacing: worker 0 holds the command input at most [`TICKS_IN_FLIGHT`]
+//! ticks ahead of the keyed operators' probe; a source sends at tick `t`
+//! only once the command stream has passed `t`, so no exchange queue grows
+//! beyond a few ticks of every source's batches.
+//!
+//! Checkpoints: worker 0's coordinator triggers a barrier, which worker 0
+//! sends as a command at the command input's current tick `c`. No source
+//! has sent at `c` yet (the stream had not passed it): each snapshots its
+//! position before it sends at `c`; each keyed operator snapshots once
+//! every tick before `c` is applied and none after. That is one cut of the
+//! input across all processes. Acknowledgements cross to worker 0, whose
+//! coordinator writes `_metadata` once all `2 x N x W` tasks acknowledged.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use serde::{de::DeserializeOwned, Serialize};
 use streamstate_api::{CheckpointStorage, Error, Result, StateBackend};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Exchange as _, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 
-use super::wire::{Buffered, Packet, Payload};
-use crate::config::CheckpointingMode;
+use super::agree::{agree_and_restore, fresh_keyed};
+use super::tick_order::{Step, TickOrder};
+use super::wire::{Buffered, Command, Packet, Payload, WireAck};
+use crate::execution::coordinator::Coordinator;
 use crate::execution::keyed_task::KeyedTask;
-use crate::execution::restore::keyed_options;
+use crate::execution::messages::{Barrier, Control};
 use crate::execution::source_task::SourceTask;
 use crate::execution::upload::{TargetFactory, Uploads};
 use crate::metrics::JobMetrics;
@@ -46,24 +58,25 @@ pub(crate) const TICKS_IN_FLIGHT: u64 = 4;
 /// Lines a source reads at one tick before it moves to the next.
 const LINES_PER_TICK: usize = 4096;
 
-/// A command on worker 0's broadcast stream. None yet: its frontier alone
-/// paces the sources; checkpoint barriers will travel here.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) enum Command {}
-
 type Builder<D> = CapacityContainerBuilder<Vec<D>>;
-
-/// A keyed operator's batches by tick, each tick with its capability.
-type Stash<T, A> = BTreeMap<u64, (timely::dataflow::operators::Capability<u64>, Vec<Payload<T, A>>)>;
 
 /// What every worker of this process reads.
 pub(crate) struct Shared<K, T, O, A: Accumulator> {
     pub(crate) job: Job<K, T, O, A>,
     pub(crate) backend: Arc<dyn StateBackend>,
-    pub(crate) job_id: String,
+    pub(crate) storage: CheckpointStorage,
+    /// This process's proposal; worker 0's is the job's.
+    pub(crate) proposed_job_id: String,
+    /// The job id all workers agreed on (set by this process's workers).
+    pub(crate) job_id: Mutex<Option<String>>,
     /// Set when a worker of this process fails: the others stop.
     pub(crate) failed: AtomicBool,
+    /// Set by the coordinator when the job must stop (too many failed
+    /// checkpoints).
+    pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) metrics: Arc<JobMetrics>,
+    /// Worker 0's coordinator thread, joined when the workers are.
+    pub(crate) coordinator: Mutex<Option<JoinHandle<Result<u64>>>>,
 }
 
 /// The keyed operator's outcome, read by its worker's loop.
@@ -72,9 +85,52 @@ struct KeyedOutcome<O> {
     finals: Option<Vec<O>>,
 }
 
+/// Worker 0's links to its coordinator: where barriers come from, where
+/// the end of the input is reported.
+struct CoordinatorLink {
+    control: Sender<Control>,
+    barriers: Receiver<Barrier>,
+    last_sent: Option<u64>,
+}
+
 /// Runs one worker until the job ends; returns its keyed subtask's final
-/// records.
+/// records. On an error every dataflow of this worker is dropped, so the
+/// process exits (and its peers see it lost) instead of waiting for them.
 pub(crate) fn run<K, T, O, A>(worker: &mut timely::worker::Worker, shared: &Shared<K, T, O, A>) -> Result<Vec<O>>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    T: Serialize + DeserializeOwned + Clone + Send + 'static,
+    O: Send + 'static,
+    A: Accumulator,
+{
+    let result = run_worker(worker, shared);
+    if result.is_err() {
+        for dataflow in worker.installed_dataflows() {
+            worker.drop_dataflow(dataflow);
+        }
+    }
+    result
+}
+
+/// Hands the acknowledgements of this worker's uploads to the ack input.
+fn forward_acks(acks: &Receiver<Control>, input: &mut InputHandle<u64, Builder<WireAck>>) -> Result<()> {
+    let mut sent = false;
+    while let Ok(control) = acks.try_recv() {
+        if let Some(ack) = WireAck::from_control(control)? {
+            input.send(ack);
+            sent = true;
+        }
+    }
+    // Moving the input's time is what sends buffered data through the
+    // exchange (a flush alone leaves it in the exchange's buffers).
+    if sent {
+        let next = *input.time() + 1;
+        input.advance_to(next);
+    }
+    Ok(())
+}
+
+fn run_worker<K, T, O, A>(worker: &mut timely::worker::Worker, shared: &Shared<K, T, O, A>) -> Result<Vec<O>>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
     T: Serialize + DeserializeOwned + Clone + Send + 'static,
@@ -85,19 +141,30 @@ where
     let peers = worker.peers() as u32;
     let job = &shared.job;
     let settings = &job.settings;
-    let storage = CheckpointStorage::open("memory://")?;
-    let (control, _acks) = unbounded();
+    let start = agree_and_restore(worker, settings, &shared.backend, &shared.proposed_job_id)?;
+    let job_id = start.job_id.clone();
+    if let Ok(mut slot) = shared.job_id.lock() {
+        *slot = Some(job_id.clone());
+    }
+    shared.metrics.restore_ms.fetch_max(start.restore_ms, Ordering::Relaxed);
+    if let (Some(path), Ok(mut slot)) = (start.path.clone(), shared.metrics.restored_from.lock()) {
+        *slot = Some(path);
+    }
+    let (keyed_backend, mut source_store) = match start.restored {
+        Some(part) => (part.keyed, part.source_store),
+        None => (fresh_keyed(settings, &shared.backend, &job_id, index)?, None),
+    };
+    let (acks_tx, acks) = unbounded();
     let uploads = Uploads::default();
     let targets = TargetFactory {
-        job_id: shared.job_id.clone(),
+        job_id: job_id.clone(),
         native: shared.backend.capabilities().native_snapshots,
+        // Incremental checkpoints share files between checkpoints of one
+        // process's backend; across processes that is not wired yet.
         incremental: false,
     };
     let discarding_sinks = Arc::new(AtomicUsize::new(0));
-    let cancel = Arc::new(AtomicBool::new(false));
-    let keyed_backend = shared
-        .backend
-        .create_keyed_backend(keyed_options(settings, &shared.job_id, index))?;
+    let cancel = Arc::clone(&shared.cancel);
     let mut keyed = KeyedTask {
         subtask: index,
         parallelism: peers,
@@ -107,10 +174,10 @@ where
         sink: Arc::clone(&job.sink),
         final_sink: job.final_sink.clone(),
         discarding_sinks: Arc::clone(&discarding_sinks),
-        mode: CheckpointingMode::ExactlyOnce,
-        control: control.clone(),
+        mode: crate::config::CheckpointingMode::ExactlyOnce,
+        control: acks_tx.clone(),
         uploads: uploads.clone(),
-        storage: storage.clone(),
+        storage: shared.storage.clone(),
         targets: targets.clone(),
         cancel: Arc::clone(&cancel),
         metrics: Arc::clone(&shared.metrics),
@@ -118,11 +185,11 @@ where
     // Opened before the source starts: the source folds a `sum` locally
     // only once it knows every sink discards per-record output.
     let mut opened = Some(keyed.open()?);
-    let (_commands, never) = unbounded();
+    let (_no_commands, never) = unbounded();
     let mut source = SourceTask {
         subtask: index,
         last_barrier: None,
-        source: (job.source.factory)(index, peers, None)?,
+        source: (job.source.factory)(index, peers, source_store.as_mut())?,
         outputs: Buffered {
             destinations: peers as usize,
             packets: Vec::new(),
@@ -135,26 +202,74 @@ where
         batch_size: settings.batch_size.max(1),
         local_sum: job.local_sum.clone(),
         discarding_sinks,
-        control,
-        uploads,
-        storage,
+        control: acks_tx,
+        uploads: uploads.clone(),
+        storage: shared.storage.clone(),
         targets,
-        cancel,
+        cancel: Arc::clone(&cancel),
         metrics: Arc::clone(&shared.metrics),
     };
+
+    // Worker 0 runs the job's coordinator.
+    let mut link = None;
+    if index == 0 {
+        let (control, control_rx) = unbounded();
+        let (barrier_tx, barriers) = unbounded();
+        let coordinator = Coordinator {
+            job_id: job_id.clone(),
+            settings: settings.clone(),
+            storage: shared.storage.clone(),
+            control: control_rx,
+            sources: vec![barrier_tx],
+            source_parallelism: peers,
+            expected_acks: 2 * peers as usize,
+            next_id: start.checkpoint_id.map_or(1, |id| id + 1),
+            cancel: Arc::clone(&cancel),
+            metrics: Arc::clone(&shared.metrics),
+        };
+        let handle = std::thread::Builder::new()
+            .name("coordinator".into())
+            .spawn(move || coordinator.run())
+            .map_err(|e| Error::invalid_argument("cannot spawn the coordinator thread").with_source(e))?;
+        if let Ok(mut slot) = shared.coordinator.lock() {
+            *slot = Some(handle);
+        }
+        link = Some(CoordinatorLink {
+            control,
+            barriers,
+            last_sent: None,
+        });
+    }
+
+    // Acknowledgements, to worker 0's coordinator.
+    let mut ack_in: InputHandle<u64, Builder<WireAck>> = InputHandle::new();
+    let to_coordinator = link.as_ref().map(|l| l.control.clone());
+    worker.dataflow::<u64, _, _>(|scope| {
+        ack_in.to_stream(scope).exchange(|_| 0).inspect(move |ack: &WireAck| {
+            if let Some(control) = &to_coordinator {
+                let _ = control.send(ack.clone().into_control());
+            }
+        });
+    });
 
     let outcome = Rc::new(RefCell::new(KeyedOutcome {
         error: None,
         finals: None,
     }));
+    let seen: Rc<RefCell<Vec<Command>>> = Rc::new(RefCell::new(Vec::new()));
     let mut data_in: InputHandle<u64, Builder<Packet<T, A>>> = InputHandle::new();
     let mut command_in: InputHandle<u64, Builder<Command>> = InputHandle::new();
     let probe = ProbeHandle::new();
     let command_probe = ProbeHandle::new();
     let data_probe = ProbeHandle::new();
     let keyed_outcome = Rc::clone(&outcome);
+    let seen_by_source = Rc::clone(&seen);
     worker.dataflow::<u64, _, _>(|scope| {
-        let commands = command_in.to_stream(scope).broadcast().probe_with(&command_probe);
+        let commands = command_in
+            .to_stream(scope)
+            .broadcast()
+            .inspect(move |command: &Command| seen_by_source.borrow_mut().push(*command))
+            .probe_with(&command_probe);
         data_in
             .to_stream(scope)
             .probe_with(&data_probe)
@@ -164,45 +279,47 @@ where
                 Pipeline,
                 "keyed",
                 move |_capability, _info| {
-                    // Batches by tick, each holding its capability so the
-                    // probe (and the pacing) counts them until applied.
-                    let mut stash: Stash<T, A> = BTreeMap::new();
+                    let mut order: TickOrder<_, Payload<T, A>> = TickOrder::default();
                     move |(data, data_frontier), (commands, command_frontier), _output| {
                         data.for_each(|capability, packets| {
-                            let Some(capability) = capability.retain_least(0) else {
-                                return;
-                            };
-                            let entry = stash
-                                .entry(*capability.time())
-                                .or_insert_with(|| (capability, Vec::new()));
-                            entry.1.extend(packets.drain(..).map(|(_, payload)| payload));
+                            // Each tick's capability is held until it is
+                            // applied: the probe, and so the pacing, counts it.
+                            if let Some(capability) = capability.retain_least(0) {
+                                let tick = *capability.time();
+                                order.push_batches(tick, capability, packets.drain(..).map(|(_, payload)| payload));
+                            }
                         });
-                        commands.for_each(|_, commands| commands.clear());
+                        commands.for_each(|_, commands| {
+                            for command in commands.drain(..) {
+                                order.push_barrier(command.tick(), command.barrier());
+                            }
+                        });
                         let mut outcome = keyed_outcome.borrow_mut();
                         if outcome.error.is_some() {
-                            stash.clear();
+                            order.clear();
                             return;
                         }
-                        // A tick is applied once no command can still come
-                        // for it or before it.
-                        while let Some(entry) = stash.first_entry() {
-                            if command_frontier.less_equal(entry.key()) {
-                                break;
-                            }
-                            let (_capability, payloads) = entry.remove();
+                        while let Some(step) =
+                            order.next(|t| data_frontier.less_than(&t), |t| command_frontier.less_equal(&t))
+                        {
                             let Some(open) = opened.as_mut() else { break };
-                            for payload in payloads {
-                                let applied = match payload {
+                            let done = match step {
+                                Step::Apply(payloads) => payloads.into_iter().try_for_each(|payload| match payload {
                                     Payload::Records(records) => keyed.apply_records(open, records),
                                     Payload::Partials(partials) => keyed.apply_partials(open, partials),
-                                };
-                                if let Err(e) = applied {
-                                    outcome.error = Some(e);
-                                    return;
+                                }),
+                                Step::Snapshot(barrier) => {
+                                    tracing::debug!(id = barrier.id, "keyed barrier");
+                                    keyed.checkpoint(open, barrier)
                                 }
+                            };
+                            if let Err(e) = done {
+                                outcome.error = Some(e);
+                                order.clear();
+                                return;
                             }
                         }
-                        if data_frontier.is_empty() && command_frontier.is_empty() && stash.is_empty() {
+                        if data_frontier.is_empty() && command_frontier.is_empty() && order.is_empty() {
                             if let Some(open) = opened.take() {
                                 match keyed.finish(open) {
                                     Ok(finals) => outcome.finals = Some(finals),
@@ -231,14 +348,38 @@ where
         if shared.failed.load(Ordering::SeqCst) {
             return Err(Error::invalid_argument("another worker of this process failed"));
         }
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Error::invalid_argument("the job's checkpoint coordinator stopped it"));
+        }
         if let Some(e) = outcome.borrow_mut().error.take() {
             return Err(e);
         }
+        forward_acks(&acks, &mut ack_in)?;
         if let Some(commands) = command_in.as_mut() {
-            // Every source has closed its input: nothing left to pace.
             if data_probe.done() {
+                // Every source has closed its input: nothing left to pace,
+                // and no barrier can be sent any more.
                 command_in = None;
+                if let Some(link) = link.take() {
+                    let _ = link.control.send(Control::SourceFinished {
+                        last_barrier: link.last_sent,
+                    });
+                }
             } else {
+                if let Some(link) = link.as_mut() {
+                    while let Ok(barrier) = link.barriers.try_recv() {
+                        let tick = *commands.time();
+                        tracing::debug!(id = barrier.id, tick, "barrier sent");
+                        commands.send(Command::Barrier {
+                            id: barrier.id,
+                            kind: barrier.kind,
+                            tick,
+                        });
+                        link.last_sent = Some(barrier.id);
+                        // Out now, not when the pacing next moves the time.
+                        commands.advance_to(tick + 1);
+                    }
+                }
                 let slowest = probe.with_frontier(|f| f.first().copied());
                 if let Some(slowest) = slowest {
                     let ahead = slowest.saturating_add(TICKS_IN_FLIGHT);
@@ -248,35 +389,49 @@ where
                 }
             }
         }
+        // This worker's source takes a barrier at tick `c` before it sends
+        // at `c` (every command up to `tick` has arrived once the stream
+        // passed `tick`); after its end, at once.
+        let may_send = !command_probe.less_equal(&tick);
+        let ready: Vec<Command> = {
+            let mut seen = seen.borrow_mut();
+            let (ready, waiting) = seen
+                .drain(..)
+                .partition(|c| data_in.is_none() || (may_send && c.tick() <= tick));
+            *seen = waiting;
+            ready
+        };
+        for command in ready {
+            tracing::debug!(worker = index, tick, command = ?command, "source barrier");
+            source.barrier(&mut st, command.barrier())?;
+        }
         let mut busy = false;
-        if let Some(input) = data_in.as_mut() {
-            if !command_probe.less_equal(&tick) {
-                let mut ended = false;
-                for _ in 0..LINES_PER_TICK {
-                    match source.poll_once(&mut st)? {
-                        SourcePoll::Line { .. } => busy = true,
-                        SourcePoll::Idle => break,
-                        SourcePoll::End => {
-                            source.end(&mut st)?;
-                            ended = true;
-                            break;
-                        }
+        if let Some(input) = data_in.as_mut().filter(|_| may_send) {
+            let mut ended = false;
+            for _ in 0..LINES_PER_TICK {
+                match source.poll_once(&mut st)? {
+                    SourcePoll::Line { .. } => busy = true,
+                    SourcePoll::Idle => break,
+                    SourcePoll::End => {
+                        source.end(&mut st)?;
+                        ended = true;
+                        break;
                     }
                 }
-                source.flush_all(&mut st)?;
-                for packet in source.outputs.packets.drain(..) {
-                    input.send(packet);
-                }
-                if ended {
-                    data_in = None;
-                } else {
-                    tick += 1;
-                    input.advance_to(tick);
-                }
+            }
+            source.flush_all(&mut st)?;
+            for packet in source.outputs.packets.drain(..) {
+                input.send(packet);
+            }
+            if ended {
+                data_in = None;
+            } else {
+                tick += 1;
+                input.advance_to(tick);
             }
         }
         let finished = outcome.borrow().finals.is_some();
-        if finished && probe.done() && command_in.is_none() && data_in.is_none() {
+        if finished && probe.done() && command_in.is_none() && data_in.is_none() && seen.borrow().is_empty() {
             break;
         }
         worker.step_or_park(if busy {
@@ -285,6 +440,11 @@ where
             Some(Duration::from_millis(1))
         });
     }
+    // The last snapshots' acknowledgements go out before the ack input
+    // closes, so a checkpoint taken at the end still completes.
+    uploads.join_all();
+    forward_acks(&acks, &mut ack_in)?;
+    drop(ack_in);
     let finals = outcome.borrow_mut().finals.take().unwrap_or_default();
     Ok(finals)
 }
