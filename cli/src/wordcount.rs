@@ -111,6 +111,10 @@ pub struct WordCountArgs {
     /// Worker threads per process in a cluster [default: 1].
     #[arg(long, value_name = "W")]
     workers: Option<usize>,
+    /// How long a cluster process waits for the others to connect, e.g.
+    /// 30s [default: 5min].
+    #[arg(long, value_name = "DURATION", requires = "processes")]
+    startup_timeout: Option<String>,
 }
 
 /// The cluster this process is part of, when `--processes` or `--workers`
@@ -138,6 +142,10 @@ fn cluster_config(args: &WordCountArgs) -> Result<Option<ClusterConfig>> {
             "--parallelism {p} differs from processes x workers = {}; leave it out in a cluster",
             config.parallelism()
         );
+    }
+    let mut config = config;
+    if let Some(text) = &args.startup_timeout {
+        config.startup_timeout = parse_duration(text)?;
     }
     config.validate()?;
     Ok(Some(config))
@@ -195,6 +203,10 @@ fn memory_max_state_size(flag: Option<&str>, config: &FlinkConfig) -> Result<Opt
 
 /// Runs the word count until its input ends or a signal arrives.
 pub fn run(args: WordCountArgs) -> Result<()> {
+    // SIGTERM means stop with a savepoint from the first moment on (a
+    // TERM before the job is running is taken once it is).
+    let terminated = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&terminated))?;
     let config = match &args.config {
         Some(path) => FlinkConfig::load(path)?,
         None => FlinkConfig::default(),
@@ -347,9 +359,22 @@ pub fn run(args: WordCountArgs) -> Result<()> {
             cluster.workers,
             storage.uri()
         );
-        let result = job.execute_cluster(&cluster)?;
+        // SIGTERM stops the whole cluster with a savepoint (whichever
+        // process gets it); SIGINT ends this process, and its peers then
+        // stop as after any lost process.
+        let signals = streamstate_runtime::execution::ClusterSignals {
+            stop_with_savepoint: Arc::clone(&terminated),
+        };
+        let result = job.execute_cluster_with(&cluster, &signals)?;
         if let Some(path) = &result.restored_from {
             eprintln!("process {} restored from {path}", cluster.process);
+        }
+        if let Some(savepoint) = &result.stopped_with_savepoint {
+            eprintln!(
+                "process {} stopped with savepoint {savepoint}; restart with `--from-checkpoint {savepoint}`",
+                cluster.process
+            );
+            return Ok(());
         }
         if let Some(file) = output {
             file.commit()?;
@@ -362,9 +387,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
     }
 
     let interrupted = Arc::new(AtomicBool::new(false));
-    let terminated = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&terminated))?;
 
     let handle = job.execute()?;
     eprintln!(

@@ -324,6 +324,32 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
+fn a_process_whose_peers_never_come_gives_up_after_the_startup_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, "a b\n").unwrap();
+    let hosts = hostfile(dir.path(), 2);
+    let mut args = cluster_args(&hosts, 2, 0, 1);
+    args.extend([
+        "--input".into(),
+        input.display().to_string(),
+        "--startup-timeout".into(),
+        "2s".into(),
+        "--checkpoint-dir".into(),
+        format!("file://{}/checkpoints", dir.path().display()),
+    ]);
+    let started = Instant::now();
+    let output = wait_output(spawn(&args, Stdio::null()), Duration::from_secs(60), "a lonely process");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not every process of the cluster connected within 2s"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
 fn bad_cluster_flags_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.txt");
@@ -411,7 +437,7 @@ struct Run {
     outputs: Vec<PathBuf>,
 }
 
-fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore: bool, round: usize) -> Run {
+fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore: Option<&str>, round: usize) -> Run {
     let hosts = hostfile(dir, processes);
     let config = dir.join("flink-conf.yaml");
     std::fs::write(&config, "execution.checkpointing.num-retained: 3\n").unwrap();
@@ -434,8 +460,8 @@ fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore:
                 "--config".into(),
                 config.display().to_string(),
             ]);
-            if restore {
-                args.extend(["--from-checkpoint".into(), "latest".into()]);
+            if let Some(from) = restore {
+                args.extend(["--from-checkpoint".into(), from.into()]);
             }
             outputs.push(output);
             spawn(&args, Stdio::null())
@@ -508,12 +534,12 @@ fn killed_processes_restart_from_latest_at_another_scale_and_count_exactly() {
         let input = dir.path().join("input.txt");
         std::fs::write(&input, &text).unwrap();
         let checkpoints = dir.path().join("checkpoints");
-        let first = start_run(dir.path(), &input, backend, 2, false, 0);
+        let first = start_run(dir.path(), &input, backend, 2, None, 0);
         kill_one_after_a_checkpoint(first, &checkpoints, &BTreeSet::new(), &mut rng);
         let before = completed_checkpoints(&checkpoints);
-        let second = start_run(dir.path(), &input, backend, 3, true, 1);
+        let second = start_run(dir.path(), &input, backend, 3, Some("latest"), 1);
         kill_one_after_a_checkpoint(second, &checkpoints, &before, &mut rng);
-        let (counts, restored) = finish_run(start_run(dir.path(), &input, backend, 1, true, 2));
+        let (counts, restored) = finish_run(start_run(dir.path(), &input, backend, 1, Some("latest"), 2));
         assert_eq!(restored.len(), 1, "{backend}: the last run did not restore");
         assert!(
             !before
@@ -539,7 +565,7 @@ fn a_damaged_newest_checkpoint_sends_every_process_to_the_same_older_one() {
     let input = dir.path().join("input.txt");
     std::fs::write(&input, &text).unwrap();
     let checkpoints = dir.path().join("checkpoints");
-    let run = start_run(dir.path(), &input, "fs", 2, false, 0);
+    let run = start_run(dir.path(), &input, "fs", 2, None, 0);
     wait_until("two checkpoints", || completed_checkpoints(&checkpoints).len() >= 2);
     kill_one_after_a_checkpoint(run, &checkpoints, &BTreeSet::new(), &mut Lcg(1));
     let newest = completed_checkpoints(&checkpoints)
@@ -551,7 +577,7 @@ fn a_damaged_newest_checkpoint_sends_every_process_to_the_same_older_one() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&damaged, bytes).unwrap();
-    let (counts, restored) = finish_run(start_run(dir.path(), &input, "fs", 2, true, 1));
+    let (counts, restored) = finish_run(start_run(dir.path(), &input, "fs", 2, Some("latest"), 1));
     assert_eq!(restored.len(), 2, "not every process restored: {restored:?}");
     assert_eq!(restored[0], restored[1], "the processes restored different checkpoints");
     let newest_name = newest.file_name().unwrap().to_string_lossy().into_owned();
@@ -561,4 +587,129 @@ fn a_damaged_newest_checkpoint_sends_every_process_to_the_same_older_one() {
         restored[0]
     );
     assert_eq!(counts, plain_count(&text));
+}
+
+/// SIGTERM to a random process once a checkpoint completed: every process
+/// stops with the same savepoint and writes no output.
+fn stop_with_savepoint(run: Run, checkpoints: &Path, rng: &mut Lcg) -> String {
+    let Run { children, outputs } = run;
+    let before = completed_checkpoints(checkpoints);
+    wait_until("a new checkpoint", || {
+        completed_checkpoints(checkpoints).difference(&before).next().is_some()
+    });
+    let asked = rng.below(children.len());
+    assert!(Command::new("kill")
+        .args(["-TERM", &children[asked].id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut savepoints = BTreeSet::new();
+    for (process, child) in children.into_iter().enumerate() {
+        let output = wait_output(child, Duration::from_secs(120), &format!("process {process}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "process {process} after SIGTERM to {asked}: {stderr}"
+        );
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("stopped with savepoint"))
+            .unwrap_or_else(|| panic!("process {process} did not stop with a savepoint: {stderr}"));
+        savepoints.insert(line.split(' ').nth(5).unwrap().trim_end_matches(';').to_owned());
+        assert!(
+            !outputs[process].exists(),
+            "process {process} wrote its output when stopped"
+        );
+    }
+    assert_eq!(
+        savepoints.len(),
+        1,
+        "the processes name different savepoints: {savepoints:?}"
+    );
+    savepoints.into_iter().next().unwrap()
+}
+
+/// Rescaling through savepoints: 2 processes stopped by SIGTERM, restarted
+/// on 3 from the savepoint, stopped again, finished on 1: exact counts.
+#[test]
+fn sigterm_stops_every_process_with_one_savepoint_and_rescaling_through_them_is_exact() {
+    let text = corpus(300_000, 5_000);
+    let mut rng = Lcg(7);
+    for backend in ["fs", "rocksdb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("input.txt");
+        std::fs::write(&input, &text).unwrap();
+        let checkpoints = dir.path().join("checkpoints");
+        let first = stop_with_savepoint(
+            start_run(dir.path(), &input, backend, 2, None, 0),
+            &checkpoints,
+            &mut rng,
+        );
+        assert!(first.contains("/savepoints/"), "{first}");
+        let run = start_run(dir.path(), &input, backend, 3, Some(&first), 1);
+        let second = stop_with_savepoint(run, &checkpoints, &mut rng);
+        assert_ne!(first, second);
+        let (counts, restored) = finish_run(start_run(dir.path(), &input, backend, 1, Some(&second), 2));
+        assert_eq!(restored, [second.clone()], "{backend}");
+        assert_eq!(
+            counts,
+            plain_count(&text),
+            "{backend}: 2 -> 3 -> 1 processes through savepoints"
+        );
+    }
+}
+
+/// A process stopped (SIGSTOP) longer than the checkpoint timeout: the
+/// checkpoint expires, process 0 fails the job with that reason instead of
+/// hanging, and the stopped one, resumed, stops naming it.
+#[test]
+fn a_stopped_process_fails_the_job_by_checkpoint_timeout() {
+    let text = corpus(300_000, 5_000);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let hosts = hostfile(dir.path(), 2);
+    let children: Vec<Child> = (0..2)
+        .map(|process| {
+            let mut args = cluster_args(&hosts, 2, process, 1);
+            args.extend([
+                "--input".into(),
+                input.display().to_string(),
+                "--checkpoint-dir".into(),
+                format!("file://{}", checkpoints.display()),
+                "--checkpoint-interval".into(),
+                "100ms".into(),
+                "--checkpoint-timeout".into(),
+                "3s".into(),
+                "--output".into(),
+                dir.path().join(format!("counts-{process}.tsv")).display().to_string(),
+            ]);
+            spawn(&args, Stdio::null())
+        })
+        .collect();
+    wait_until("a checkpoint", || !completed_checkpoints(&checkpoints).is_empty());
+    let stopped = children[1].id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &stopped])
+        .status()
+        .unwrap()
+        .success());
+    let mut children = children.into_iter();
+    let first = wait_output(children.next().unwrap(), Duration::from_secs(60), "process 0");
+    assert!(Command::new("kill")
+        .args(["-CONT", &stopped])
+        .status()
+        .unwrap()
+        .success());
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(!first.status.success(), "process 0 succeeded: {stderr}");
+    assert!(
+        stderr.contains("expired"),
+        "process 0 does not say the checkpoint expired: {stderr}"
+    );
+    let second = wait_output(children.next().unwrap(), Duration::from_secs(60), "process 1");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "process 1 succeeded: {stderr}");
+    assert!(stderr.contains("lost peer process 0"), "process 1: {stderr}");
 }

@@ -35,6 +35,9 @@ pub struct JobResult<O> {
     /// Records this run processed (after its restore; this process's
     /// only, on a cluster).
     pub records: u64,
+    /// The savepoint a cluster job stopped with
+    /// ([`crate::Job::execute_cluster_with`]); `None` when it ran to its end.
+    pub stopped_with_savepoint: Option<String>,
 }
 
 /// A running job.
@@ -182,6 +185,7 @@ impl<O> JobHandle<O> {
             failed_checkpoints,
             restored_from: self.metrics.restored_from.lock().ok().and_then(|p| p.clone()),
             records: self.metrics.records.load(std::sync::atomic::Ordering::Relaxed),
+            stopped_with_savepoint: None,
         })
     }
 }

@@ -420,8 +420,9 @@ where
     /// ```
     ///
     /// # Errors
-    /// Configuration errors; checkpointing or a restore (not supported
-    /// across processes yet); a task's error; a lost peer process, named.
+    /// Configuration errors; a restore's errors naming the checkpoint; a
+    /// task's error; too many failed checkpoints; a lost peer process,
+    /// named.
     #[cfg(feature = "cluster")]
     pub fn execute_cluster(
         self,
@@ -431,7 +432,39 @@ where
         K: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
         T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
     {
-        crate::execution::cluster::execute(self, cluster)
+        crate::execution::cluster::execute(self, cluster, &crate::execution::ClusterSignals::default())
+    }
+
+    /// As [`Self::execute_cluster`], stopping with a savepoint when
+    /// `signals` asks (in any process: the request travels to worker 0,
+    /// whose savepoint, once complete, stops every process; the result's
+    /// `stopped_with_savepoint` names it).
+    ///
+    /// ```
+    /// use streamstate_runtime::execution::{ClusterConfig, ClusterSignals};
+    /// use streamstate_runtime::{word_count::word_count, StreamExecutionEnvironment};
+    /// let env = StreamExecutionEnvironment::new();
+    /// let lines = env.from_lines(vec!["a b".into()], 1);
+    /// let signals = ClusterSignals::default();
+    /// // e.g. from a SIGTERM handler:
+    /// // signals.stop_with_savepoint.store(true, std::sync::atomic::Ordering::SeqCst);
+    /// let result = word_count(lines).discard().execute_cluster_with(&ClusterConfig::single_process(1), &signals).unwrap();
+    /// assert_eq!(result.stopped_with_savepoint, None);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Self::execute_cluster`].
+    #[cfg(feature = "cluster")]
+    pub fn execute_cluster_with(
+        self,
+        cluster: &crate::execution::ClusterConfig,
+        signals: &crate::execution::ClusterSignals,
+    ) -> streamstate_api::Result<crate::handle::JobResult<O>>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
+    {
+        crate::execution::cluster::execute(self, cluster, signals)
     }
 }
 

@@ -39,5 +39,5 @@ pub(crate) mod source_task;
 pub(crate) mod upload;
 
 #[cfg(feature = "cluster")]
-pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConfig, ClusterSignals, DEFAULT_STARTUP_TIMEOUT};
 pub use source_task::LOCAL_SUM_KEYS;

@@ -40,6 +40,7 @@ mod worker;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use streamstate_api::key_group::check_parallelism;
@@ -63,7 +64,15 @@ pub struct ClusterConfig {
     pub hosts: Vec<String>,
     /// Worker threads per process, `W`.
     pub workers: usize,
+    /// How long this process waits for every other to connect before it
+    /// gives up (timely itself would wait forever for a peer that never
+    /// comes) [default: [`DEFAULT_STARTUP_TIMEOUT`]].
+    pub startup_timeout: Duration,
 }
+
+/// Five minutes, as Flink's `slot.request.timeout`: long enough for pods
+/// that start one after another.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl ClusterConfig {
     /// One process of `workers` workers (no sockets).
@@ -78,6 +87,7 @@ impl ClusterConfig {
             process: 0,
             hosts: Vec::new(),
             workers,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         }
     }
 
@@ -133,6 +143,7 @@ impl ClusterConfig {
             process,
             hosts: hosts.into_iter().take(processes).collect(),
             workers,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         };
         config.validate()?;
         Ok(config)
@@ -185,6 +196,22 @@ impl ClusterConfig {
             worker: timely::WorkerConfig::default(),
         }
     }
+}
+
+/// Requests to a running cluster job from outside its workers, e.g. the
+/// CLI's signal handlers.
+///
+/// ```
+/// let signals = streamstate_runtime::execution::ClusterSignals::default();
+/// signals.stop_with_savepoint.store(true, std::sync::atomic::Ordering::SeqCst);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSignals {
+    /// Set to stop the job with a savepoint (Flink's `stop`): taken by a
+    /// worker of this process and passed to worker 0, which takes the
+    /// savepoint and then stops every process. Cleared once taken, so a
+    /// second request after a failed savepoint tries again.
+    pub stop_with_savepoint: Arc<AtomicBool>,
 }
 
 /// The first peer process the running job lost, as timely's network
@@ -260,7 +287,11 @@ fn lost_peer_error(config: &ClusterConfig, panic: &str) -> Error {
 /// bounded input ends when every process's sources have ended and every
 /// keyed subtask has finished. Returns this process's workers' final
 /// records (when the job has no final sink).
-pub(crate) fn execute<K, T, O, A>(job: Job<K, T, O, A>, cluster: &ClusterConfig) -> Result<JobResult<O>>
+pub(crate) fn execute<K, T, O, A>(
+    job: Job<K, T, O, A>,
+    cluster: &ClusterConfig,
+    signals: &ClusterSignals,
+) -> Result<JobResult<O>>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
     T: Serialize + DeserializeOwned + Clone + Send + 'static,
@@ -308,36 +339,90 @@ where
         cancel: Arc::new(AtomicBool::new(false)),
         metrics: Arc::clone(&metrics),
         coordinator: Mutex::new(None),
+        stop_requested: Arc::clone(&signals.stop_with_savepoint),
+        stopped_with: Mutex::new(None),
     });
     install_peer_loss_hook();
     if let Ok(mut lost) = LOST_PEER.lock() {
         *lost = None;
     }
     let worker_shared = Arc::clone(&shared);
-    let guards = timely::execute(cluster.timely_config(), move |worker| {
-        let result = worker::run(worker, &worker_shared);
-        if result.is_err() {
-            worker_shared.failed.store(true, Ordering::SeqCst);
+    // timely connects the processes inside `execute` and waits forever for
+    // a peer that never comes: it runs on a thread of its own, given up
+    // (with the process, which is about to exit) after the timeout.
+    let (started, start) = crossbeam_channel::bounded(1);
+    let (done_tx, done) = crossbeam_channel::unbounded::<Result<Vec<O>>>();
+    let timely_config = cluster.timely_config();
+    std::thread::Builder::new()
+        .name("cluster-start".into())
+        .spawn(move || {
+            let guards = timely::execute(timely_config, move |worker| match worker::run(worker, &worker_shared) {
+                Ok(records) => {
+                    let _ = done_tx.send(Ok(records));
+                }
+                Err(e) => {
+                    worker_shared.failed.store(true, Ordering::SeqCst);
+                    let _ = done_tx.send(Err(e));
+                    // Keep this process's connections open until it exits:
+                    // a worker that ends closes them cleanly, and the peers
+                    // would wait for it forever instead of seeing it lost.
+                    loop {
+                        std::thread::park();
+                    }
+                }
+            });
+            let _ = started.send(guards);
+        })
+        .map_err(|e| Error::invalid_argument("cannot spawn the cluster's start thread").with_source(e))?;
+    let guards = match start.recv_timeout(cluster.startup_timeout) {
+        Ok(Ok(guards)) => guards,
+        Ok(Err(e)) => return Err(Error::config(format!("cannot start the cluster's workers: {e}"))),
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::Storage,
+                format!(
+                    "not every process of the cluster connected within {:?}: start all {} with the same hostfile ({})",
+                    cluster.startup_timeout,
+                    cluster.processes,
+                    cluster.hosts.join(", ")
+                ),
+            ))
         }
-        result
-    })
-    .map_err(|e| Error::config(format!("cannot start the cluster's workers: {e}")))?;
+    };
     let mut final_records = Vec::new();
     let mut first_error = None;
-    // Joining also joins timely's network threads, and panics when one of
-    // them did (a lost peer): that is an error to report, not a crash.
-    let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || guards.join()))
-        .unwrap_or_else(|_| vec![Err("timely's network threads panicked".to_owned())]);
-    for outcome in outcomes {
-        match outcome {
-            Ok(Ok(records)) => final_records.extend(records),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
+    let mut finished = 0;
+    while finished < cluster.workers {
+        match done.recv_timeout(Duration::from_millis(20)) {
+            Ok(Ok(records)) => {
+                final_records.extend(records);
+                finished += 1;
             }
-            Err(panic) => {
-                first_error.get_or_insert_with(|| lost_peer_error(cluster, &panic));
+            Ok(Err(e)) => {
+                first_error = Some(e);
+                break;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if lost_peer().is_none() => {}
+            // A lost peer (timely's threads panicked): workers will not
+            // report.
+            Err(_) => {
+                first_error = Some(lost_peer_error(cluster, "a worker stopped without a result"));
+                break;
             }
         }
+    }
+    if first_error.is_none() {
+        // Every worker is done: end the connections cleanly with the peers
+        // (joining panics when a network thread did: a peer lost at the end).
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || guards.join())) {
+            let panic = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            first_error = Some(lost_peer_error(cluster, &panic));
+        }
+    } else {
+        // Failed: the process is about to exit; waiting for the peers to
+        // close their connections could wait forever (a stopped peer).
+        shared.cancel.store(true, Ordering::SeqCst);
+        std::mem::forget(guards);
     }
     // A peer lost while this process's workers were already done still
     // failed the job: the peer's part of the result is missing.
@@ -348,7 +433,15 @@ where
     // error (too many failed checkpoints) is the job's cause.
     let coordinator = shared.coordinator.lock().ok().and_then(|mut c| c.take());
     let mut failed_checkpoints = 0;
-    if let Some(handle) = coordinator {
+    if first_error.is_some() {
+        // A coordinator that failed the job has returned (or is about to);
+        // one still waiting on a checkpoint is not waited for.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while coordinator.as_ref().is_some_and(|c| !c.is_finished()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    if let Some(handle) = coordinator.filter(|c| first_error.is_none() || c.is_finished()) {
         match handle.join() {
             Ok(Ok(failed)) => failed_checkpoints = failed,
             Ok(Err(e)) => first_error = Some(e),
@@ -373,5 +466,6 @@ where
         failed_checkpoints,
         restored_from: metrics.restored_from.lock().ok().and_then(|p| p.clone()),
         records: metrics.records.load(Ordering::Relaxed),
+        stopped_with_savepoint: shared.stopped_with.lock().ok().and_then(|p| p.clone()),
     })
 }

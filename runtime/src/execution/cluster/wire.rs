@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use streamstate_api::{Error, ErrorKind, Result, SnapshotKind};
 
-use crate::execution::messages::{Ack, Barrier, Control, Message, Partial, Record, TaskSnapshot};
+use crate::execution::messages::{Ack, Control, Message, Partial, Record, TaskSnapshot};
 use crate::execution::source_task::Outputs;
 
 /// A batch for one keyed subtask.
@@ -21,24 +21,21 @@ pub(crate) enum Payload<T, A> {
 pub(crate) type Packet<T, A> = (u32, Payload<T, A>);
 
 /// A command on worker 0's broadcast stream.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Command {
     /// Snapshot the cut between ticks `tick - 1` and `tick`: a source
     /// before it sends at `tick`, a keyed operator once every tick before
     /// it is applied and none after.
     Barrier { id: u64, kind: SnapshotKind, tick: u64 },
+    /// Stop-with-savepoint: `savepoint` completed; sources stop before
+    /// they send at `tick`, keyed operators end without final results.
+    Stop { tick: u64, savepoint: String },
 }
 
 impl Command {
     pub(crate) fn tick(&self) -> u64 {
         match self {
-            Self::Barrier { tick, .. } => *tick,
-        }
-    }
-
-    pub(crate) fn barrier(&self) -> Barrier {
-        match *self {
-            Self::Barrier { id, kind, .. } => Barrier { id, kind },
+            Self::Barrier { tick, .. } | Self::Stop { tick, .. } => *tick,
         }
     }
 }
@@ -59,6 +56,8 @@ pub(crate) enum WireAck {
         id: u64,
         message: String,
     },
+    /// A process was asked to stop with a savepoint (worker 0 takes it).
+    StopRequest,
 }
 
 impl WireAck {
@@ -88,9 +87,10 @@ impl WireAck {
         })
     }
 
-    /// Back to the coordinator's message.
-    pub(crate) fn into_control(self) -> Control {
-        match self {
+    /// Back to the coordinator's message (`None`: a stop request, which
+    /// worker 0 takes itself).
+    pub(crate) fn into_control(self) -> Option<Control> {
+        Some(match self {
             Self::Ack {
                 id,
                 source,
@@ -120,7 +120,8 @@ impl WireAck {
                 id,
                 error: Error::new(ErrorKind::Storage, message),
             },
-        }
+            Self::StopRequest => return None,
+        })
     }
 }
 
@@ -171,7 +172,7 @@ mod tests {
             async_time: std::time::Duration::from_millis(2),
         }));
         let wire = WireAck::from_control(control).unwrap().unwrap();
-        let Control::Ack(back) = wire.into_control() else {
+        let Some(Control::Ack(back)) = wire.into_control() else {
             panic!("not an ack")
         };
         assert_eq!(back.id, 9);

@@ -77,6 +77,10 @@ pub(crate) struct Shared<K, T, O, A: Accumulator> {
     pub(crate) metrics: Arc<JobMetrics>,
     /// Worker 0's coordinator thread, joined when the workers are.
     pub(crate) coordinator: Mutex<Option<JoinHandle<Result<u64>>>>,
+    /// Set from outside (a signal): stop with a savepoint.
+    pub(crate) stop_requested: Arc<AtomicBool>,
+    /// The savepoint the job stopped with.
+    pub(crate) stopped_with: Mutex<Option<String>>,
 }
 
 /// The keyed operator's outcome, read by its worker's loop.
@@ -91,25 +95,43 @@ struct CoordinatorLink {
     control: Sender<Control>,
     barriers: Receiver<Barrier>,
     last_sent: Option<u64>,
+    /// A stop-with-savepoint asked for (by this process or another).
+    stop_wanted: Rc<std::cell::Cell<bool>>,
+    /// The coordinator's answer to the stop's savepoint, when one is due.
+    savepoint: Option<Receiver<Result<String>>>,
+    /// The stop command went out.
+    stopping: bool,
 }
 
-/// Runs one worker until the job ends; returns its keyed subtask's final
-/// records. On an error every dataflow of this worker is dropped, so the
-/// process exits (and its peers see it lost) instead of waiting for them.
-pub(crate) fn run<K, T, O, A>(worker: &mut timely::worker::Worker, shared: &Shared<K, T, O, A>) -> Result<Vec<O>>
-where
-    K: Serialize + DeserializeOwned + Clone + Send + 'static,
-    T: Serialize + DeserializeOwned + Clone + Send + 'static,
-    O: Send + 'static,
-    A: Accumulator,
-{
-    let result = run_worker(worker, shared);
-    if result.is_err() {
-        for dataflow in worker.installed_dataflows() {
-            worker.drop_dataflow(dataflow);
+/// Worker 0's part of stop-with-savepoint: asks the coordinator for the
+/// savepoint once a stop is wanted, and when it completes, sends the stop
+/// command (a failed savepoint leaves the job running, as in Flink).
+fn stop_with_savepoint(link: &mut CoordinatorLink, commands: &mut InputHandle<u64, Builder<Command>>) {
+    if link.stop_wanted.replace(false) && link.savepoint.is_none() && !link.stopping {
+        let (reply, answer) = unbounded();
+        if link.control.send(Control::TriggerSavepoint(reply)).is_ok() {
+            link.savepoint = Some(answer);
         }
     }
-    result
+    let Some(answer) = link.savepoint.as_ref() else {
+        return;
+    };
+    match answer.try_recv() {
+        Ok(Ok(savepoint)) => {
+            let tick = *commands.time();
+            tracing::info!(%savepoint, tick, "savepoint complete; stopping every process");
+            commands.send(Command::Stop { tick, savepoint });
+            commands.advance_to(tick + 1);
+            link.stopping = true;
+            link.savepoint = None;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "stop-with-savepoint failed; the job keeps running");
+            link.savepoint = None;
+        }
+        Err(crossbeam_channel::TryRecvError::Empty) => {}
+        Err(crossbeam_channel::TryRecvError::Disconnected) => link.savepoint = None,
+    }
 }
 
 /// Hands the acknowledgements of this worker's uploads to the ack input.
@@ -130,7 +152,9 @@ fn forward_acks(acks: &Receiver<Control>, input: &mut InputHandle<u64, Builder<W
     Ok(())
 }
 
-fn run_worker<K, T, O, A>(worker: &mut timely::worker::Worker, shared: &Shared<K, T, O, A>) -> Result<Vec<O>>
+/// Runs one worker until the job ends; returns its keyed subtask's final
+/// records.
+pub(crate) fn run<K, T, O, A>(worker: &mut timely::worker::Worker, shared: &Shared<K, T, O, A>) -> Result<Vec<O>>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
     T: Serialize + DeserializeOwned + Clone + Send + 'static,
@@ -238,16 +262,24 @@ where
             control,
             barriers,
             last_sent: None,
+            stop_wanted: Rc::new(std::cell::Cell::new(false)),
+            savepoint: None,
+            stopping: false,
         });
     }
 
     // Acknowledgements, to worker 0's coordinator.
     let mut ack_in: InputHandle<u64, Builder<WireAck>> = InputHandle::new();
-    let to_coordinator = link.as_ref().map(|l| l.control.clone());
+    let to_coordinator = link.as_ref().map(|l| (l.control.clone(), Rc::clone(&l.stop_wanted)));
     worker.dataflow::<u64, _, _>(|scope| {
         ack_in.to_stream(scope).exchange(|_| 0).inspect(move |ack: &WireAck| {
-            if let Some(control) = &to_coordinator {
-                let _ = control.send(ack.clone().into_control());
+            if let Some((control, stop_wanted)) = &to_coordinator {
+                match ack.clone().into_control() {
+                    Some(message) => {
+                        let _ = control.send(message);
+                    }
+                    None => stop_wanted.set(true),
+                }
             }
         });
     });
@@ -268,7 +300,7 @@ where
         let commands = command_in
             .to_stream(scope)
             .broadcast()
-            .inspect(move |command: &Command| seen_by_source.borrow_mut().push(*command))
+            .inspect(move |command: &Command| seen_by_source.borrow_mut().push(command.clone()))
             .probe_with(&command_probe);
         data_in
             .to_stream(scope)
@@ -280,6 +312,8 @@ where
                 "keyed",
                 move |_capability, _info| {
                     let mut order: TickOrder<_, Payload<T, A>> = TickOrder::default();
+                    // Stopped with a savepoint: no final results.
+                    let mut stopping = false;
                     move |(data, data_frontier), (commands, command_frontier), _output| {
                         data.for_each(|capability, packets| {
                             // Each tick's capability is held until it is
@@ -291,7 +325,12 @@ where
                         });
                         commands.for_each(|_, commands| {
                             for command in commands.drain(..) {
-                                order.push_barrier(command.tick(), command.barrier());
+                                match command {
+                                    Command::Barrier { id, kind, tick } => {
+                                        order.push_barrier(tick, Barrier { id, kind })
+                                    }
+                                    Command::Stop { .. } => stopping = true,
+                                }
                             }
                         });
                         let mut outcome = keyed_outcome.borrow_mut();
@@ -320,7 +359,9 @@ where
                             }
                         }
                         if data_frontier.is_empty() && command_frontier.is_empty() && order.is_empty() {
-                            if let Some(open) = opened.take() {
+                            if stopping && opened.take().is_some() {
+                                outcome.finals = Some(Vec::new());
+                            } else if let Some(open) = opened.take() {
                                 match keyed.finish(open) {
                                     Ok(finals) => outcome.finals = Some(finals),
                                     Err(e) => outcome.error = Some(e),
@@ -355,6 +396,16 @@ where
             return Err(e);
         }
         forward_acks(&acks, &mut ack_in)?;
+        if shared.stop_requested.swap(false, Ordering::SeqCst) {
+            match link.as_ref() {
+                Some(link) => link.stop_wanted.set(true),
+                None => {
+                    ack_in.send(WireAck::StopRequest);
+                    let next = *ack_in.time() + 1;
+                    ack_in.advance_to(next);
+                }
+            }
+        }
         if let Some(commands) = command_in.as_mut() {
             if data_probe.done() {
                 // Every source has closed its input: nothing left to pace,
@@ -367,6 +418,7 @@ where
                 }
             } else {
                 if let Some(link) = link.as_mut() {
+                    stop_with_savepoint(link, commands);
                     while let Ok(barrier) = link.barriers.try_recv() {
                         let tick = *commands.time();
                         tracing::debug!(id = barrier.id, tick, "barrier sent");
@@ -402,8 +454,18 @@ where
             ready
         };
         for command in ready {
-            tracing::debug!(worker = index, tick, command = ?command, "source barrier");
-            source.barrier(&mut st, command.barrier())?;
+            tracing::debug!(worker = index, tick, command = ?command, "source command");
+            match command {
+                Command::Barrier { id, kind, .. } => source.barrier(&mut st, Barrier { id, kind })?,
+                Command::Stop { savepoint, .. } => {
+                    // The source stops where it is: its position is in
+                    // the savepoint, the rest is read after the restart.
+                    data_in = None;
+                    if let Ok(mut slot) = shared.stopped_with.lock() {
+                        *slot = Some(savepoint);
+                    }
+                }
+            }
         }
         let mut busy = false;
         if let Some(input) = data_in.as_mut().filter(|_| may_send) {
