@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use streamstate_api::operator_state::{OperatorStateStore, UNION_PREFIX};
 use streamstate_api::{Error, ErrorKind, Result};
 
-use super::{decode_line, read_bounded_line, LineSource, SourcePoll, MAX_LINE_BYTES};
+use super::line::{decode_line, read_bounded_line, LineSource, SourcePoll, MAX_LINE_BYTES};
 
 /// Before ranges: one offset per subtask, split-redistributed (still read,
 /// so older checkpoints restore).
