@@ -6,6 +6,7 @@
 
 mod config;
 mod inspect;
+mod metrics_server;
 mod native_view;
 mod wordcount;
 

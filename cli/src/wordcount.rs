@@ -111,6 +111,10 @@ pub struct WordCountArgs {
     /// Worker threads per process in a cluster [default: 1].
     #[arg(long, value_name = "W")]
     workers: Option<usize>,
+    /// Serve the job's metrics in Prometheus text format at
+    /// `http://HOST:PORT/metrics` (Flink's Prometheus reporter uses 9249).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
     /// How long a cluster process waits for the others to connect, e.g.
     /// 30s [default: 5min].
     #[arg(long, value_name = "DURATION", requires = "processes")]
@@ -364,7 +368,15 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         // stop as after any lost process.
         let signals = streamstate_runtime::execution::ClusterSignals {
             stop_with_savepoint: Arc::clone(&terminated),
+            metrics: Arc::default(),
         };
+        if let Some(address) = &args.metrics_addr {
+            let server = crate::metrics_server::serve(address, Arc::clone(&signals.metrics), cluster.process)?;
+            eprintln!(
+                "process {}: metrics at http://{}/metrics",
+                cluster.process, server.address
+            );
+        }
         let result = job.execute_cluster_with(&cluster, &signals)?;
         if let Some(path) = &result.restored_from {
             eprintln!("process {} restored from {path}", cluster.process);
@@ -397,6 +409,10 @@ pub fn run(args: WordCountArgs) -> Result<()> {
     );
     let status_line = std::io::stderr().is_terminal();
     let metrics = Arc::clone(handle.metrics());
+    if let Some(address) = &args.metrics_addr {
+        let server = crate::metrics_server::serve(address, Arc::clone(&metrics), 0)?;
+        eprintln!("metrics at http://{}/metrics", server.address);
+    }
     let (mut last_status, mut last_records) = (Instant::now(), 0u64);
     loop {
         if handle.is_finished() {

@@ -650,7 +650,7 @@ fn sigterm_stops_every_process_with_one_savepoint_and_rescaling_through_them_is_
         let second = stop_with_savepoint(run, &checkpoints, &mut rng);
         assert_ne!(first, second);
         let (counts, restored) = finish_run(start_run(dir.path(), &input, backend, 1, Some(&second), 2));
-        assert_eq!(restored, [second.clone()], "{backend}");
+        assert_eq!(restored, std::slice::from_ref(&second), "{backend}");
         assert_eq!(
             counts,
             plain_count(&text),
@@ -712,4 +712,89 @@ fn a_stopped_process_fails_the_job_by_checkpoint_timeout() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "process 1 succeeded: {stderr}");
     assert!(stderr.contains("lost peer process 0"), "process 1: {stderr}");
+}
+
+/// `GET /metrics` at `port`; `None` while nothing listens yet.
+fn scrape(port: u16) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    Some(response)
+}
+
+/// The value of `series` for `process` in a scrape.
+fn sample(text: &str, series: &str, process: usize) -> Option<f64> {
+    let prefix = format!("{series}{{process=\"{process}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(|value| value.parse().unwrap())
+}
+
+/// Every process serves its metrics while the job runs: records counted
+/// (no more than the input has), and on process 0, the committer,
+/// completed checkpoints with an id, a duration and a size.
+#[test]
+fn every_process_serves_prometheus_metrics_while_it_runs() {
+    let text = corpus(300_000, 5_000);
+    let words = text.split_whitespace().count() as f64;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).unwrap();
+    let hosts = hostfile(dir.path(), 2);
+    let ports = free_ports(2);
+    let children: Vec<Child> = (0..2)
+        .map(|process| {
+            let mut args = cluster_args(&hosts, 2, process, 1);
+            args.extend([
+                "--input".into(),
+                input.display().to_string(),
+                "--checkpoint-dir".into(),
+                format!("file://{}/checkpoints", dir.path().display()),
+                "--checkpoint-interval".into(),
+                "100ms".into(),
+                "--output".into(),
+                dir.path().join(format!("counts-{process}.tsv")).display().to_string(),
+                "--metrics-addr".into(),
+                format!("127.0.0.1:{}", ports[process]),
+            ]);
+            spawn(&args, Stdio::null())
+        })
+        .collect();
+    let mut seen = None;
+    wait_until("a checkpoint in process 0's metrics", || {
+        seen = scrape(ports[0])
+            .filter(|m| sample(m, "streamstate_checkpoints_completed_total", 0).is_some_and(|n| n >= 1.0));
+        seen.is_some()
+    });
+    let zero = seen.unwrap();
+    assert!(
+        sample(&zero, "streamstate_last_checkpoint_id", 0).unwrap() >= 1.0,
+        "{zero}"
+    );
+    assert!(
+        sample(&zero, "streamstate_last_checkpoint_size_bytes", 0).unwrap() > 0.0,
+        "{zero}"
+    );
+    assert!(
+        sample(&zero, "streamstate_last_checkpoint_duration_seconds", 0).is_some(),
+        "{zero}"
+    );
+    assert_eq!(
+        sample(&zero, "streamstate_checkpoints_failed_total", 0),
+        Some(0.0),
+        "{zero}"
+    );
+    let one = scrape(ports[1]).expect("process 1 serves metrics");
+    for (process, metrics) in [(0, &zero), (1, &one)] {
+        let records = sample(metrics, "streamstate_records_in_total", process).unwrap();
+        assert!(records <= words, "process {process} counted {records} of {words} words");
+    }
+    for child in children {
+        let output = wait_output(child, Duration::from_secs(300), "a process");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
 }

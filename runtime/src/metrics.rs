@@ -17,6 +17,13 @@ pub struct JobMetrics {
     /// Partial sums source tasks sent on in place of records (local-global
     /// aggregation, [`crate::plan::JobSettings::local_aggregation`]).
     pub partial_sums: AtomicU64,
+    /// Records the keyed operator emitted (to its sink, and its final
+    /// results).
+    pub records_out: AtomicU64,
+    /// Checkpoints and savepoints completed since the job started.
+    pub checkpoints_completed: AtomicU64,
+    /// Checkpoints that failed (expired or declined) since the job started.
+    pub checkpoints_failed: AtomicU64,
     /// Id of the last completed checkpoint (0: none).
     pub last_checkpoint_id: AtomicU64,
     /// Duration of the last completed checkpoint, milliseconds.

@@ -115,6 +115,7 @@ impl Coordinator {
             %path,
             "snapshot completed"
         );
+        self.metrics.checkpoints_completed.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .last_checkpoint_id
             .store(manifest.checkpoint_id, Ordering::Relaxed);
@@ -239,6 +240,7 @@ impl Coordinator {
             }
             if let Some(error) = failure {
                 failed += 1;
+                self.metrics.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
                 consecutive_failures += 1;
                 tracing::warn!(error = %error, consecutive_failures, "checkpoint failed");
                 if consecutive_failures > config.tolerable_failures {

@@ -107,6 +107,7 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             produced,
         } = opened;
         let backend = &mut self.backend;
+        let mut emitted = 0u64;
         in_touched_groups(function.as_mut(), records, |function, record| {
             let Some(value) = function.buffer(record.key_hash, &record.key_bytes, record.value, backend.as_mut())?
             else {
@@ -115,10 +116,12 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             backend.set_current_key(&record.key_bytes)?;
             let key: K = streamstate_api::codec::decode_value(&record.key_bytes)?;
             function.process(&key, value, backend.as_mut(), &mut |o| produced.push(o))?;
+            emitted += produced.len() as u64;
             produced.drain(..).try_for_each(|o| sink.write(&o))
         })?;
         sink.flush()?;
         self.metrics.records.fetch_add(count, Ordering::Relaxed);
+        self.metrics.records_out.fetch_add(emitted, Ordering::Relaxed);
         Ok(())
     }
 
@@ -151,7 +154,9 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             Some(factory) => {
                 let mut final_sink = factory(self.subtask, self.parallelism)?;
                 let mut write_error = None;
+                let records_out = &self.metrics.records_out;
                 function.finish(self.backend.as_mut(), &mut |o| {
+                    records_out.fetch_add(1, Ordering::Relaxed);
                     if write_error.is_none() {
                         write_error = final_sink.write(&o).err();
                     }
@@ -163,6 +168,9 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             }
             None => function.finish(self.backend.as_mut(), &mut |o| finals.push(o))?,
         }
+        self.metrics
+            .records_out
+            .fetch_add(finals.len() as u64, Ordering::Relaxed);
         Ok(finals)
     }
 

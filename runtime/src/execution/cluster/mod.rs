@@ -212,6 +212,9 @@ pub struct ClusterSignals {
     /// savepoint and then stops every process. Cleared once taken, so a
     /// second request after a failed savepoint tries again.
     pub stop_with_savepoint: Arc<AtomicBool>,
+    /// The job's live counters in this process, for a metrics endpoint
+    /// (checkpoint counters move in process 0 only: it commits).
+    pub metrics: Arc<JobMetrics>,
 }
 
 /// The first peer process the running job lost, as timely's network
@@ -322,7 +325,7 @@ where
             "checkpoints across processes need storage every process reaches (s3://, hdfs://, or a shared file:// path)",
         ));
     }
-    let metrics = Arc::new(JobMetrics::default());
+    let metrics = Arc::clone(&signals.metrics);
     // The job id every worker adopts is worker 0's: the one given, else a
     // new one (each run of a cluster is a new job, as a local run is).
     let proposed_job_id = settings

@@ -187,7 +187,10 @@ where
         // process's backend; across processes that is not wired yet.
         incremental: false,
     };
-    let discarding_sinks = Arc::new(AtomicUsize::new(0));
+    // Every keyed subtask runs the same sink, so this worker's tells for
+    // all: the others count as discarding from the start (the source folds
+    // a `sum` locally only once all do).
+    let discarding_sinks = Arc::new(AtomicUsize::new(peers as usize - 1));
     let cancel = Arc::clone(&shared.cancel);
     let mut keyed = KeyedTask {
         subtask: index,
