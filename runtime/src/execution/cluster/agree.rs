@@ -111,6 +111,19 @@ pub(crate) struct Start {
     pub(crate) restore_ms: u64,
 }
 
+impl Start {
+    /// Without state.
+    fn fresh(job_id: String) -> Self {
+        Self {
+            job_id,
+            restored: None,
+            checkpoint_id: None,
+            path: None,
+            restore_ms: 0,
+        }
+    }
+}
+
 /// Agrees with every other worker on the job id (worker 0's proposal, when
 /// the settings name none) and restores this worker's part of the snapshot
 /// they agree on.
@@ -133,15 +146,7 @@ pub(crate) fn agree_and_restore(
     let job_id = votes[0].job_id.clone();
     streamstate_api::storage::layout::validate_job_id(&job_id)?;
     let (storage, candidates) = match &settings.restore {
-        None => {
-            return Ok(Start {
-                job_id,
-                restored: None,
-                checkpoint_id: None,
-                path: None,
-                restore_ms: 0,
-            })
-        }
+        None => return Ok(Start::fresh(job_id)),
         Some(RestoreFrom::Snapshot { storage, dir }) => (storage, vec![storage.load(dir)?]),
         Some(RestoreFrom::Latest) => {
             let storage = settings
@@ -201,13 +206,7 @@ pub(crate) fn agree_and_restore(
                 uri = storage.uri(),
                 "no completed checkpoint found; starting without state"
             );
-            return Ok(Start {
-                job_id,
-                restored: None,
-                checkpoint_id: None,
-                path: None,
-                restore_ms: 0,
-            });
+            return Ok(Start::fresh(job_id));
         }
         if restored.iter().any(Option::is_none) {
             return Err(Error::config(format!(
