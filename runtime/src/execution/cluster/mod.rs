@@ -70,6 +70,9 @@ pub struct ClusterConfig {
     pub startup_timeout: Duration,
 }
 
+/// How long a process that lost a peer waits before it exits itself.
+const LOST_PEER_GRACE: Duration = Duration::from_secs(1);
+
 /// Five minutes, as Flink's `slot.request.timeout`: long enough for pods
 /// that start one after another.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -407,9 +410,12 @@ where
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) if lost_peer().is_none() => {}
             // A lost peer (timely's threads panicked): workers will not
-            // report.
+            // report. This process stays a moment before it exits, so the
+            // other survivors see the peer that was lost first, not this
+            // one leaving.
             Err(_) => {
                 first_error = Some(lost_peer_error(cluster, "a worker stopped without a result"));
+                std::thread::sleep(LOST_PEER_GRACE);
                 break;
             }
         }
