@@ -12,7 +12,8 @@
 #   the main corpus, made by ../shared/bench/gen_corpus.py.
 #   BENCH_ROUNDS (default 5) is how many times the baseline and the fs runs
 #   of the main corpus go, alternated: a round is the baseline, fs p1 and
-#   fs p2 one after the other, and the report takes each round's ratios
+#   fs p2 and fs on 2 processes (the cluster executor) one after the
+#   other, and the report takes each round's ratios
 #   (paired runs seconds apart) and their median, so one slow second of a
 #   shared machine does not decide a target.
 #
@@ -141,6 +142,25 @@ wordcount() {
     fi
 }
 
+# cluster NAME GROUP CORPUS BACKEND PROCESSES: the same word count on
+# PROCESSES processes of one worker each over loopback (the cluster
+# executor, scripts/local-cluster.sh), timed from the start of the first to
+# the end of the last; the union of their outputs is checked.
+cluster() {
+    local name="$1" group="$2" input="$3" backend="$4" processes="$5"
+    local dir="$work/run"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    run "$name" "$group" "$input" env STREAMSTATE="$bin" bash "$repo/scripts/local-cluster.sh" "$processes" -- \
+        wordcount --input "$input" --state-backend "$backend" --no-incremental \
+        --checkpoint-dir "file://$dir/checkpoints" --checkpoint-interval "${CHECKPOINT_INTERVAL:-1s}" \
+        --output "$dir/counts.tsv"
+    if ! same_counts "$work/expected.tsv" <(cat "$dir"/counts.tsv.*); then
+        echo "error: $name counted differently from the baseline" >&2
+        exit 1
+    fi
+}
+
 # same_counts A B: whether two unsorted `WORD<TAB>COUNT` files hold the
 # same lines (sorted after the runs, outside every measurement).
 same_counts() {
@@ -157,6 +177,7 @@ for round in $(seq "$rounds"); do
     baseline main "$main"
     wordcount "fs p1" main "$main" fs 1 no-incremental
     wordcount "fs p2" main "$main" fs 2 no-incremental
+    cluster "fs 2 processes" main "$main" fs 2
 done
 # The other runs go once, in the last round (their targets are far from
 # the line, or not ratios).

@@ -198,12 +198,19 @@ def report(a):
                     + "; ".join(f"{name} " + ", ".join(f"{x:.2f}" for x in paired_ratios(main_runs, name, "baseline"))
                                 for name in ("fs p1", "fs p2") if name in named)
                     + (("; fs p2 over fs p1 " + ", ".join(f"{x:.2f}" for x in paired_ratios(main_runs, "fs p2", "fs p1")))
-                       if "fs p1" in named and "fs p2" in named else "") + "."]
+                       if "fs p1" in named and "fs p2" in named else "")
+                    + (("; fs 2 processes over fs p2 "
+                        + ", ".join(f"{x:.2f}" for x in paired_ratios(main_runs, "fs 2 processes", "fs p2")))
+                       if "fs 2 processes" in named and "fs p2" in named else "") + "."]
 
         def ratios(name, over="baseline"):
             return paired_ratios(main_runs, name, over) if name in named else []
 
         fs1, fs2_over_fs1, rk1 = ratios("fs p1"), ratios("fs p2", "fs p1"), ratios("rocksdb p1")
+        cluster_over_p2 = ratios("fs 2 processes", "fs p2") if "fs p2" in named else []
+        if cluster_over_p2:
+            targets.append(("fs on 2 processes x 1 worker: ≥ 0.8× one process at p2 (words/s)",
+                            spread(cluster_over_p2), statistics.median(cluster_over_p2) >= 0.8))
         if fs1:
             # A run shorter than the checkpoint interval completes none:
             # say so beside the ratio.

@@ -438,6 +438,23 @@ struct Run {
 }
 
 fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore: Option<&str>, round: usize) -> Run {
+    let checkpoints = format!("file://{}/checkpoints", dir.display());
+    start_run_at(dir, input, backend, &checkpoints, processes, restore, round, None)
+}
+
+/// As [`start_run`], checkpointing to `checkpoints` (a URI), process 0
+/// serving metrics at `metrics_port` when given.
+#[allow(clippy::too_many_arguments)]
+fn start_run_at(
+    dir: &Path,
+    input: &Path,
+    backend: &str,
+    checkpoints: &str,
+    processes: usize,
+    restore: Option<&str>,
+    round: usize,
+    metrics_port: Option<u16>,
+) -> Run {
     let hosts = hostfile(dir, processes);
     let config = dir.join("flink-conf.yaml");
     std::fs::write(&config, "execution.checkpointing.num-retained: 3\n").unwrap();
@@ -454,7 +471,7 @@ fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore:
                 "--output".into(),
                 output.display().to_string(),
                 "--checkpoint-dir".into(),
-                format!("file://{}/checkpoints", dir.display()),
+                checkpoints.into(),
                 "--checkpoint-interval".into(),
                 "100ms".into(),
                 "--config".into(),
@@ -462,6 +479,9 @@ fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore:
             ]);
             if let Some(from) = restore {
                 args.extend(["--from-checkpoint".into(), from.into()]);
+            }
+            if let Some(port) = metrics_port.filter(|_| process == 0) {
+                args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
             }
             outputs.push(output);
             spawn(&args, Stdio::null())
@@ -473,10 +493,16 @@ fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore:
 /// Kills a random process of `run` once a checkpoint newer than `before`
 /// completed, and waits for the others to exit with an error naming it.
 fn kill_one_after_a_checkpoint(run: Run, checkpoints: &Path, before: &BTreeSet<PathBuf>, rng: &mut Lcg) {
-    let Run { mut children, .. } = run;
     wait_until("a new checkpoint", || {
         completed_checkpoints(checkpoints).difference(before).next().is_some()
     });
+    kill_one(run, rng);
+}
+
+/// Kills a random process of `run` and waits for the others to exit with
+/// an error naming it.
+fn kill_one(run: Run, rng: &mut Lcg) {
+    let Run { mut children, .. } = run;
     let victim = rng.below(children.len());
     let mut killed = children.remove(victim);
     killed.kill().unwrap();
@@ -800,4 +826,54 @@ fn every_process_serves_prometheus_metrics_while_it_runs() {
         let output = wait_output(child, Duration::from_secs(300), "a process");
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
+}
+
+/// Checkpoints on real remote storage: 2 processes, a random one killed
+/// once process 0 (the committer) reports a completed checkpoint, all
+/// restarted on 3 from `latest`: every process restores the same
+/// checkpoint under `base`, and the counts are exact.
+#[cfg(feature = "remote-tests")]
+fn failover_on(base: &str, backend: &str, lines: usize, rng: &mut Lcg) {
+    let text = corpus(lines, 5_000);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).unwrap();
+    let uri = format!("{base}/cluster-{}-{backend}", std::process::id());
+    let port = free_ports(1)[0];
+    let run = start_run_at(dir.path(), &input, backend, &uri, 2, None, 0, Some(port));
+    wait_until("a checkpoint in process 0's metrics", || {
+        scrape(port)
+            .and_then(|m| sample(&m, "streamstate_checkpoints_completed_total", 0))
+            .is_some_and(|n| n >= 1.0)
+    });
+    kill_one(run, rng);
+    let restart = start_run_at(dir.path(), &input, backend, &uri, 3, Some("latest"), 1, None);
+    let (counts, restored) = finish_run(restart);
+    assert_eq!(restored.len(), 3, "{uri}: not every process restored: {restored:?}");
+    assert!(
+        restored.iter().all(|r| r == &restored[0] && r.starts_with(&uri)),
+        "{restored:?}"
+    );
+    assert_eq!(counts, plain_count(&text), "{backend} on {uri}");
+}
+
+#[cfg(feature = "remote-tests")]
+#[test]
+fn failover_across_processes_on_s3() {
+    let base = std::env::var("STREAMSTATE_TEST_S3_URI")
+        .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_S3_URI is not set: run the tests with scripts/test.sh"));
+    let mut rng = Lcg(11);
+    for backend in ["fs", "rocksdb"] {
+        failover_on(&base, backend, 200_000, &mut rng);
+    }
+}
+
+#[cfg(feature = "remote-tests")]
+#[test]
+fn failover_across_processes_on_hdfs() {
+    let base = std::env::var("STREAMSTATE_TEST_HDFS_URI")
+        .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_HDFS_URI is not set: run the tests with scripts/test.sh"));
+    // HDFS closes a file in ~220 ms, and a RocksDB checkpoint is several
+    // files: the input must outlast the first checkpoint by far.
+    failover_on(&base, "rocksdb", 800_000, &mut Lcg(13));
 }
