@@ -13,7 +13,7 @@
 //!
 //! Bounded memory: timely's exchange queues have no flow control, so a
 //! source may only send at ticks below the command stream's frontier, which
-//! worker 0 holds at most [`worker::TICKS_IN_FLIGHT`] ticks ahead of the
+//! worker 0 holds at most `commands::TICKS_IN_FLIGHT` ticks ahead of the
 //! slowest keyed operator (a probe). A stopped or slow process therefore
 //! stops the others' sources instead of growing their queues.
 //!
@@ -28,11 +28,13 @@
 //! |---|---|
 //! | `mod` (this) | configuration, start, results, a lost peer as an error |
 //! | `agree` | job id and restore agreed by every worker |
+//! | `commands` | worker 0's command input: barriers, stop, pacing |
 //! | `wire` | what crosses timely's channels; the source's buffered outputs |
 //! | `tick_order` | the order a keyed operator applies ticks and barriers in |
 //! | `worker` | one worker's dataflows and loop |
 
 mod agree;
+mod commands;
 mod tick_order;
 mod wire;
 mod worker;

@@ -9,7 +9,8 @@
 //!  upload threads ─► ack input ─exchange to worker 0─► coordinator ─► _metadata
 //! ```
 //!
-//! Pacing: worker 0 holds the command input at most [`TICKS_IN_FLIGHT`]
+//! Pacing: worker 0 holds the command input at most
+//! [`super::commands::TICKS_IN_FLIGHT`]
 //! ticks ahead of the keyed operators' probe; a source sends at tick `t`
 //! only once the command stream has passed `t`, so no exchange queue grows
 //! beyond a few ticks of every source's batches.
@@ -29,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver};
 use serde::{de::DeserializeOwned, Serialize};
 use streamstate_api::{CheckpointStorage, Error, Result, StateBackend};
 use timely::container::CapacityContainerBuilder;
@@ -40,6 +41,7 @@ use timely::dataflow::operators::{Exchange as _, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 
 use super::agree::{agree_and_restore, fresh_keyed};
+use super::commands::{pace, CoordinatorLink};
 use super::tick_order::{Step, TickOrder};
 use super::wire::{Buffered, Command, Packet, Payload, WireAck};
 use crate::execution::coordinator::Coordinator;
@@ -51,9 +53,6 @@ use crate::metrics::JobMetrics;
 use crate::mini_batch::Accumulator;
 use crate::plan::Job;
 use crate::source::SourcePoll;
-
-/// Ticks a source may run ahead of the slowest keyed operator.
-pub(crate) const TICKS_IN_FLIGHT: u64 = 4;
 
 /// Lines a source reads at one tick before it moves to the next.
 const LINES_PER_TICK: usize = 4096;
@@ -87,51 +86,6 @@ pub(crate) struct Shared<K, T, O, A: Accumulator> {
 struct KeyedOutcome<O> {
     error: Option<Error>,
     finals: Option<Vec<O>>,
-}
-
-/// Worker 0's links to its coordinator: where barriers come from, where
-/// the end of the input is reported.
-struct CoordinatorLink {
-    control: Sender<Control>,
-    barriers: Receiver<Barrier>,
-    last_sent: Option<u64>,
-    /// A stop-with-savepoint asked for (by this process or another).
-    stop_wanted: Rc<std::cell::Cell<bool>>,
-    /// The coordinator's answer to the stop's savepoint, when one is due.
-    savepoint: Option<Receiver<Result<String>>>,
-    /// The stop command went out.
-    stopping: bool,
-}
-
-/// Worker 0's part of stop-with-savepoint: asks the coordinator for the
-/// savepoint once a stop is wanted, and when it completes, sends the stop
-/// command (a failed savepoint leaves the job running, as in Flink).
-fn stop_with_savepoint(link: &mut CoordinatorLink, commands: &mut InputHandle<u64, Builder<Command>>) {
-    if link.stop_wanted.replace(false) && link.savepoint.is_none() && !link.stopping {
-        let (reply, answer) = unbounded();
-        if link.control.send(Control::TriggerSavepoint(reply)).is_ok() {
-            link.savepoint = Some(answer);
-        }
-    }
-    let Some(answer) = link.savepoint.as_ref() else {
-        return;
-    };
-    match answer.try_recv() {
-        Ok(Ok(savepoint)) => {
-            let tick = *commands.time();
-            tracing::info!(%savepoint, tick, "savepoint complete; stopping every process");
-            commands.send(Command::Stop { tick, savepoint });
-            commands.advance_to(tick + 1);
-            link.stopping = true;
-            link.savepoint = None;
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "stop-with-savepoint failed; the job keeps running");
-            link.savepoint = None;
-        }
-        Err(crossbeam_channel::TryRecvError::Empty) => {}
-        Err(crossbeam_channel::TryRecvError::Disconnected) => link.savepoint = None,
-    }
 }
 
 /// Hands the acknowledgements of this worker's uploads to the ack input.
@@ -421,27 +375,10 @@ where
                 }
             } else {
                 if let Some(link) = link.as_mut() {
-                    stop_with_savepoint(link, commands);
-                    while let Ok(barrier) = link.barriers.try_recv() {
-                        let tick = *commands.time();
-                        tracing::debug!(id = barrier.id, tick, "barrier sent");
-                        commands.send(Command::Barrier {
-                            id: barrier.id,
-                            kind: barrier.kind,
-                            tick,
-                        });
-                        link.last_sent = Some(barrier.id);
-                        // Out now, not when the pacing next moves the time.
-                        commands.advance_to(tick + 1);
-                    }
+                    link.send_commands(commands);
                 }
                 let slowest = probe.with_frontier(|f| f.first().copied());
-                if let Some(slowest) = slowest {
-                    let ahead = slowest.saturating_add(TICKS_IN_FLIGHT);
-                    if ahead > *commands.time() {
-                        commands.advance_to(ahead);
-                    }
-                }
+                pace(commands, slowest);
             }
         }
         // This worker's source takes a barrier at tick `c` before it sends
