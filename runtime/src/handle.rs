@@ -36,7 +36,8 @@ pub struct JobResult<O> {
     /// only, on a cluster).
     pub records: u64,
     /// The savepoint a cluster job stopped with
-    /// ([`crate::Job::execute_cluster_with`]); `None` when it ran to its end.
+    /// (`Job::execute_cluster_with`, feature `cluster`); `None` when it ran
+    /// to its end.
     pub stopped_with_savepoint: Option<String>,
 }
 
