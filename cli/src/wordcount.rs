@@ -130,7 +130,7 @@ fn cluster_config(args: &WordCountArgs) -> Result<Option<ClusterConfig>> {
     let processes = args.processes.unwrap_or(1);
     let workers = args.workers.unwrap_or(1);
     let process = args.process.unwrap_or(0);
-    let config = match (&args.hosts, processes) {
+    let mut config = match (&args.hosts, processes) {
         (Some(hosts), _) => ClusterConfig::from_hostfile(hosts, processes, process, workers)?,
         (None, 1) => ClusterConfig::single_process(workers),
         (None, _) => bail!("--processes {processes} needs --hosts FILE (one host:port per process)"),
@@ -147,7 +147,6 @@ fn cluster_config(args: &WordCountArgs) -> Result<Option<ClusterConfig>> {
             config.parallelism()
         );
     }
-    let mut config = config;
     if let Some(text) = &args.startup_timeout {
         config.startup_timeout = parse_duration(text)?;
     }
@@ -252,16 +251,17 @@ pub fn run(args: WordCountArgs) -> Result<()> {
 
     let cluster = cluster_config(&args)?;
     let mut env = StreamExecutionEnvironment::new();
-    let asked_interval = args
+    let interval = match args
         .checkpoint_interval
         .as_deref()
-        .or(config.get(&["execution.checkpointing.interval"]));
-    let interval = match asked_interval {
+        .or(config.get(&["execution.checkpointing.interval"]))
+    {
         Some(text) => parse_duration(text)?,
         None => Duration::from_secs(6),
     };
-    env.enable_checkpointing(interval);
-    env.set_state_backend(backend).set_checkpoint_storage(storage.clone());
+    env.enable_checkpointing(interval)
+        .set_state_backend(backend)
+        .set_checkpoint_storage(storage.clone());
     if let Some(p) = args
         .parallelism
         .or(config.get(&["parallelism.default"]).map(str::parse).transpose()?)

@@ -173,21 +173,38 @@ impl<O> JobHandle<O> {
         if let Some(e) = first_error.or(source_error) {
             return Err(e);
         }
-        Ok(JobResult {
-            job_id: self.job_id.clone(),
+        Ok(JobResult::from_metrics(
+            self.job_id.clone(),
             final_records,
-            completed: self
-                .metrics
+            failed_checkpoints,
+            &self.metrics,
+        ))
+    }
+}
+
+impl<O> JobResult<O> {
+    /// The result of a job that ended: what its `metrics` recorded, with
+    /// its final records (every executor builds it this way).
+    pub(crate) fn from_metrics(
+        job_id: String,
+        final_records: Vec<O>,
+        failed_checkpoints: u64,
+        metrics: &JobMetrics,
+    ) -> Self {
+        Self {
+            job_id,
+            final_records,
+            completed: metrics
                 .completed
                 .lock()
                 .map(|c| c.iter().cloned().collect())
                 .unwrap_or_default(),
-            last_snapshot_path: self.metrics.last_snapshot_path.lock().ok().and_then(|p| p.clone()),
+            last_snapshot_path: metrics.last_snapshot_path.lock().ok().and_then(|p| p.clone()),
             failed_checkpoints,
-            restored_from: self.metrics.restored_from.lock().ok().and_then(|p| p.clone()),
-            records: self.metrics.records.load(std::sync::atomic::Ordering::Relaxed),
+            restored_from: metrics.restored_from.lock().ok().and_then(|p| p.clone()),
+            records: metrics.records.load(Ordering::Relaxed),
             stopped_with_savepoint: None,
-        })
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use streamstate_api::{
 };
 
 use super::messages::{Ack, Barrier, Control, TaskSnapshot};
+use super::restore::snapshot_uri;
 use crate::metrics::{CompletedStats, JobMetrics, COMPLETED_HISTORY};
 use crate::plan::{JobSettings, KEYED_OPERATOR, SOURCE_OPERATOR};
 
@@ -99,11 +100,7 @@ impl Coordinator {
         stats.duration_ms = pending.started.elapsed().as_millis() as u64;
         manifest.stats = Some(stats);
         let committed = self.storage.commit(&manifest)?;
-        let path = format!(
-            "{}/{}",
-            self.storage.uri().trim_end_matches('/'),
-            committed.dir.trim_end_matches('/')
-        );
+        let path = snapshot_uri(&self.storage, &committed.dir);
         tracing::info!(
             id = manifest.checkpoint_id,
             ?kind,

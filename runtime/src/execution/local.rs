@@ -21,9 +21,9 @@ use super::upload::{TargetFactory, Uploads};
 use crate::handle::JobHandle;
 use crate::metrics::JobMetrics;
 use crate::mini_batch::Accumulator;
-use crate::plan::Job;
+use crate::plan::{Job, JobSettings};
 
-pub(crate) fn new_job_id() -> String {
+fn new_job_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -33,7 +33,7 @@ pub(crate) fn new_job_id() -> String {
     format!("{mixed:016x}")
 }
 
-pub(crate) fn default_backend() -> Result<Arc<dyn StateBackend>> {
+fn default_backend() -> Result<Arc<dyn StateBackend>> {
     // Flink's default: heap state (`hashmap`), here the fs backend.
     let compiled = crate::backends::compiled_backends();
     compiled
@@ -42,6 +42,28 @@ pub(crate) fn default_backend() -> Result<Arc<dyn StateBackend>> {
         .or(compiled.first())
         .map(|k| crate::backends::state_backend(*k))
         .unwrap_or_else(|| Err(Error::config("no state backend is compiled into this build")))
+}
+
+/// What every executor checks and fills in first: the parallelism and the
+/// checkpoint settings fit, the backend (Flink's default when none is set),
+/// the checkpoint storage (`memory://` when none is set) and the job id
+/// (the one set, checked, else a new one).
+pub(crate) fn resolve(settings: &JobSettings) -> Result<(Arc<dyn StateBackend>, CheckpointStorage, String)> {
+    check_parallelism(settings.parallelism, settings.max_parallelism)?;
+    if settings.checkpoint.max_concurrent != 1 {
+        return Err(Error::unsupported("only one concurrent checkpoint is supported"));
+    }
+    let backend = match &settings.backend {
+        Some(b) => Arc::clone(b),
+        None => default_backend()?,
+    };
+    let storage = match &settings.storage {
+        Some(s) => s.clone(),
+        None => CheckpointStorage::open("memory://")?,
+    };
+    let job_id = settings.job_id.clone().unwrap_or_else(new_job_id);
+    streamstate_api::storage::layout::validate_job_id(&job_id)?;
+    Ok((backend, storage, job_id))
 }
 
 /// Runs `job` on this process's threads and returns its handle.
@@ -63,21 +85,7 @@ where
         final_sink,
     } = job;
 
-    check_parallelism(settings.parallelism, settings.max_parallelism)?;
-    if settings.checkpoint.max_concurrent != 1 {
-        return Err(Error::unsupported("only one concurrent checkpoint is supported"));
-    }
-    let backend = match &settings.backend {
-        Some(b) => Arc::clone(b),
-        None => default_backend()?,
-    };
-    let storage = match &settings.storage {
-        Some(s) => s.clone(),
-        None => CheckpointStorage::open("memory://")?,
-    };
-    let job_id = settings.job_id.clone().unwrap_or_else(new_job_id);
-    streamstate_api::storage::layout::validate_job_id(&job_id)?;
-
+    let (backend, storage, job_id) = resolve(&settings)?;
     let metrics = Arc::new(JobMetrics::default());
     let restored = restore(&settings, &backend, &storage, &job_id, source_spec.parallelism)?;
     let (first_id, keyed_backends, mut source_stores) = match restored {

@@ -118,18 +118,45 @@ pub(crate) fn restore_snapshot(
     }
     Ok(Restored {
         checkpoint_id: snapshot.manifest.checkpoint_id,
-        path: format!("{}/{}", storage.uri(), snapshot.dir),
+        path: snapshot_uri(storage, &snapshot.dir),
         restore_ms: 0,
         keyed,
         source_stores,
     })
 }
 
-pub(crate) fn is_damage(e: &Error) -> bool {
+fn is_damage(e: &Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::ChecksumMismatch | ErrorKind::NotFound | ErrorKind::Corrupt | ErrorKind::IncompatibleVersion
     )
+}
+
+/// The first of `candidates` (newest first) that `restore_one` restores,
+/// skipping damaged ones with a warning (Flink's fallback to an older
+/// checkpoint): `Ok(None)` without candidates, the last damage when every
+/// one is damaged, any other error at once.
+pub(crate) fn newest_restorable<'a, R>(
+    candidates: impl IntoIterator<Item = &'a CompletedSnapshot>,
+    mut restore_one: impl FnMut(&'a CompletedSnapshot) -> Result<R>,
+) -> Result<Option<(&'a CompletedSnapshot, R)>> {
+    let mut last_damage = None;
+    for snapshot in candidates {
+        match restore_one(snapshot) {
+            Ok(restored) => return Ok(Some((snapshot, restored))),
+            Err(e) if is_damage(&e) => {
+                tracing::warn!(error = %e, checkpoint = %snapshot.dir, "checkpoint is damaged; trying the one before");
+                last_damage = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    last_damage.map_or(Ok(None), Err)
+}
+
+/// `storage`'s URI joined with a snapshot directory in it.
+pub(crate) fn snapshot_uri(storage: &CheckpointStorage, dir: &str) -> String {
+    format!("{}/{}", storage.uri().trim_end_matches('/'), dir.trim_end_matches('/'))
 }
 
 pub(crate) fn restore(
@@ -143,7 +170,7 @@ pub(crate) fn restore(
         None => Ok(None),
         Some(RestoreFrom::Snapshot { storage: from, dir }) => {
             let snapshot = from.load(dir)?;
-            let path = format!("{}/{}", from.uri(), snapshot.dir);
+            let path = snapshot_uri(from, &snapshot.dir);
             tracing::info!(%path, "restoring");
             let started = std::time::Instant::now();
             let mut restored = restore_snapshot(settings, backend, job_id, source_parallelism, from, &snapshot)?;
@@ -160,23 +187,15 @@ pub(crate) fn restore(
                 );
                 return Ok(None);
             }
-            let mut last_error = None;
-            for snapshot in candidates {
+            let found = newest_restorable(&candidates, |snapshot| {
                 let started = std::time::Instant::now();
-                match restore_snapshot(settings, backend, job_id, source_parallelism, storage, &snapshot) {
-                    Ok(mut restored) => {
-                        restored.restore_ms = started.elapsed().as_millis() as u64;
-                        tracing::info!(path = %restored.path, restore_ms = restored.restore_ms, "restored from latest");
-                        return Ok(Some(restored));
-                    }
-                    Err(e) if is_damage(&e) => {
-                        tracing::warn!(error = %e, checkpoint = %snapshot.dir, "checkpoint is damaged; trying the one before");
-                        last_error = Some(e);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(last_error.unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no restorable checkpoint")))
+                let mut restored = restore_snapshot(settings, backend, job_id, source_parallelism, storage, snapshot)?;
+                restored.restore_ms = started.elapsed().as_millis() as u64;
+                Ok(restored)
+            })?;
+            let (_, restored) = found.ok_or_else(|| Error::new(ErrorKind::NotFound, "no restorable checkpoint"))?;
+            tracing::info!(path = %restored.path, restore_ms = restored.restore_ms, "restored from latest");
+            Ok(Some(restored))
         }
     }
 }

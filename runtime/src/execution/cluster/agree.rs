@@ -16,15 +16,13 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use streamstate_api::{CheckpointStorage, CompletedSnapshot, Error, ErrorKind, Result, StateBackend};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 
-use crate::execution::restore::{is_damage, keyed_options, restore_subtask, SubtaskRestore};
+use super::wire::Builder;
+use crate::execution::restore::{keyed_options, newest_restorable, restore_subtask, snapshot_uri, SubtaskRestore};
 use crate::plan::{JobSettings, RestoreFrom};
-
-type Builder<D> = CapacityContainerBuilder<Vec<D>>;
 
 /// Rounds of votes among all workers.
 struct Ballot<V: Clone + Send + 'static> {
@@ -221,7 +219,7 @@ pub(crate) fn agree_and_restore(
                 job_id,
                 restored: Some(part),
                 checkpoint_id: Some(id),
-                path: Some(format!("{}/{}", storage.uri(), dir.trim_end_matches('/'))),
+                path: Some(snapshot_uri(storage, &dir)),
                 restore_ms: started.elapsed().as_millis() as u64,
             });
         }
@@ -240,30 +238,20 @@ fn restore_newest(
     bound: Option<&SnapshotKey>,
     subtask: u32,
 ) -> Result<Option<(SnapshotKey, u64, SubtaskRestore)>> {
-    let mut last_error = None;
-    for snapshot in candidates {
-        let key = key_of(snapshot);
-        if bound.is_some_and(|b| &key > b) {
-            continue;
-        }
-        let path = format!("{}/{}", storage.uri(), snapshot.dir);
+    let eligible = candidates
+        .iter()
+        .filter(|snapshot| bound.is_none_or(|b| &key_of(snapshot) <= b));
+    let found = newest_restorable(eligible, |snapshot| {
         let started = std::time::Instant::now();
-        match restore_subtask(settings, backend, job_id, storage, snapshot, subtask) {
-            Ok(part) => {
-                tracing::info!(%path, subtask, restore_ms = started.elapsed().as_millis() as u64, "restored");
-                return Ok(Some((key, snapshot.manifest.checkpoint_id, part)));
-            }
-            Err(e) if is_damage(&e) => {
-                tracing::warn!(error = %e, checkpoint = %snapshot.dir, "checkpoint is damaged; trying the one before");
-                last_error = Some(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    match last_error {
-        Some(e) => Err(e),
-        None => Ok(None),
-    }
+        let part = restore_subtask(settings, backend, job_id, storage, snapshot, subtask)?;
+        let (path, restore_ms) = (
+            snapshot_uri(storage, &snapshot.dir),
+            started.elapsed().as_millis() as u64,
+        );
+        tracing::info!(%path, subtask, restore_ms, "restored");
+        Ok(part)
+    })?;
+    Ok(found.map(|(snapshot, part)| (key_of(snapshot), snapshot.manifest.checkpoint_id, part)))
 }
 
 /// A fresh keyed backend for this worker (no restore).

@@ -7,16 +7,13 @@ use std::rc::Rc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use streamstate_api::Result;
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::InputHandle;
 
-use super::wire::Command;
+use super::wire::{send_buffered, Builder, Command};
 use crate::execution::messages::{Barrier, Control};
 
 /// Ticks a source may run ahead of the slowest keyed operator.
 pub(crate) const TICKS_IN_FLIGHT: u64 = 4;
-
-type Builder<D> = CapacityContainerBuilder<Vec<D>>;
 
 /// Worker 0's links to its coordinator: where barriers come from, where
 /// the end of the input is reported.
@@ -50,7 +47,7 @@ fn stop_with_savepoint(link: &mut CoordinatorLink, commands: &mut InputHandle<u6
             let tick = *commands.time();
             tracing::info!(%savepoint, tick, "savepoint complete; stopping every process");
             commands.send(Command::Stop { tick, savepoint });
-            commands.advance_to(tick + 1);
+            send_buffered(commands);
             link.stopping = true;
             link.savepoint = None;
         }
@@ -78,7 +75,7 @@ impl CoordinatorLink {
             });
             self.last_sent = Some(barrier.id);
             // Out now, not when the pacing next moves the time.
-            commands.advance_to(tick + 1);
+            send_buffered(commands);
         }
     }
 }

@@ -45,8 +45,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
-use streamstate_api::key_group::check_parallelism;
-use streamstate_api::{CheckpointStorage, Error, ErrorKind, Result};
+use streamstate_api::{Error, ErrorKind, Result};
 
 use crate::handle::JobResult;
 use crate::metrics::JobMetrics;
@@ -309,34 +308,17 @@ where
     cluster.validate()?;
     let mut job = job;
     let settings = &mut job.settings;
-    if settings.checkpoint.max_concurrent != 1 {
-        return Err(Error::unsupported("only one concurrent checkpoint is supported"));
-    }
     settings.parallelism = cluster.parallelism();
-    check_parallelism(settings.parallelism, settings.max_parallelism)?;
-    if let Some(id) = &settings.job_id {
-        streamstate_api::storage::layout::validate_job_id(id)?;
-    }
-    let backend = match &settings.backend {
-        Some(b) => Arc::clone(b),
-        None => crate::execution::local::default_backend()?,
-    };
-    let storage = match &settings.storage {
-        Some(s) => s.clone(),
-        None => CheckpointStorage::open("memory://")?,
-    };
+    // Each process proposes a job id; worker 0's is the job's (the one
+    // given, else a new one: each run of a cluster is a new job, as a
+    // local run is).
+    let (backend, storage, proposed_job_id) = crate::execution::local::resolve(settings)?;
     if cluster.processes > 1 && settings.checkpoint.interval.is_some() && storage.uri().starts_with("memory:") {
         return Err(Error::config(
             "checkpoints across processes need storage every process reaches (s3://, hdfs://, or a shared file:// path)",
         ));
     }
     let metrics = Arc::clone(&signals.metrics);
-    // The job id every worker adopts is worker 0's: the one given, else a
-    // new one (each run of a cluster is a new job, as a local run is).
-    let proposed_job_id = settings
-        .job_id
-        .clone()
-        .unwrap_or_else(crate::execution::local::new_job_id);
     let shared = Arc::new(worker::Shared {
         job,
         backend,
@@ -465,18 +447,7 @@ where
         return Err(e);
     }
     let job_id = shared.job_id.lock().ok().and_then(|id| id.clone()).unwrap_or_default();
-    Ok(JobResult {
-        job_id,
-        final_records,
-        completed: metrics
-            .completed
-            .lock()
-            .map(|c| c.iter().cloned().collect())
-            .unwrap_or_default(),
-        last_snapshot_path: metrics.last_snapshot_path.lock().ok().and_then(|p| p.clone()),
-        failed_checkpoints,
-        restored_from: metrics.restored_from.lock().ok().and_then(|p| p.clone()),
-        records: metrics.records.load(Ordering::Relaxed),
-        stopped_with_savepoint: shared.stopped_with.lock().ok().and_then(|p| p.clone()),
-    })
+    let mut result = JobResult::from_metrics(job_id, final_records, failed_checkpoints, &metrics);
+    result.stopped_with_savepoint = shared.stopped_with.lock().ok().and_then(|p| p.clone());
+    Ok(result)
 }

@@ -6,9 +6,22 @@
 
 use serde::{Deserialize, Serialize};
 use streamstate_api::{Error, ErrorKind, Result, SnapshotKind};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::InputHandle;
 
 use crate::execution::messages::{Ack, Control, Message, Partial, Record, TaskSnapshot};
 use crate::execution::source_task::Outputs;
+
+/// How every input of the cluster's dataflows batches its items.
+pub(crate) type Builder<D> = CapacityContainerBuilder<Vec<D>>;
+
+/// Moves `input`'s time on by one, which sends what it buffered through
+/// an exchange now (a flush alone leaves it in the exchange's buffers):
+/// for inputs whose time nothing else moves soon.
+pub(crate) fn send_buffered<D: Clone + 'static>(input: &mut InputHandle<u64, Builder<D>>) {
+    let next = *input.time() + 1;
+    input.advance_to(next);
+}
 
 /// A batch for one keyed subtask.
 #[derive(Clone, Serialize, Deserialize)]

@@ -33,7 +33,6 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Receiver};
 use serde::{de::DeserializeOwned, Serialize};
 use streamstate_api::{CheckpointStorage, Error, Result, StateBackend};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
@@ -43,7 +42,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use super::agree::{agree_and_restore, fresh_keyed};
 use super::commands::{pace, CoordinatorLink};
 use super::tick_order::{Step, TickOrder};
-use super::wire::{Buffered, Command, Packet, Payload, WireAck};
+use super::wire::{send_buffered, Buffered, Builder, Command, Packet, Payload, WireAck};
 use crate::execution::coordinator::Coordinator;
 use crate::execution::keyed_task::KeyedTask;
 use crate::execution::messages::{Barrier, Control};
@@ -56,8 +55,6 @@ use crate::source::SourcePoll;
 
 /// Lines a source reads at one tick before it moves to the next.
 const LINES_PER_TICK: usize = 4096;
-
-type Builder<D> = CapacityContainerBuilder<Vec<D>>;
 
 /// What every worker of this process reads.
 pub(crate) struct Shared<K, T, O, A: Accumulator> {
@@ -97,11 +94,8 @@ fn forward_acks(acks: &Receiver<Control>, input: &mut InputHandle<u64, Builder<W
             sent = true;
         }
     }
-    // Moving the input's time is what sends buffered data through the
-    // exchange (a flush alone leaves it in the exchange's buffers).
     if sent {
-        let next = *input.time() + 1;
-        input.advance_to(next);
+        send_buffered(input);
     }
     Ok(())
 }
@@ -315,10 +309,11 @@ where
                                 return;
                             }
                         }
-                        if data_frontier.is_empty() && command_frontier.is_empty() && order.is_empty() {
-                            if stopping && opened.take().is_some() {
+                        let ended = data_frontier.is_empty() && command_frontier.is_empty() && order.is_empty();
+                        if let Some(open) = opened.take_if(|_| ended) {
+                            if stopping {
                                 outcome.finals = Some(Vec::new());
-                            } else if let Some(open) = opened.take() {
+                            } else {
                                 match keyed.finish(open) {
                                     Ok(finals) => outcome.finals = Some(finals),
                                     Err(e) => outcome.error = Some(e),
@@ -358,8 +353,7 @@ where
                 Some(link) => link.stop_wanted.set(true),
                 None => {
                     ack_in.send(WireAck::StopRequest);
-                    let next = *ack_in.time() + 1;
-                    ack_in.advance_to(next);
+                    send_buffered(&mut ack_in);
                 }
             }
         }
