@@ -59,6 +59,13 @@ fn plain_count(text: &str) -> BTreeMap<String, i64> {
     counts
 }
 
+/// Writes `text` as the input file in `dir`.
+fn write_input(dir: &Path, text: &str) -> PathBuf {
+    let input = dir.join("input.txt");
+    std::fs::write(&input, text).unwrap();
+    input
+}
+
 fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
@@ -122,8 +129,7 @@ fn cluster_args(hosts: &Path, processes: usize, process: usize, workers: usize) 
 fn count_across(backend: &str, processes: usize, workers: usize) {
     let dir = tempfile::tempdir().unwrap();
     let text = corpus(3_000, 500);
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).unwrap();
+    let input = write_input(dir.path(), &text);
     let hosts = hostfile(dir.path(), processes);
     let children: Vec<(PathBuf, Child)> = (0..processes)
         .map(|process| {
@@ -224,6 +230,15 @@ fn a_killed_peer_stops_the_others_promptly_naming_it() {
     assert!(killed.elapsed() < Duration::from_secs(20));
 }
 
+/// Sends `signal` (e.g. `-STOP`) to `pid`.
+fn signal(signal: &str, pid: u32) {
+    assert!(Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -277,19 +292,12 @@ fn a_stopped_peer_stops_the_others_sources_and_the_job_then_completes_exactly() 
     };
     wait_until("2 MiB written", || written.load(Ordering::SeqCst) > 2 << 20);
     let (runner, stopped) = (children[0].id(), children[1].id());
-    let kill = |signal: &str, pid: u32| {
-        assert!(Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
-    kill("-STOP", stopped);
+    signal("-STOP", stopped);
     std::thread::sleep(Duration::from_millis(500));
     let (rss_before, written_before) = (rss_kib(runner), written.load(Ordering::SeqCst));
     std::thread::sleep(Duration::from_secs(3));
     let (rss_after, written_after) = (rss_kib(runner), written.load(Ordering::SeqCst));
-    kill("-CONT", stopped);
+    signal("-CONT", stopped);
     eprintln!(
         "while the peer was stopped: process 0 {rss_before} -> {rss_after} KiB, {} KiB more input written",
         (written_after - written_before) >> 10
@@ -326,8 +334,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_process_whose_peers_never_come_gives_up_after_the_startup_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, "a b\n").unwrap();
+    let input = write_input(dir.path(), "a b\n");
     let hosts = hostfile(dir.path(), 2);
     let mut args = cluster_args(&hosts, 2, 0, 1);
     args.extend([
@@ -352,8 +359,7 @@ fn a_process_whose_peers_never_come_gives_up_after_the_startup_timeout() {
 #[test]
 fn bad_cluster_flags_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, "a b\n").unwrap();
+    let input = write_input(dir.path(), "a b\n");
     let bad_hosts = dir.path().join("bad-hosts");
     std::fs::write(&bad_hosts, "127.0.0.1:1\nnot-an-address\n").unwrap();
     let good_hosts = hostfile(dir.path(), 2);
@@ -437,57 +443,75 @@ struct Run {
     outputs: Vec<PathBuf>,
 }
 
-fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore: Option<&str>, round: usize) -> Run {
-    let checkpoints = format!("file://{}/checkpoints", dir.display());
-    start_run_at(dir, input, backend, &checkpoints, processes, restore, round, None)
+/// How a run of the tests below starts its processes: the word count over
+/// `input` with `--output`, checkpointing every 100 ms (three kept).
+struct RunSpec<'a> {
+    dir: &'a Path,
+    input: &'a Path,
+    backend: &'a str,
+    /// Checkpoint storage URI (`file://DIR/checkpoints` by default).
+    checkpoints: String,
+    /// More arguments every process gets.
+    extra: Vec<String>,
+    /// Process `i` serves metrics at `metrics_ports[i]`, when there is one.
+    metrics_ports: Vec<u16>,
 }
 
-/// As [`start_run`], checkpointing to `checkpoints` (a URI), process 0
-/// serving metrics at `metrics_port` when given.
-#[allow(clippy::too_many_arguments)]
-fn start_run_at(
-    dir: &Path,
-    input: &Path,
-    backend: &str,
-    checkpoints: &str,
-    processes: usize,
-    restore: Option<&str>,
-    round: usize,
-    metrics_port: Option<u16>,
-) -> Run {
-    let hosts = hostfile(dir, processes);
-    let config = dir.join("flink-conf.yaml");
-    std::fs::write(&config, "execution.checkpointing.num-retained: 3\n").unwrap();
-    let mut outputs = Vec::new();
-    let children = (0..processes)
-        .map(|process| {
-            let output = dir.join(format!("counts-{round}-{process}.tsv"));
-            let mut args = cluster_args(&hosts, processes, process, 1);
-            args.extend([
-                "--input".into(),
-                input.display().to_string(),
-                "--state-backend".into(),
-                backend.into(),
-                "--output".into(),
-                output.display().to_string(),
-                "--checkpoint-dir".into(),
-                checkpoints.into(),
-                "--checkpoint-interval".into(),
-                "100ms".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ]);
-            if let Some(from) = restore {
-                args.extend(["--from-checkpoint".into(), from.into()]);
-            }
-            if let Some(port) = metrics_port.filter(|_| process == 0) {
-                args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
-            }
-            outputs.push(output);
-            spawn(&args, Stdio::null())
-        })
-        .collect();
-    Run { children, outputs }
+impl<'a> RunSpec<'a> {
+    fn new(dir: &'a Path, input: &'a Path, backend: &'a str) -> Self {
+        Self {
+            dir,
+            input,
+            backend,
+            checkpoints: format!("file://{}/checkpoints", dir.display()),
+            extra: Vec::new(),
+            metrics_ports: Vec::new(),
+        }
+    }
+
+    /// Starts `processes` processes, restoring from `restore` if given;
+    /// `round` tells their output files from earlier runs'.
+    fn start(&self, processes: usize, restore: Option<&str>, round: usize) -> Run {
+        let hosts = hostfile(self.dir, processes);
+        let config = self.dir.join("flink-conf.yaml");
+        std::fs::write(&config, "execution.checkpointing.num-retained: 3\n").unwrap();
+        let mut outputs = Vec::new();
+        let children = (0..processes)
+            .map(|process| {
+                let output = self.dir.join(format!("counts-{round}-{process}.tsv"));
+                let mut args = cluster_args(&hosts, processes, process, 1);
+                args.extend([
+                    "--input".into(),
+                    self.input.display().to_string(),
+                    "--state-backend".into(),
+                    self.backend.into(),
+                    "--output".into(),
+                    output.display().to_string(),
+                    "--checkpoint-dir".into(),
+                    self.checkpoints.clone(),
+                    "--checkpoint-interval".into(),
+                    "100ms".into(),
+                    "--config".into(),
+                    config.display().to_string(),
+                ]);
+                args.extend(self.extra.iter().cloned());
+                if let Some(from) = restore {
+                    args.extend(["--from-checkpoint".into(), from.into()]);
+                }
+                if let Some(port) = self.metrics_ports.get(process) {
+                    args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
+                }
+                outputs.push(output);
+                spawn(&args, Stdio::null())
+            })
+            .collect();
+        Run { children, outputs }
+    }
+}
+
+/// [`RunSpec::start`] with the defaults.
+fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore: Option<&str>, round: usize) -> Run {
+    RunSpec::new(dir, input, backend).start(processes, restore, round)
 }
 
 /// Kills a random process of `run` once a checkpoint newer than `before`
@@ -557,8 +581,7 @@ fn killed_processes_restart_from_latest_at_another_scale_and_count_exactly() {
     let text = corpus(300_000, 5_000);
     for backend in ["memory", "fs", "rocksdb"] {
         let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("input.txt");
-        std::fs::write(&input, &text).unwrap();
+        let input = write_input(dir.path(), &text);
         let checkpoints = dir.path().join("checkpoints");
         let first = start_run(dir.path(), &input, backend, 2, None, 0);
         kill_one_after_a_checkpoint(first, &checkpoints, &BTreeSet::new(), &mut rng);
@@ -588,8 +611,7 @@ fn killed_processes_restart_from_latest_at_another_scale_and_count_exactly() {
 fn a_damaged_newest_checkpoint_sends_every_process_to_the_same_older_one() {
     let text = corpus(300_000, 5_000);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).unwrap();
+    let input = write_input(dir.path(), &text);
     let checkpoints = dir.path().join("checkpoints");
     let run = start_run(dir.path(), &input, "fs", 2, None, 0);
     wait_until("two checkpoints", || completed_checkpoints(&checkpoints).len() >= 2);
@@ -624,11 +646,7 @@ fn stop_with_savepoint(run: Run, checkpoints: &Path, rng: &mut Lcg) -> String {
         completed_checkpoints(checkpoints).difference(&before).next().is_some()
     });
     let asked = rng.below(children.len());
-    assert!(Command::new("kill")
-        .args(["-TERM", &children[asked].id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    signal("-TERM", children[asked].id());
     let mut savepoints = BTreeSet::new();
     for (process, child) in children.into_iter().enumerate() {
         let output = wait_output(child, Duration::from_secs(120), &format!("process {process}"));
@@ -666,8 +684,7 @@ fn sigterm_stops_every_process_with_one_savepoint_and_rescaling_through_them_is_
     let mut rng = Lcg(7);
     for backend in ["fs", "rocksdb"] {
         let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("input.txt");
-        std::fs::write(&input, &text).unwrap();
+        let input = write_input(dir.path(), &text);
         let checkpoints = dir.path().join("checkpoints");
         let first = stop_with_savepoint(
             start_run(dir.path(), &input, backend, 2, None, 0),
@@ -695,42 +712,17 @@ fn sigterm_stops_every_process_with_one_savepoint_and_rescaling_through_them_is_
 fn a_stopped_process_fails_the_job_by_checkpoint_timeout() {
     let text = corpus(300_000, 5_000);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).unwrap();
+    let input = write_input(dir.path(), &text);
     let checkpoints = dir.path().join("checkpoints");
-    let hosts = hostfile(dir.path(), 2);
-    let children: Vec<Child> = (0..2)
-        .map(|process| {
-            let mut args = cluster_args(&hosts, 2, process, 1);
-            args.extend([
-                "--input".into(),
-                input.display().to_string(),
-                "--checkpoint-dir".into(),
-                format!("file://{}", checkpoints.display()),
-                "--checkpoint-interval".into(),
-                "100ms".into(),
-                "--checkpoint-timeout".into(),
-                "3s".into(),
-                "--output".into(),
-                dir.path().join(format!("counts-{process}.tsv")).display().to_string(),
-            ]);
-            spawn(&args, Stdio::null())
-        })
-        .collect();
+    let mut spec = RunSpec::new(dir.path(), &input, "rocksdb");
+    spec.extra = vec!["--checkpoint-timeout".into(), "3s".into()];
+    let Run { children, .. } = spec.start(2, None, 0);
     wait_until("a checkpoint", || !completed_checkpoints(&checkpoints).is_empty());
-    let stopped = children[1].id().to_string();
-    assert!(Command::new("kill")
-        .args(["-STOP", &stopped])
-        .status()
-        .unwrap()
-        .success());
+    let stopped = children[1].id();
+    signal("-STOP", stopped);
     let mut children = children.into_iter();
     let first = wait_output(children.next().unwrap(), Duration::from_secs(60), "process 0");
-    assert!(Command::new("kill")
-        .args(["-CONT", &stopped])
-        .status()
-        .unwrap()
-        .success());
+    signal("-CONT", stopped);
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(!first.status.success(), "process 0 succeeded: {stderr}");
     assert!(
@@ -771,28 +763,11 @@ fn every_process_serves_prometheus_metrics_while_it_runs() {
     let text = corpus(300_000, 5_000);
     let words = text.split_whitespace().count() as f64;
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).unwrap();
-    let hosts = hostfile(dir.path(), 2);
+    let input = write_input(dir.path(), &text);
     let ports = free_ports(2);
-    let children: Vec<Child> = (0..2)
-        .map(|process| {
-            let mut args = cluster_args(&hosts, 2, process, 1);
-            args.extend([
-                "--input".into(),
-                input.display().to_string(),
-                "--checkpoint-dir".into(),
-                format!("file://{}/checkpoints", dir.path().display()),
-                "--checkpoint-interval".into(),
-                "100ms".into(),
-                "--output".into(),
-                dir.path().join(format!("counts-{process}.tsv")).display().to_string(),
-                "--metrics-addr".into(),
-                format!("127.0.0.1:{}", ports[process]),
-            ]);
-            spawn(&args, Stdio::null())
-        })
-        .collect();
+    let mut spec = RunSpec::new(dir.path(), &input, "rocksdb");
+    spec.metrics_ports = ports.clone();
+    let Run { children, .. } = spec.start(2, None, 0);
     let mut seen = None;
     wait_until("a checkpoint in process 0's metrics", || {
         seen = scrape(ports[0])
@@ -836,18 +811,21 @@ fn every_process_serves_prometheus_metrics_while_it_runs() {
 fn failover_on(base: &str, backend: &str, lines: usize, rng: &mut Lcg) {
     let text = corpus(lines, 5_000);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).unwrap();
+    let input = write_input(dir.path(), &text);
     let uri = format!("{base}/cluster-{}-{backend}", std::process::id());
     let port = free_ports(1)[0];
-    let run = start_run_at(dir.path(), &input, backend, &uri, 2, None, 0, Some(port));
+    let mut spec = RunSpec::new(dir.path(), &input, backend);
+    spec.checkpoints = uri.clone();
+    spec.metrics_ports = vec![port];
+    let run = spec.start(2, None, 0);
     wait_until("a checkpoint in process 0's metrics", || {
         scrape(port)
             .and_then(|m| sample(&m, "streamstate_checkpoints_completed_total", 0))
             .is_some_and(|n| n >= 1.0)
     });
     kill_one(run, rng);
-    let restart = start_run_at(dir.path(), &input, backend, &uri, 3, Some("latest"), 1, None);
+    spec.metrics_ports.clear();
+    let restart = spec.start(3, Some("latest"), 1);
     let (counts, restored) = finish_run(restart);
     assert_eq!(restored.len(), 3, "{uri}: not every process restored: {restored:?}");
     assert!(
