@@ -331,6 +331,78 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_until`] while `children` run: a process that exits first fails
+/// the wait with its stderr (a job that finished, or failed, before what
+/// the test waits for), instead of a timeout two minutes later.
+fn wait_while_running(children: &mut [Child], what: &str, mut done: impl FnMut() -> bool) {
+    wait_until(what, || {
+        for (process, child) in children.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+                panic!("process {process} exited ({status}) before {what}: {stderr}");
+            }
+        }
+        done()
+    });
+}
+
+/// Lines written to a socket the job reads, paced and repeated, until
+/// [`SocketFeed::close`]: the input of a job that must not end before
+/// the test is done with it (a file input can be read to its end before
+/// the first checkpoint on a loaded machine).
+struct SocketFeed {
+    address: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    words: Arc<AtomicU64>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SocketFeed {
+    /// Listens on a free port; the first connection gets `text`'s lines
+    /// over and over, a chunk every few milliseconds.
+    fn start(text: String) -> Self {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap().to_string();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let words = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (stop, words) = (Arc::clone(&stop), Arc::clone(&words));
+            std::thread::spawn(move || {
+                let (mut connection, _) = server.accept().unwrap();
+                let lines: Vec<&str> = text.lines().collect();
+                for chunk in lines.chunks(200).cycle() {
+                    if stop.load(Ordering::SeqCst) {
+                        return; // dropping the connection ends the input
+                    }
+                    let block = chunk.join("\n") + "\n";
+                    if connection.write_all(block.as_bytes()).is_err() {
+                        return; // the job is gone
+                    }
+                    let n = block.split_whitespace().count() as u64;
+                    words.fetch_add(n, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        Self {
+            address,
+            stop,
+            words,
+            writer: Some(writer),
+        }
+    }
+
+    /// Ends the input; returns how many words were written in all.
+    fn close(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(writer) = self.writer.take() {
+            writer.join().unwrap();
+        }
+        self.words.load(Ordering::SeqCst)
+    }
+}
+
 #[test]
 fn a_process_whose_peers_never_come_gives_up_after_the_startup_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -447,7 +519,8 @@ struct Run {
 /// `input` with `--output`, checkpointing every 100 ms (three kept).
 struct RunSpec<'a> {
     dir: &'a Path,
-    input: &'a Path,
+    /// Where the lines come from: `--input FILE` or `--socket ADDR`.
+    source: Vec<String>,
     backend: &'a str,
     /// Checkpoint storage URI (`file://DIR/checkpoints` by default).
     checkpoints: String,
@@ -461,12 +534,20 @@ impl<'a> RunSpec<'a> {
     fn new(dir: &'a Path, input: &'a Path, backend: &'a str) -> Self {
         Self {
             dir,
-            input,
+            source: vec!["--input".into(), input.display().to_string()],
             backend,
             checkpoints: format!("file://{}/checkpoints", dir.display()),
             extra: Vec::new(),
             metrics_ports: Vec::new(),
         }
+    }
+
+    /// The word count over lines from a socket at `address` (read by one
+    /// worker and spread), otherwise as [`RunSpec::new`].
+    fn on_socket(dir: &'a Path, address: &str, backend: &'a str) -> Self {
+        let mut spec = Self::new(dir, dir, backend);
+        spec.source = vec!["--socket".into(), address.into()];
+        spec
     }
 
     /// Starts `processes` processes, restoring from `restore` if given;
@@ -480,9 +561,8 @@ impl<'a> RunSpec<'a> {
             .map(|process| {
                 let output = self.dir.join(format!("counts-{round}-{process}.tsv"));
                 let mut args = cluster_args(&hosts, processes, process, 1);
+                args.extend(self.source.iter().cloned());
                 args.extend([
-                    "--input".into(),
-                    self.input.display().to_string(),
                     "--state-backend".into(),
                     self.backend.into(),
                     "--output".into(),
@@ -516,8 +596,8 @@ fn start_run(dir: &Path, input: &Path, backend: &str, processes: usize, restore:
 
 /// Kills a random process of `run` once a checkpoint newer than `before`
 /// completed, and waits for the others to exit with an error naming it.
-fn kill_one_after_a_checkpoint(run: Run, checkpoints: &Path, before: &BTreeSet<PathBuf>, rng: &mut Lcg) {
-    wait_until("a new checkpoint", || {
+fn kill_one_after_a_checkpoint(mut run: Run, checkpoints: &Path, before: &BTreeSet<PathBuf>, rng: &mut Lcg) {
+    wait_while_running(&mut run.children, "a new checkpoint", || {
         completed_checkpoints(checkpoints).difference(before).next().is_some()
     });
     kill_one(run, rng);
@@ -710,14 +790,15 @@ fn sigterm_stops_every_process_with_one_savepoint_and_rescaling_through_them_is_
 /// hanging, and the stopped one, resumed, stops naming it.
 #[test]
 fn a_stopped_process_fails_the_job_by_checkpoint_timeout() {
-    let text = corpus(300_000, 5_000);
+    let feed = SocketFeed::start(corpus(20_000, 5_000));
     let dir = tempfile::tempdir().unwrap();
-    let input = write_input(dir.path(), &text);
     let checkpoints = dir.path().join("checkpoints");
-    let mut spec = RunSpec::new(dir.path(), &input, "rocksdb");
+    let mut spec = RunSpec::on_socket(dir.path(), &feed.address, "rocksdb");
     spec.extra = vec!["--checkpoint-timeout".into(), "3s".into()];
-    let Run { children, .. } = spec.start(2, None, 0);
-    wait_until("a checkpoint", || !completed_checkpoints(&checkpoints).is_empty());
+    let Run { mut children, .. } = spec.start(2, None, 0);
+    wait_while_running(&mut children, "a checkpoint", || {
+        !completed_checkpoints(&checkpoints).is_empty()
+    });
     let stopped = children[1].id();
     signal("-STOP", stopped);
     let mut children = children.into_iter();
@@ -733,6 +814,7 @@ fn a_stopped_process_fails_the_job_by_checkpoint_timeout() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "process 1 succeeded: {stderr}");
     assert!(stderr.contains("lost peer process 0"), "process 1: {stderr}");
+    feed.close();
 }
 
 /// `GET /metrics` at `port`; `None` while nothing listens yet.
@@ -760,16 +842,14 @@ fn sample(text: &str, series: &str, process: usize) -> Option<f64> {
 /// completed checkpoints with an id, a duration and a size.
 #[test]
 fn every_process_serves_prometheus_metrics_while_it_runs() {
-    let text = corpus(300_000, 5_000);
-    let words = text.split_whitespace().count() as f64;
+    let feed = SocketFeed::start(corpus(20_000, 5_000));
     let dir = tempfile::tempdir().unwrap();
-    let input = write_input(dir.path(), &text);
     let ports = free_ports(2);
-    let mut spec = RunSpec::new(dir.path(), &input, "rocksdb");
+    let mut spec = RunSpec::on_socket(dir.path(), &feed.address, "rocksdb");
     spec.metrics_ports = ports.clone();
-    let Run { children, .. } = spec.start(2, None, 0);
+    let Run { mut children, .. } = spec.start(2, None, 0);
     let mut seen = None;
-    wait_until("a checkpoint in process 0's metrics", || {
+    wait_while_running(&mut children, "a checkpoint in process 0's metrics", || {
         seen = scrape(ports[0])
             .filter(|m| sample(m, "streamstate_checkpoints_completed_total", 0).is_some_and(|n| n >= 1.0));
         seen.is_some()
@@ -793,6 +873,7 @@ fn every_process_serves_prometheus_metrics_while_it_runs() {
         "{zero}"
     );
     let one = scrape(ports[1]).expect("process 1 serves metrics");
+    let words = feed.close() as f64;
     for (process, metrics) in [(0, &zero), (1, &one)] {
         let records = sample(metrics, "streamstate_records_in_total", process).unwrap();
         assert!(records <= words, "process {process} counted {records} of {words} words");
@@ -817,8 +898,8 @@ fn failover_on(base: &str, backend: &str, lines: usize, rng: &mut Lcg) {
     let mut spec = RunSpec::new(dir.path(), &input, backend);
     spec.checkpoints = uri.clone();
     spec.metrics_ports = vec![port];
-    let run = spec.start(2, None, 0);
-    wait_until("a checkpoint in process 0's metrics", || {
+    let mut run = spec.start(2, None, 0);
+    wait_while_running(&mut run.children, "a checkpoint in process 0's metrics", || {
         scrape(port)
             .and_then(|m| sample(&m, "streamstate_checkpoints_completed_total", 0))
             .is_some_and(|n| n >= 1.0)

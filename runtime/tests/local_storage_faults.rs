@@ -210,9 +210,18 @@ fn full_rocksdb_dir_stops_the_job_with_a_clear_error_and_restore_finishes_exactl
     let mut feed = Feed::connect(&listener);
     assert!(feed.send(20_000, 2_000));
     let metrics = Arc::clone(job.metrics());
-    wait_for("a checkpoint", Duration::from_secs(30), || {
-        metrics.last_checkpoint_id.load(Ordering::SeqCst) >= 1
+    wait_for("a checkpoint or the job's end", Duration::from_secs(60), || {
+        job.is_finished() || metrics.last_checkpoint_id.load(Ordering::SeqCst) >= 1
     });
+    // A job that ended first says why (CI once timed out here with no
+    // more than that to go on).
+    if metrics.last_checkpoint_id.load(Ordering::SeqCst) == 0 {
+        let failed = metrics.checkpoints_failed.load(Ordering::SeqCst);
+        panic!(
+            "the job ended before its first checkpoint ({failed} failed): {:?}",
+            job.wait()
+        );
+    }
     // Millions of distinct words: flushed SSTs outgrow the 6 MiB tmpfs.
     for _ in 0..60 {
         if job.is_finished() || !feed.send(100_000, 50_000_000) {
