@@ -179,6 +179,21 @@ for round in $(seq "$rounds"); do
     wordcount "fs p2" main "$main" fs 2 no-incremental
     cluster "fs 2 processes" main "$main" fs 2
 done
+
+echo "== failover: a process of 3 killed, all restarted from latest on s3://" >&2
+# A real S3 server (s3s-fs, installed by scripts/install-deps.sh --test) on
+# a free port, so a test run's server on the default port is no obstacle.
+STREAMSTATE_S3_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export STREAMSTATE_S3_PORT
+# shellcheck source=scripts/test-servers.sh
+source scripts/test-servers.sh
+trap 'stop_test_servers; rm -rf "$work"' EXIT
+start_s3 >&2
+python3 scripts/bench_failover.py --bin "$bin" --input "$main" --storage "$STREAMSTATE_TEST_S3_URI" \
+    --expected "$work/expected.tsv" --processes 3 --backend rocksdb >> "$results"
+echo "  failover: $(tail -1 "$results")" >&2
+stop_test_servers
+
 # The other runs go once, in the last round (their targets are far from
 # the line, or not ratios).
 wordcount "fs incremental p1" main "$main" fs 1 incremental

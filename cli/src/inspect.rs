@@ -133,6 +133,9 @@ struct InspectedEntry {
     operator: String,
     state: String,
     key_group: u32,
+    /// First and last key group of the subtask whose snapshot held the
+    /// entry (JSON only): a key outside them was routed wrongly.
+    subtask_key_groups: (u32, u32),
     key: String,
     user_key: Option<String>,
     value: String,
@@ -214,6 +217,10 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
                             operator: op.operator_id.clone(),
                             state: name.clone(),
                             key_group: r.key_group,
+                            subtask_key_groups: (
+                                handle.key_group_range.start(),
+                                handle.key_group_range.end().unwrap_or(0),
+                            ),
                             key: render(r.key),
                             user_key: r.user_key.map(render),
                             value: if meta.ttl.is_some() {

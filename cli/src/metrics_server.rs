@@ -155,6 +155,11 @@ fn render(metrics: &JobMetrics, process: usize) -> Result<String> {
         "How long the restore at start took (0: none)",
         ConstGauge::new(load(&metrics.restore_ms) as f64 / 1000.0),
     );
+    registry.register(
+        "network_sent_bytes",
+        "Bytes this process sent to its peers (0 in one process)",
+        ConstCounter::new(load(&metrics.network_bytes_sent)),
+    );
     let (read, total) = metrics.input_progress.lock().ok().and_then(|p| *p).unwrap_or((0, 0));
     registry.register(
         "input_read_bytes",

@@ -391,9 +391,13 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         if let Some(file) = output {
             file.commit()?;
         }
+        let sent = signals.metrics.network_bytes_sent.load(Ordering::Relaxed);
         match &result.last_snapshot_path {
-            Some(path) => eprintln!("process {} finished; last checkpoint: {path}", cluster.process),
-            None => eprintln!("process {} finished", cluster.process),
+            Some(path) => eprintln!(
+                "process {} finished ({sent} bytes sent to peers); last checkpoint: {path}",
+                cluster.process
+            ),
+            None => eprintln!("process {} finished ({sent} bytes sent to peers)", cluster.process),
         }
         return Ok(());
     }

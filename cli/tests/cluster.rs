@@ -403,6 +403,54 @@ impl SocketFeed {
     }
 }
 
+/// A process started with another number of processes than its peer:
+/// both stop at once and say so, instead of waiting out the startup
+/// timeout or running a job with the wrong key-group ranges.
+#[test]
+fn processes_started_with_different_process_counts_refuse_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), "a b\n");
+    let three = hostfile(dir.path(), 3);
+    let two = dir.path().join("hosts-2");
+    let lines: Vec<String> = std::fs::read_to_string(&three)
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(String::from)
+        .collect();
+    std::fs::write(&two, lines.join("\n") + "\n").unwrap();
+    let started = Instant::now();
+    let children: Vec<Child> = [(&two, 2), (&three, 3)]
+        .into_iter()
+        .enumerate()
+        .map(|(process, (hosts, processes))| {
+            let mut args = cluster_args(hosts, processes, process, 1);
+            args.extend([
+                "--input".into(),
+                input.display().to_string(),
+                "--startup-timeout".into(),
+                "60s".into(),
+                "--checkpoint-dir".into(),
+                format!("file://{}/checkpoints", dir.path().display()),
+            ]);
+            spawn(&args, Stdio::null())
+        })
+        .collect();
+    for (process, child) in children.into_iter().enumerate() {
+        let output = wait_output(child, Duration::from_secs(60), &format!("process {process}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("runs with 3 processes") || stderr.contains("runs with 2 processes"),
+            "process {process} does not name the mismatch: {stderr}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited for the startup timeout"
+    );
+}
+
 #[test]
 fn a_process_whose_peers_never_come_gives_up_after_the_startup_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -492,6 +540,44 @@ fn completed_checkpoints(root: &Path) -> BTreeSet<PathBuf> {
         }
     }
     found
+}
+
+/// Routing as `checkpoints inspect --json` shows it: every keyed entry of
+/// the checkpoint at `chk` (written by `subtasks` subtasks) lies in the key
+/// group its word hashes to, inside the range of the subtask whose file
+/// held it, and each subtask's range is its share by Flink's formula.
+fn assert_routed(chk: &Path, subtasks: u32) {
+    let uri = format!("file://{}", chk.display());
+    let inspect = Command::new(env!("CARGO_BIN_EXE_streamstate"))
+        .args(["checkpoints", "inspect", &uri, "--json"])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let shares: Vec<KeyGroupRange> = (0..subtasks)
+        .map(|subtask| KeyGroupRange::for_subtask(MAX_PARALLELISM, subtasks, subtask))
+        .collect();
+    let mut holders = BTreeSet::new();
+    let entries = report["entries"].as_array().unwrap();
+    for entry in entries.iter().filter(|e| e["operator"] == "keyed") {
+        let word: String = serde_json::from_str(entry["key"].as_str().unwrap()).unwrap();
+        let key = streamstate_api::codec::encode_value(&word).unwrap();
+        let group = key_group_for_hash(key_hash(&key), MAX_PARALLELISM);
+        let held = &entry["subtask_key_groups"];
+        let (first, last) = (held[0].as_u64().unwrap() as u32, held[1].as_u64().unwrap() as u32);
+        assert_eq!(entry["key_group"].as_u64(), Some(u64::from(group)), "{uri}: {entry}");
+        assert!(
+            (first..=last).contains(&group),
+            "{uri}: {word:?} of key group {group} held by [{first}, {last}]"
+        );
+        let share = KeyGroupRange::new(first, last);
+        assert!(
+            shares.contains(&share),
+            "{uri}: [{first}, {last}] is no subtask's share of {subtasks}"
+        );
+        holders.insert((first, last));
+    }
+    assert_eq!(holders.len(), subtasks as usize, "{uri}: not every subtask held keys");
 }
 
 /// A small, seeded generator for the test's random choices (the seed is
@@ -668,6 +754,8 @@ fn killed_processes_restart_from_latest_at_another_scale_and_count_exactly() {
         let before = completed_checkpoints(&checkpoints);
         let second = start_run(dir.path(), &input, backend, 3, Some("latest"), 1);
         kill_one_after_a_checkpoint(second, &checkpoints, &before, &mut rng);
+        let written_by_three = completed_checkpoints(&checkpoints);
+        assert_routed(written_by_three.difference(&before).last().unwrap(), 3);
         let (counts, restored) = finish_run(start_run(dir.path(), &input, backend, 1, Some("latest"), 2));
         assert_eq!(restored.len(), 1, "{backend}: the last run did not restore");
         assert!(
@@ -693,8 +781,10 @@ fn a_damaged_newest_checkpoint_sends_every_process_to_the_same_older_one() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &text);
     let checkpoints = dir.path().join("checkpoints");
-    let run = start_run(dir.path(), &input, "fs", 2, None, 0);
-    wait_until("two checkpoints", || completed_checkpoints(&checkpoints).len() >= 2);
+    let mut run = start_run(dir.path(), &input, "fs", 2, None, 0);
+    wait_while_running(&mut run.children, "two checkpoints", || {
+        completed_checkpoints(&checkpoints).len() >= 2
+    });
     kill_one_after_a_checkpoint(run, &checkpoints, &BTreeSet::new(), &mut Lcg(1));
     let newest = completed_checkpoints(&checkpoints)
         .into_iter()
@@ -720,9 +810,9 @@ fn a_damaged_newest_checkpoint_sends_every_process_to_the_same_older_one() {
 /// SIGTERM to a random process once a checkpoint completed: every process
 /// stops with the same savepoint and writes no output.
 fn stop_with_savepoint(run: Run, checkpoints: &Path, rng: &mut Lcg) -> String {
-    let Run { children, outputs } = run;
+    let Run { mut children, outputs } = run;
     let before = completed_checkpoints(checkpoints);
-    wait_until("a new checkpoint", || {
+    wait_while_running(&mut children, "a new checkpoint", || {
         completed_checkpoints(checkpoints).difference(&before).next().is_some()
     });
     let asked = rng.below(children.len());

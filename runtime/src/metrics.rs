@@ -38,6 +38,9 @@ pub struct JobMetrics {
     pub restored_from: Mutex<Option<String>>,
     /// How long the restore took (the slowest subtask's), milliseconds.
     pub restore_ms: AtomicU64,
+    /// Bytes this process sent to its peers (the cluster executor's
+    /// exchange and progress messages; 0 in one process).
+    pub network_bytes_sent: AtomicU64,
     /// Statistics of the most recent completed snapshots, oldest first: at
     /// most [`COMPLETED_HISTORY`], so a job running for months does not
     /// grow (Flink keeps a bounded history too, `web.checkpoints.history`).

@@ -1,8 +1,8 @@
 //! The cluster executor: one job across `N` processes of `W` workers each
 //! on [timely-dataflow](https://docs.rs/timely), an existing engine: its
 //! process mesh over TCP (a hostfile of `host:port` lines, one per
-//! process), its exchange channels and its progress tracking. No
-//! networking of our own.
+//! process; `mesh` only opens the connections), its exchange channels and
+//! its progress tracking. No protocol of our own.
 //!
 //! Worker `w` of the `N x W` is source subtask `w` (a file is split by
 //! byte ranges aligned to lines) and keyed subtask `w`, owning key-group
@@ -26,20 +26,23 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | `mod` (this) | configuration, start, results, a lost peer as an error |
+//! | `mod` (this) | start, results, a lost peer as an error |
+//! | `config` | where this process stands: `ClusterConfig` |
 //! | `agree` | job id and restore agreed by every worker |
 //! | `commands` | worker 0's command input: barriers, stop, pacing |
+//! | `mesh` | the connections between processes, handed to timely |
 //! | `wire` | what crosses timely's channels; the source's buffered outputs |
 //! | `tick_order` | the order a keyed operator applies ticks and barriers in |
 //! | `worker` | one worker's dataflows and loop |
 
 mod agree;
 mod commands;
+mod config;
+mod mesh;
 mod tick_order;
 mod wire;
 mod worker;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -47,160 +50,15 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 use streamstate_api::{Error, ErrorKind, Result};
 
+pub use config::{ClusterConfig, DEFAULT_STARTUP_TIMEOUT};
+
 use crate::handle::JobResult;
 use crate::metrics::JobMetrics;
 use crate::mini_batch::Accumulator;
 use crate::plan::Job;
 
-/// Where this process stands in the cluster: `--processes N --process I
-/// --hosts FILE [--workers W]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// Number of processes, `N`.
-    pub processes: usize,
-    /// This process's index, `0..N`.
-    pub process: usize,
-    /// `host:port` of every process, in process order (empty for one
-    /// process).
-    pub hosts: Vec<String>,
-    /// Worker threads per process, `W`.
-    pub workers: usize,
-    /// How long this process waits for every other to connect before it
-    /// gives up (timely itself would wait forever for a peer that never
-    /// comes) [default: [`DEFAULT_STARTUP_TIMEOUT`]].
-    pub startup_timeout: Duration,
-}
-
 /// How long a process that lost a peer waits before it exits itself.
 const LOST_PEER_GRACE: Duration = Duration::from_secs(1);
-
-/// Five minutes, as Flink's `slot.request.timeout`: long enough for pods
-/// that start one after another.
-pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
-
-impl ClusterConfig {
-    /// One process of `workers` workers (no sockets).
-    ///
-    /// ```
-    /// let config = streamstate_runtime::execution::ClusterConfig::single_process(2);
-    /// assert_eq!(config.parallelism(), 2);
-    /// ```
-    pub fn single_process(workers: usize) -> Self {
-        Self {
-            processes: 1,
-            process: 0,
-            hosts: Vec::new(),
-            workers,
-            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
-        }
-    }
-
-    /// Process `process` of `processes`, their addresses read from
-    /// `hostfile` (one `host:port` per line, in process order; blank lines
-    /// and `#` comments skipped).
-    ///
-    /// ```
-    /// # use streamstate_runtime::execution::ClusterConfig;
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let hosts = dir.path().join("hosts");
-    /// std::fs::write(&hosts, "127.0.0.1:7001\n127.0.0.1:7002\n").unwrap();
-    /// let config = ClusterConfig::from_hostfile(&hosts, 2, 1, 1).unwrap();
-    /// assert_eq!(config.hosts[1], "127.0.0.1:7002");
-    /// ```
-    ///
-    /// # Errors
-    /// [`ErrorKind::Config`] naming the file when it cannot be read, has
-    /// fewer addresses than processes, or an address is not `host:port`;
-    /// and as [`Self::validate`].
-    pub fn from_hostfile(hostfile: &Path, processes: usize, process: usize, workers: usize) -> Result<Self> {
-        let shown = hostfile.display().to_string();
-        let text = std::fs::read_to_string(hostfile).map_err(|e| {
-            Error::new(ErrorKind::Config, "cannot read the hostfile")
-                .with_context("file", shown.clone())
-                .with_source(e)
-        })?;
-        let hosts: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect();
-        for host in &hosts {
-            let port_ok = host
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !port_ok {
-                return Err(
-                    Error::config(format!("hostfile line {host:?} is not host:port")).with_context("file", shown)
-                );
-            }
-        }
-        if hosts.len() < processes {
-            return Err(Error::config(format!(
-                "the hostfile has {} addresses for {processes} processes",
-                hosts.len()
-            ))
-            .with_context("file", shown));
-        }
-        let config = Self {
-            processes,
-            process,
-            hosts: hosts.into_iter().take(processes).collect(),
-            workers,
-            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Subtasks of the job: processes times workers.
-    pub fn parallelism(&self) -> u32 {
-        (self.processes * self.workers) as u32
-    }
-
-    /// Checks the numbers fit together.
-    ///
-    /// # Errors
-    /// [`ErrorKind::Config`] naming what is wrong.
-    pub fn validate(&self) -> Result<()> {
-        if self.processes == 0 || self.workers == 0 {
-            return Err(Error::config("processes and workers must be at least 1"));
-        }
-        if self.process >= self.processes {
-            return Err(Error::config(format!(
-                "process index {} is not below the number of processes {}",
-                self.process, self.processes
-            )));
-        }
-        if self.processes > 1 && self.hosts.len() != self.processes {
-            return Err(Error::config(format!(
-                "{} processes need {} addresses, got {}",
-                self.processes,
-                self.processes,
-                self.hosts.len()
-            )));
-        }
-        Ok(())
-    }
-
-    fn timely_config(&self) -> timely::Config {
-        let communication = match (self.processes, self.workers) {
-            (1, 1) => timely::CommunicationConfig::Thread,
-            (1, workers) => timely::CommunicationConfig::Process(workers),
-            _ => timely::CommunicationConfig::Cluster {
-                threads: self.workers,
-                process: self.process,
-                addresses: self.hosts.clone(),
-                report: false,
-                zerocopy: false,
-            },
-        };
-        timely::Config {
-            communication,
-            worker: timely::WorkerConfig::default(),
-        }
-    }
-}
 
 /// Requests to a running cluster job from outside its workers, e.g. the
 /// CLI's signal handlers.
@@ -336,49 +194,28 @@ where
     if let Ok(mut lost) = LOST_PEER.lock() {
         *lost = None;
     }
+    let allocators = mesh::connect(cluster, &metrics)?;
     let worker_shared = Arc::clone(&shared);
-    // timely connects the processes inside `execute` and waits forever for
-    // a peer that never comes: it runs on a thread of its own, given up
-    // (with the process, which is about to exit) after the timeout.
-    let (started, start) = crossbeam_channel::bounded(1);
     let (done_tx, done) = crossbeam_channel::unbounded::<Result<Vec<O>>>();
-    let timely_config = cluster.timely_config();
-    std::thread::Builder::new()
-        .name("cluster-start".into())
-        .spawn(move || {
-            let guards = timely::execute(timely_config, move |worker| match worker::run(worker, &worker_shared) {
-                Ok(records) => {
-                    let _ = done_tx.send(Ok(records));
+    let (builders, network) = allocators;
+    let guards = timely::execute::execute_from(builders, network, timely::WorkerConfig::default(), move |worker| {
+        match worker::run(worker, &worker_shared) {
+            Ok(records) => {
+                let _ = done_tx.send(Ok(records));
+            }
+            Err(e) => {
+                worker_shared.failed.store(true, Ordering::SeqCst);
+                let _ = done_tx.send(Err(e));
+                // Keep this process's connections open until it exits: a
+                // worker that ends closes them cleanly, and the peers would
+                // wait for it forever instead of seeing it lost.
+                loop {
+                    std::thread::park();
                 }
-                Err(e) => {
-                    worker_shared.failed.store(true, Ordering::SeqCst);
-                    let _ = done_tx.send(Err(e));
-                    // Keep this process's connections open until it exits:
-                    // a worker that ends closes them cleanly, and the peers
-                    // would wait for it forever instead of seeing it lost.
-                    loop {
-                        std::thread::park();
-                    }
-                }
-            });
-            let _ = started.send(guards);
-        })
-        .map_err(|e| Error::invalid_argument("cannot spawn the cluster's start thread").with_source(e))?;
-    let guards = match start.recv_timeout(cluster.startup_timeout) {
-        Ok(Ok(guards)) => guards,
-        Ok(Err(e)) => return Err(Error::config(format!("cannot start the cluster's workers: {e}"))),
-        Err(_) => {
-            return Err(Error::new(
-                ErrorKind::Storage,
-                format!(
-                    "not every process of the cluster connected within {:?}: start all {} with the same hostfile ({})",
-                    cluster.startup_timeout,
-                    cluster.processes,
-                    cluster.hosts.join(", ")
-                ),
-            ))
+            }
         }
-    };
+    })
+    .map_err(|e| Error::config(format!("cannot start the cluster's workers: {e}")))?;
     let mut final_records = Vec::new();
     let mut first_error = None;
     let mut finished = 0;
