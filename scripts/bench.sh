@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark command: word count throughput, checkpoint pauses and sizes,
 # restore time, incremental checkpoint bytes against changed bytes
-# (cli/examples/incremental_bytes.rs), and a state-size sweep, all in one
+# (cli/examples/incremental_bytes.rs), the cluster executor's failover time
+# on a real S3 server (scripts/bench_failover.py) and bytes sent between
+# its processes, and a state-size sweep, all in one
 # run against a bare
 # single-thread baseline on the same input (ratios are what to compare: the
 # machines are shared). Writes a dated section into docs/BENCHMARKS.md and
@@ -32,9 +34,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # invalidate the tests' debug ones. STREAMSTATE_BENCH_TARGET picks another
 # (a bench run while tests build there would wait on their lock).
 export CARGO_TARGET_DIR="${STREAMSTATE_BENCH_TARGET:-${CARGO_TARGET_DIR:-$HOME/.cache/streamstate/target}}"
-# What the build needs (libclang-dev, RocksDB's prebuilt library); quick
-# when it is there already.
-bash scripts/install-deps.sh
+# What the build needs (libclang-dev, RocksDB's prebuilt library) and the
+# failover run's S3 server (s3s-fs); quick when they are there already.
+bash scripts/install-deps.sh --bench
 sweep=1 docs=1
 for arg in "$@"; do
     case "$arg" in

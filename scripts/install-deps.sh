@@ -4,6 +4,7 @@
 #            glibc Linux RocksDB's own prebuilt library (scripts/
 #            install-rocksdb.sh), which saves compiling librocksdb from C++
 #            (12 to 32 minutes on 2 cores); .cargo/config.toml links it
+#   --bench: also s3s-fs 0.14.1, the S3 server of the failover benchmark
 #   --test:  also the servers the tests start: s3s-fs 0.14.1 (an S3 server
 #            that checks signatures; newer releases need a newer rustc),
 #            Java 17 and Maven (Hadoop's MiniDFSCluster), clippy and rustfmt,
@@ -29,11 +30,19 @@ fi
 
 bash "$(dirname "$0")/install-rocksdb.sh"
 
-if [ "${1:-}" = "--test" ]; then
-    rustup component add clippy rustfmt >/dev/null 2>&1 || true
+install_s3s_fs() {
     if ! command -v s3s-fs >/dev/null 2>&1; then
         cargo install s3s-fs@0.14.1 --locked --features binary
     fi
+}
+
+if [ "${1:-}" = "--bench" ]; then
+    install_s3s_fs
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    rustup component add clippy rustfmt >/dev/null 2>&1 || true
+    install_s3s_fs
     if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
         apt_install openjdk-17-jdk-headless maven
     fi
