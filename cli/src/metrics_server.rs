@@ -5,7 +5,9 @@
 //!
 //! Checkpoint series move in the process that commits checkpoints (the
 //! only one of a local job, process 0 of a cluster); record series count
-//! this process's keyed subtasks. Every series carries a `process` label.
+//! this process's keyed subtasks, and `task_records_in`/`_out` each
+//! subtask (labels `operator`, `subtask`). Every series carries a `process`
+//! label.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -20,7 +22,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::prometheus_text;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use streamstate_runtime::JobMetrics;
@@ -171,6 +174,24 @@ fn render(metrics: &JobMetrics, process: usize) -> Result<String> {
         "Size of the input file",
         ConstGauge::new(total as i64),
     );
+    // Per subtask, as Flink's numRecordsIn/numRecordsOut per task.
+    let task_in = Family::<[(&'static str, String); 2], Counter>::default();
+    let task_out = Family::<[(&'static str, String); 2], Counter>::default();
+    for (operator, subtask, records_in, records_out) in metrics.task_counts() {
+        let labels = [("operator", operator), ("subtask", subtask.to_string())];
+        task_in.get_or_create(&labels).inc_by(records_in);
+        task_out.get_or_create(&labels).inc_by(records_out);
+    }
+    registry.register(
+        "task_records_in",
+        "Records and partial sums a subtask received",
+        task_in,
+    );
+    registry.register(
+        "task_records_out",
+        "Records and partial sums a subtask sent on or emitted",
+        task_out,
+    );
     let mut text = String::new();
     prometheus_text::encode(&mut text, &registry).context("cannot encode the metrics")?;
     Ok(text)
@@ -185,7 +206,17 @@ mod tests {
         let metrics = JobMetrics::default();
         metrics.records.store(42, Ordering::Relaxed);
         metrics.last_checkpoint_ms.store(1500, Ordering::Relaxed);
+        metrics.task("keyed", 1).records_in.store(7, Ordering::Relaxed);
+        metrics.task("source", 0).records_out.store(9, Ordering::Relaxed);
         let text = render(&metrics, 3).unwrap();
+        assert!(
+            text.contains("streamstate_task_records_in_total{process=\"3\",operator=\"keyed\",subtask=\"1\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamstate_task_records_out_total{process=\"3\",operator=\"source\",subtask=\"0\"} 9\n"),
+            "{text}"
+        );
         assert!(
             text.contains("streamstate_records_in_total{process=\"3\"} 42\n"),
             "{text}"

@@ -735,7 +735,8 @@ fn finish_run(run: Run) -> (BTreeMap<String, i64>, Vec<String>) {
 /// Kill a random process of 2 after a checkpoint, restart all on 3
 /// processes from `latest`, kill a random one again, restart on 1: the
 /// counts are exact, and every restart restored one checkpoint in all its
-/// processes. On every backend.
+/// processes. On every backend, with incremental checkpoints where the
+/// backend has them (chains of files in `shared/` across kills).
 #[test]
 fn killed_processes_restart_from_latest_at_another_scale_and_count_exactly() {
     let seed = std::time::SystemTime::now()
@@ -749,15 +750,29 @@ fn killed_processes_restart_from_latest_at_another_scale_and_count_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let input = write_input(dir.path(), &text);
         let checkpoints = dir.path().join("checkpoints");
-        let first = start_run(dir.path(), &input, backend, 2, None, 0);
+        let mut spec = RunSpec::new(dir.path(), &input, backend);
+        spec.extra = vec!["--incremental".into()];
+        let first = spec.start(2, None, 0);
         kill_one_after_a_checkpoint(first, &checkpoints, &BTreeSet::new(), &mut rng);
         let before = completed_checkpoints(&checkpoints);
-        let second = start_run(dir.path(), &input, backend, 3, Some("latest"), 1);
+        let second = spec.start(3, Some("latest"), 1);
         kill_one_after_a_checkpoint(second, &checkpoints, &before, &mut rng);
         let written_by_three = completed_checkpoints(&checkpoints);
         assert_routed(written_by_three.difference(&before).last().unwrap(), 3);
-        let (counts, restored) = finish_run(start_run(dir.path(), &input, backend, 1, Some("latest"), 2));
+        let (counts, restored) = finish_run(spec.start(1, Some("latest"), 2));
         assert_eq!(restored.len(), 1, "{backend}: the last run did not restore");
+        if backend != "memory" {
+            let shared_files = std::fs::read_dir(&checkpoints)
+                .unwrap()
+                .flatten()
+                .filter_map(|job| std::fs::read_dir(job.path().join("shared")).ok())
+                .flat_map(|files| files.flatten())
+                .count();
+            assert!(
+                shared_files > 0,
+                "{backend}: no incremental checkpoint wrote to shared/"
+            );
+        }
         assert!(
             !before
                 .iter()
@@ -967,6 +982,20 @@ fn every_process_serves_prometheus_metrics_while_it_runs() {
     for (process, metrics) in [(0, &zero), (1, &one)] {
         let records = sample(metrics, "streamstate_records_in_total", process).unwrap();
         assert!(records <= words, "process {process} counted {records} of {words} words");
+        // One worker per process: keyed subtask `process` is its own.
+        let task = format!(
+            "streamstate_task_records_in_total{{process=\"{process}\",operator=\"keyed\",subtask=\"{process}\"}} "
+        );
+        let received: f64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&task))
+            .unwrap_or_else(|| panic!("process {process} has no series for its keyed subtask: {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(
+            received <= words,
+            "keyed subtask {process} received {received} of {words} words"
+        );
     }
     for child in children {
         let output = wait_output(child, Duration::from_secs(300), "a process");

@@ -35,6 +35,6 @@ pub mod word_count;
 
 pub use config::{CheckpointConfig, CheckpointingMode, RetentionOnCancellation};
 pub use handle::{JobHandle, JobResult};
-pub use metrics::JobMetrics;
+pub use metrics::{JobMetrics, TaskMetrics};
 pub use plan::{Job, JobSettings, RestoreFrom};
 pub use stream::{DataStream, KeyedStream, ProcessedStream, StreamExecutionEnvironment};

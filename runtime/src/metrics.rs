@@ -2,9 +2,9 @@
 //! its completed snapshots. A leaf module: tasks and the coordinator update
 //! the counters, the handle reads them.
 
-use std::collections::VecDeque;
-use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use streamstate_api::{SnapshotKind, SnapshotStats};
 
@@ -41,10 +41,57 @@ pub struct JobMetrics {
     /// Bytes this process sent to its peers (the cluster executor's
     /// exchange and progress messages; 0 in one process).
     pub network_bytes_sent: AtomicU64,
+    /// Each subtask's counters, by operator id and subtask index (see
+    /// [`JobMetrics::task`]).
+    pub tasks: Mutex<BTreeMap<(String, u32), Arc<TaskMetrics>>>,
     /// Statistics of the most recent completed snapshots, oldest first: at
     /// most [`COMPLETED_HISTORY`], so a job running for months does not
     /// grow (Flink keeps a bounded history too, `web.checkpoints.history`).
     pub completed: Mutex<VecDeque<CompletedStats>>,
+}
+
+impl JobMetrics {
+    /// The counters of subtask `subtask` of operator `operator` (`source`,
+    /// `keyed`), made on first use; a task holds on to them.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let metrics = streamstate_runtime::JobMetrics::default();
+    /// metrics.task("keyed", 1).records_in.fetch_add(5, Ordering::Relaxed);
+    /// assert_eq!(metrics.task_counts(), vec![("keyed".to_owned(), 1, 5, 0)]);
+    /// ```
+    pub fn task(&self, operator: &str, subtask: u32) -> Arc<TaskMetrics> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(tasks.entry((operator.to_owned(), subtask)).or_default())
+    }
+
+    /// Every subtask's `(operator, subtask, records in, records out)` now,
+    /// in operator and subtask order.
+    pub fn task_counts(&self) -> Vec<(String, u32, u64, u64)> {
+        let tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tasks
+            .iter()
+            .map(|((operator, subtask), t)| {
+                (
+                    operator.clone(),
+                    *subtask,
+                    t.records_in.load(Ordering::Relaxed),
+                    t.records_out.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One subtask's counters, Flink's per-task `numRecordsIn` and
+/// `numRecordsOut`: a partial sum a source folded words into counts as
+/// one record out of the source and one into the keyed subtask.
+#[derive(Debug, Default)]
+pub struct TaskMetrics {
+    /// Records (and partial sums) the subtask received; sources: none.
+    pub records_in: AtomicU64,
+    /// Records (and partial sums) the subtask sent on or emitted.
+    pub records_out: AtomicU64,
 }
 
 /// How many completed snapshots [`JobMetrics::completed`] remembers.

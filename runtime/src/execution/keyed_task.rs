@@ -15,7 +15,7 @@ use streamstate_api::{CheckpointStorage, KeyedStateBackend, Result};
 use super::messages::{Barrier, Control, Message, Partial, Record, TaskSnapshot, WithKeyHash};
 use super::upload::{spawn_upload, TargetFactory, Uploads};
 use crate::config::CheckpointingMode;
-use crate::metrics::JobMetrics;
+use crate::metrics::{JobMetrics, TaskMetrics};
 use crate::mini_batch::Accumulator;
 use crate::mini_batch::TOUCH_GROUP;
 use crate::operator::KeyedOperator;
@@ -59,6 +59,8 @@ pub(crate) struct KeyedTask<K, T, O, A> {
     pub(crate) targets: TargetFactory,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) metrics: Arc<JobMetrics>,
+    /// This subtask's own counters in `metrics`.
+    pub(crate) task_metrics: Arc<TaskMetrics>,
 }
 
 impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static, A: Accumulator> KeyedTask<K, T, O, A> {
@@ -122,12 +124,17 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
         sink.flush()?;
         self.metrics.records.fetch_add(count, Ordering::Relaxed);
         self.metrics.records_out.fetch_add(emitted, Ordering::Relaxed);
+        self.task_metrics.records_in.fetch_add(count, Ordering::Relaxed);
+        self.task_metrics.records_out.fetch_add(emitted, Ordering::Relaxed);
         Ok(())
     }
 
     /// Folds partial accumulators (counted into the records metric by the
     /// source that folded them).
     pub(crate) fn apply_partials(&mut self, opened: &mut Opened<K, T, O, A>, partials: Vec<Partial<A>>) -> Result<()> {
+        self.task_metrics
+            .records_in
+            .fetch_add(partials.len() as u64, Ordering::Relaxed);
         let backend = &mut self.backend;
         in_touched_groups(opened.function.as_mut(), partials, |function, partial| {
             function.buffer_partial(partial.key_hash, &partial.key_bytes, partial.acc, backend.as_mut())
@@ -154,9 +161,10 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             Some(factory) => {
                 let mut final_sink = factory(self.subtask, self.parallelism)?;
                 let mut write_error = None;
-                let records_out = &self.metrics.records_out;
+                let (records_out, task_out) = (&self.metrics.records_out, &self.task_metrics.records_out);
                 function.finish(self.backend.as_mut(), &mut |o| {
                     records_out.fetch_add(1, Ordering::Relaxed);
+                    task_out.fetch_add(1, Ordering::Relaxed);
                     if write_error.is_none() {
                         write_error = final_sink.write(&o).err();
                     }

@@ -21,7 +21,7 @@ use super::upload::{TargetFactory, Uploads};
 use crate::handle::JobHandle;
 use crate::metrics::JobMetrics;
 use crate::mini_batch::Accumulator;
-use crate::plan::{Job, JobSettings};
+use crate::plan::{Job, JobSettings, KEYED_OPERATOR, SOURCE_OPERATOR};
 
 fn new_job_id() -> String {
     let nanos = std::time::SystemTime::now()
@@ -158,6 +158,7 @@ where
             targets: targets.clone(),
             cancel: Arc::clone(&cancel),
             metrics: Arc::clone(&metrics),
+            task_metrics: metrics.task(KEYED_OPERATOR, subtask as u32),
         };
         let cancel = Arc::clone(&cancel);
         keyed_handles.push(spawn(format!("keyed-{subtask}"), cancel, move || task.run())?);
@@ -186,6 +187,7 @@ where
             targets: targets.clone(),
             cancel: Arc::clone(&cancel),
             metrics: Arc::clone(&metrics),
+            task_metrics: metrics.task(SOURCE_OPERATOR, subtask as u32),
         };
         let cancel = Arc::clone(&cancel);
         source_handles.push(spawn(format!("source-{subtask}"), cancel, move || task.run())?);

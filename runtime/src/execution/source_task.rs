@@ -16,7 +16,7 @@ use streamstate_api::{CheckpointStorage, Error, Result};
 use super::messages::{Barrier, Control, Message, Partial, Record, TaskSnapshot};
 use super::upload::{spawn_upload, TargetFactory, Uploads};
 use crate::aggregate::ValueOf;
-use crate::metrics::JobMetrics;
+use crate::metrics::{JobMetrics, TaskMetrics};
 use crate::mini_batch::KeyBytes;
 use crate::mini_batch::{Accumulator, MiniBatch};
 use crate::plan::{Chain, SOURCE_OPERATOR};
@@ -73,6 +73,8 @@ pub(crate) struct SourceTask<K, T, A, Out = Vec<Sender<Message<T, A>>>> {
     pub(crate) targets: TargetFactory,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) metrics: Arc<JobMetrics>,
+    /// This subtask's own counters in `metrics`.
+    pub(crate) task_metrics: Arc<TaskMetrics>,
 }
 
 /// Where a source task's messages go: one destination per keyed subtask.
@@ -123,6 +125,9 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outp
         for (to, batch) in batches.iter_mut().enumerate() {
             if !batch.is_empty() && (!only_full || batch.len() >= self.batch_size) {
                 let full = std::mem::replace(batch, self.new_batch());
+                self.task_metrics
+                    .records_out
+                    .fetch_add(full.len() as u64, Ordering::Relaxed);
                 self.send(to, Message::Batch(full))?;
             }
         }
@@ -151,6 +156,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outp
         });
         let sent: usize = partials.iter().map(Vec::len).sum();
         self.metrics.partial_sums.fetch_add(sent as u64, Ordering::Relaxed);
+        self.task_metrics.records_out.fetch_add(sent as u64, Ordering::Relaxed);
         for (to, batch) in partials.into_iter().enumerate() {
             if !batch.is_empty() {
                 self.send(to, Message::Partials(batch))?;

@@ -50,7 +50,7 @@ use crate::execution::source_task::SourceTask;
 use crate::execution::upload::{TargetFactory, Uploads};
 use crate::metrics::JobMetrics;
 use crate::mini_batch::Accumulator;
-use crate::plan::Job;
+use crate::plan::{Job, KEYED_OPERATOR, SOURCE_OPERATOR};
 use crate::source::SourcePoll;
 
 /// Lines a source reads at one tick before it moves to the next.
@@ -131,9 +131,10 @@ where
     let targets = TargetFactory {
         job_id: job_id.clone(),
         native: shared.backend.capabilities().native_snapshots,
-        // Incremental checkpoints share files between checkpoints of one
-        // process's backend; across processes that is not wired yet.
-        incremental: false,
+        // Each subtask's backend chains its own files under `shared/`, as
+        // in one process; only worker 0's retention deletes them, and only
+        // files no retained checkpoint lists.
+        incremental: settings.checkpoint.incremental && shared.backend.capabilities().incremental_snapshots,
     };
     // Every keyed subtask runs the same sink, so this worker's tells for
     // all: the others count as discarding from the start (the source folds
@@ -156,6 +157,7 @@ where
         targets: targets.clone(),
         cancel: Arc::clone(&cancel),
         metrics: Arc::clone(&shared.metrics),
+        task_metrics: shared.metrics.task(KEYED_OPERATOR, index),
     };
     // Opened before the source starts: the source folds a `sum` locally
     // only once it knows every sink discards per-record output.
@@ -183,6 +185,7 @@ where
         targets,
         cancel: Arc::clone(&cancel),
         metrics: Arc::clone(&shared.metrics),
+        task_metrics: shared.metrics.task(SOURCE_OPERATOR, index),
     };
 
     // Worker 0 runs the job's coordinator.
