@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use streamstate_runtime::JobMetrics;
 
@@ -182,6 +182,17 @@ fn render(metrics: &JobMetrics, process: usize) -> Result<String> {
         task_in.get_or_create(&labels).inc_by(records_in);
         task_out.get_or_create(&labels).inc_by(records_out);
     }
+    let entries = Family::<[(&'static str, String); 1], Gauge>::default();
+    for (subtask, count) in metrics.state_entries() {
+        entries
+            .get_or_create(&[("subtask", subtask.to_string())])
+            .set(count as i64);
+    }
+    registry.register(
+        "state_entries",
+        "Entries in a keyed subtask's state at its last checkpoint (RocksDB: its estimate)",
+        entries,
+    );
     registry.register(
         "task_records_in",
         "Records and partial sums a subtask received",
@@ -208,6 +219,7 @@ mod tests {
         metrics.last_checkpoint_ms.store(1500, Ordering::Relaxed);
         metrics.task("keyed", 1).records_in.store(7, Ordering::Relaxed);
         metrics.task("source", 0).records_out.store(9, Ordering::Relaxed);
+        metrics.task("keyed", 1).state_entries.store(11, Ordering::Relaxed);
         let text = render(&metrics, 3).unwrap();
         assert!(
             text.contains("streamstate_task_records_in_total{process=\"3\",operator=\"keyed\",subtask=\"1\"} 7\n"),
@@ -215,6 +227,10 @@ mod tests {
         );
         assert!(
             text.contains("streamstate_task_records_out_total{process=\"3\",operator=\"source\",subtask=\"0\"} 9\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamstate_state_entries{process=\"3\",subtask=\"1\"} 11\n"),
             "{text}"
         );
         assert!(

@@ -102,11 +102,11 @@ pub struct WordCountArgs {
     #[arg(long, value_name = "N")]
     processes: Option<usize>,
     /// This process's index in the cluster, 0 to N-1.
-    #[arg(long, value_name = "I", requires = "processes")]
+    #[arg(long, value_name = "I")]
     process: Option<usize>,
     /// File of `host:port` lines, one per process in process order (timely's
     /// hostfile); needed with more than one process.
-    #[arg(long, value_name = "FILE", requires = "processes")]
+    #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
     /// Worker threads per process in a cluster [default: 1].
     #[arg(long, value_name = "W")]
@@ -117,25 +117,40 @@ pub struct WordCountArgs {
     metrics_addr: Option<String>,
     /// How long a cluster process waits for the others to connect, e.g.
     /// 30s [default: 5min].
-    #[arg(long, value_name = "DURATION", requires = "processes")]
+    #[arg(long, value_name = "DURATION")]
     startup_timeout: Option<String>,
 }
 
 /// The cluster this process is part of, when `--processes` or `--workers`
-/// asks for one.
-fn cluster_config(args: &WordCountArgs) -> Result<Option<ClusterConfig>> {
-    if args.processes.is_none() && args.workers.is_none() {
+/// (or their keys in the `--config` file: `cluster.processes`,
+/// `cluster.process`, `cluster.hosts`, `cluster.workers` or Flink's
+/// `taskmanager.numberOfTaskSlots`, `cluster.startup-timeout`) asks for
+/// one. Flags override the file.
+fn cluster_config(args: &WordCountArgs, file: &FlinkConfig) -> Result<Option<ClusterConfig>> {
+    let processes = args.processes.or(file.get_usize(&["cluster.processes"])?);
+    let workers = args
+        .workers
+        .or(file.get_usize(&["cluster.workers", "taskmanager.numberOfTaskSlots"])?);
+    let index = args.process.or(file.get_usize(&["cluster.process"])?);
+    let hosts = args.hosts.clone().or(file.get(&["cluster.hosts"]).map(PathBuf::from));
+    let startup_timeout = args
+        .startup_timeout
+        .as_deref()
+        .or(file.get(&["cluster.startup-timeout"]));
+    let Some(processes) = processes.or(workers.map(|_| 1)) else {
+        if index.is_some() || hosts.is_some() || startup_timeout.is_some() {
+            bail!("--process, --hosts and --startup-timeout need --processes N (or cluster.processes in --config)");
+        }
         return Ok(None);
-    }
-    let processes = args.processes.unwrap_or(1);
-    let workers = args.workers.unwrap_or(1);
-    let process = args.process.unwrap_or(0);
-    let mut config = match (&args.hosts, processes) {
+    };
+    let workers = workers.unwrap_or(1);
+    let process = index.unwrap_or(0);
+    let mut config = match (&hosts, processes) {
         (Some(hosts), _) => ClusterConfig::from_hostfile(hosts, processes, process, workers)?,
         (None, 1) => ClusterConfig::single_process(workers),
         (None, _) => bail!("--processes {processes} needs --hosts FILE (one host:port per process)"),
     };
-    if processes > 1 && args.process.is_none() {
+    if processes > 1 && index.is_none() {
         bail!(
             "--processes {processes} needs --process I (this process's index, 0 to {})",
             processes - 1
@@ -147,7 +162,7 @@ fn cluster_config(args: &WordCountArgs) -> Result<Option<ClusterConfig>> {
             config.parallelism()
         );
     }
-    if let Some(text) = &args.startup_timeout {
+    if let Some(text) = startup_timeout {
         config.startup_timeout = parse_duration(text)?;
     }
     config.validate()?;
@@ -249,7 +264,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
     };
     let storage = CheckpointStorage::open_with(&checkpoint_dir, &storage_options)?;
 
-    let cluster = cluster_config(&args)?;
+    let cluster = cluster_config(&args, &config)?;
     let mut env = StreamExecutionEnvironment::new();
     let interval = match args
         .checkpoint_interval

@@ -68,17 +68,32 @@ impl JobMetrics {
     /// Every subtask's `(operator, subtask, records in, records out)` now,
     /// in operator and subtask order.
     pub fn task_counts(&self) -> Vec<(String, u32, u64, u64)> {
+        self.each_task(|t| {
+            (
+                t.records_in.load(Ordering::Relaxed),
+                t.records_out.load(Ordering::Relaxed),
+            )
+        })
+        .into_iter()
+        .map(|(operator, subtask, (records_in, records_out))| (operator, subtask, records_in, records_out))
+        .collect()
+    }
+
+    /// Every keyed subtask's state entries as of its last checkpoint, in
+    /// subtask order.
+    pub fn state_entries(&self) -> Vec<(u32, u64)> {
+        self.each_task(|t| t.state_entries.load(Ordering::Relaxed))
+            .into_iter()
+            .filter(|(operator, _, _)| operator == crate::plan::KEYED_OPERATOR)
+            .map(|(_, subtask, entries)| (subtask, entries))
+            .collect()
+    }
+
+    fn each_task<R>(&self, read: impl Fn(&TaskMetrics) -> R) -> Vec<(String, u32, R)> {
         let tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tasks
             .iter()
-            .map(|((operator, subtask), t)| {
-                (
-                    operator.clone(),
-                    *subtask,
-                    t.records_in.load(Ordering::Relaxed),
-                    t.records_out.load(Ordering::Relaxed),
-                )
-            })
+            .map(|((operator, subtask), t)| (operator.clone(), *subtask, read(t)))
             .collect()
     }
 }
@@ -92,6 +107,9 @@ pub struct TaskMetrics {
     pub records_in: AtomicU64,
     /// Records (and partial sums) the subtask sent on or emitted.
     pub records_out: AtomicU64,
+    /// Entries in a keyed subtask's state as of its last checkpoint (its
+    /// backend's [`streamstate_api::KeyedStateBackend::approximate_entries`]).
+    pub state_entries: AtomicU64,
 }
 
 /// How many completed snapshots [`JobMetrics::completed`] remembers.

@@ -95,6 +95,13 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// key-group range, max parallelism and clock.
     fn options(&self) -> &KeyedBackendOptions;
 
+    /// How many entries the instance holds across its states (a key's
+    /// value, list or map counts once per key), for metrics; RocksDB's is
+    /// its estimate. `None` when the backend cannot tell cheaply.
+    fn approximate_entries(&self) -> Option<u64> {
+        None
+    }
+
     /// The key groups this instance owns.
     fn key_group_range(&self) -> KeyGroupRange {
         self.options().key_group_range

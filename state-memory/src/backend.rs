@@ -160,6 +160,14 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         self.name
     }
 
+    fn approximate_entries(&self) -> Option<u64> {
+        let count = |state: &StateTable| match state {
+            StateTable::Cells(t) => t.len(),
+            StateTable::Maps(t) => t.len(),
+        };
+        Some(self.states.iter().map(|s| count(&s.storage) as u64).sum())
+    }
+
     fn capabilities(&self) -> Capabilities {
         HEAP_CAPABILITIES
     }

@@ -147,6 +147,9 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
         opened.sink.flush()?;
         opened.function.flush_buffer(self.backend.as_mut())?;
         self.snapshot(barrier);
+        if let Some(entries) = self.backend.approximate_entries() {
+            self.task_metrics.state_entries.store(entries, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -9,6 +9,10 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         "rocksdb"
     }
 
+    fn approximate_entries(&self) -> Option<u64> {
+        self.estimated_keys()
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             write_back_cache: self.write_back.enabled(),
