@@ -1130,7 +1130,7 @@ fn failover_across_processes_on_s3() {
     let base = std::env::var("STREAMSTATE_TEST_S3_URI")
         .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_S3_URI is not set: run the tests with scripts/test.sh"));
     let mut rng = Lcg(11);
-    for backend in ["fs", "rocksdb"] {
+    for backend in ["memory", "fs", "rocksdb"] {
         failover_on(&base, backend, 200_000, &mut rng);
     }
 }
@@ -1142,5 +1142,8 @@ fn failover_across_processes_on_hdfs() {
         .unwrap_or_else(|_| panic!("STREAMSTATE_TEST_HDFS_URI is not set: run the tests with scripts/test.sh"));
     // HDFS closes a file in ~220 ms, and a RocksDB checkpoint is several
     // files: the input must outlast the first checkpoint by far.
-    failover_on(&base, "rocksdb", 800_000, &mut Lcg(13));
+    let mut rng = Lcg(13);
+    for backend in ["fs", "rocksdb"] {
+        failover_on(&base, backend, 800_000, &mut rng);
+    }
 }
