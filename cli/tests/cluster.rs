@@ -973,8 +973,10 @@ fn a_stopped_process_fails_the_job_by_checkpoint_timeout() {
     let feed = SocketFeed::start(corpus(20_000, 5_000));
     let dir = tempfile::tempdir().unwrap();
     let checkpoints = dir.path().join("checkpoints");
-    let mut spec = RunSpec::on_socket(dir.path(), &feed.address, "rocksdb");
-    spec.extra = vec!["--checkpoint-timeout".into(), "3s".into()];
+    // 10 s: on a loaded CI machine a first checkpoint once took longer
+    // than 3 s and failed the job before the test stopped anything.
+    let mut spec = RunSpec::on_socket(dir.path(), &feed.address, "fs");
+    spec.extra = vec!["--checkpoint-timeout".into(), "10s".into()];
     let Run { mut children, .. } = spec.start(2, None, 0);
     wait_while_running(&mut children, "a checkpoint", || {
         !completed_checkpoints(&checkpoints).is_empty()
