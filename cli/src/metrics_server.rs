@@ -183,7 +183,7 @@ fn render(metrics: &JobMetrics, process: usize) -> Result<String> {
         task_out.get_or_create(&labels).inc_by(records_out);
     }
     let entries = Family::<[(&'static str, String); 1], Gauge>::default();
-    for (subtask, count) in metrics.state_entries() {
+    for (subtask, count) in metrics.state_entries(streamstate_runtime::plan::KEYED_OPERATOR) {
         entries
             .get_or_create(&[("subtask", subtask.to_string())])
             .set(count as i64);

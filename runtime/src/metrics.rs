@@ -79,12 +79,13 @@ impl JobMetrics {
         .collect()
     }
 
-    /// Every keyed subtask's state entries as of its last checkpoint, in
+    /// The state entries of every subtask of `operator` (the keyed one,
+    /// [`crate::plan::KEYED_OPERATOR`]) as of its last checkpoint, in
     /// subtask order.
-    pub fn state_entries(&self) -> Vec<(u32, u64)> {
+    pub fn state_entries(&self, operator: &str) -> Vec<(u32, u64)> {
         self.each_task(|t| t.state_entries.load(Ordering::Relaxed))
             .into_iter()
-            .filter(|(operator, _, _)| operator == crate::plan::KEYED_OPERATOR)
+            .filter(|(name, _, _)| name == operator)
             .map(|(_, subtask, entries)| (subtask, entries))
             .collect()
     }
