@@ -137,8 +137,40 @@ struct InspectedEntry {
     /// entry (JSON only): a key outside them was routed wrongly.
     subtask_key_groups: (u32, u32),
     key: String,
+    /// The namespace of a namespaced state's entry or of a timer (a
+    /// window's bounds, rendered as the other fields are).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
     user_key: Option<String>,
+    /// When a timer fires (epoch milliseconds), for the entries of the
+    /// timer states (`_timer_state/event`, `_timer_state/processing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timer_timestamp: Option<i64>,
     value: String,
+}
+
+/// A stored map user key read as what it stands for: (namespace, user key,
+/// timer timestamp). A namespaced state keeps a cell per namespace (the user
+/// key is the namespace), a namespaced map state's user key is
+/// `varint len(namespace) | namespace | user key`, and a timer's is its
+/// timestamp then its namespace.
+fn split_user_key(meta: &streamstate_api::StateMeta, user_key: &[u8]) -> (Option<String>, Option<String>, Option<i64>) {
+    if streamstate_api::timers::TimeDomain::of_state(&meta.name).is_some() {
+        if let Ok((timestamp, namespace)) = streamstate_api::timers::decode_user_key(user_key) {
+            let namespace = (!namespace.is_empty()).then(|| render(namespace));
+            return (namespace, None, Some(timestamp));
+        }
+    } else if meta.is_namespaced() && !meta.kind.is_map() {
+        return (Some(render(user_key)), None, None);
+    } else if meta.is_namespaced() {
+        let mut rest = user_key;
+        if let Ok(len) = streamstate_api::codec::get_varint(&mut rest) {
+            if let (Some(namespace), Some(user_key)) = (rest.get(..len as usize), rest.get(len as usize..)) {
+                return (Some(render(namespace)), Some(render(user_key)), None);
+            }
+        }
+    }
+    (None, Some(render(user_key)), None)
 }
 
 /// Renders postcard bytes of a value whose Rust type name is `type_name`:
@@ -213,6 +245,10 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
                         if state.is_some_and(|s| s != name) || wanted_key.as_ref().is_some_and(|k| k != r.key) {
                             continue;
                         }
+                        let (namespace, user_key, timer_timestamp) = match r.user_key {
+                            Some(user_key) => split_user_key(meta, user_key),
+                            None => (None, None, None),
+                        };
                         entries.push(InspectedEntry {
                             operator: op.operator_id.clone(),
                             state: name.clone(),
@@ -222,7 +258,9 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
                                 handle.key_group_range.end().unwrap_or(0),
                             ),
                             key: render(r.key),
-                            user_key: r.user_key.map(render),
+                            namespace,
+                            user_key,
+                            timer_timestamp,
                             value: if meta.ttl.is_some() {
                                 // Skip the 8-byte expiry in front of TTL values.
                                 r.value
@@ -272,7 +310,20 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
     for op in &manifest.operators {
         writeln!(out, "operator {} (parallelism {})", op.operator_id, op.parallelism)?;
         for h in &op.keyed_state {
-            let states: Vec<String> = h.states.iter().map(|s| format!("{} ({:?})", s.name, s.kind)).collect();
+            let states: Vec<String> = h
+                .states
+                .iter()
+                .map(|s| {
+                    match (
+                        &s.namespace_type,
+                        streamstate_api::timers::TimeDomain::of_state(&s.name),
+                    ) {
+                        (_, Some(domain)) => format!("{} (timers, {domain:?})", s.name),
+                        (Some(namespace), None) => format!("{} ({:?} per {namespace})", s.name, s.kind),
+                        (None, None) => format!("{} ({:?})", s.name, s.kind),
+                    }
+                })
+                .collect();
             writeln!(
                 out,
                 "  keyed state: backend {}, {:?}, key groups {}, {} bytes, states: {}",
@@ -285,17 +336,16 @@ pub fn inspect(path: &str, json: bool, state: Option<&str>, key: Option<&str>) -
         }
     }
     for e in &entries {
-        match &e.user_key {
-            Some(uk) => writeln!(
-                out,
-                "{} {} kg={} {} [{}] = {}",
-                e.operator, e.state, e.key_group, e.key, uk, e.value
-            )?,
-            None => writeln!(
-                out,
-                "{} {} kg={} {} = {}",
-                e.operator, e.state, e.key_group, e.key, e.value
-            )?,
+        let mut line = format!("{} {} kg={} {}", e.operator, e.state, e.key_group, e.key);
+        if let Some(namespace) = &e.namespace {
+            line.push_str(&format!(" ns={namespace}"));
+        }
+        if let Some(user_key) = &e.user_key {
+            line.push_str(&format!(" [{user_key}]"));
+        }
+        match e.timer_timestamp {
+            Some(timestamp) => writeln!(out, "{line} timer at {timestamp}")?,
+            None => writeln!(out, "{line} = {}", e.value)?,
         }
     }
     Ok(())
@@ -316,6 +366,32 @@ mod tests {
             ("/tmp/chk".to_owned(), "savepoints/savepoint-abc-2".to_owned())
         );
         assert!(split_snapshot_uri("file:///tmp/chk/job-1").is_err());
+    }
+
+    #[test]
+    fn user_keys_split_into_namespace_user_key_and_timer() {
+        use streamstate_api::codec::{encode_value, put_varint};
+        use streamstate_api::{StateKind, StateMeta};
+        let ns = encode_value("w1").unwrap();
+        let mut namespaced = StateMeta::new::<u64>("sum", StateKind::Reducing);
+        namespaced.namespace_type = Some("String".into());
+        assert_eq!(split_user_key(&namespaced, &ns), (Some("\"w1\"".into()), None, None));
+        let mut map = StateMeta::new::<u64>("m", StateKind::Map);
+        map.namespace_type = Some("String".into());
+        let mut user_key = Vec::new();
+        put_varint(&mut user_key, ns.len() as u64);
+        user_key.extend_from_slice(&ns);
+        user_key.extend_from_slice(&encode_value(&7u32).unwrap());
+        assert_eq!(
+            split_user_key(&map, &user_key),
+            (Some("\"w1\"".into()), Some("7".into()), None)
+        );
+        let timers = StateMeta::new::<()>("_timer_state/event", StateKind::Map);
+        let mut timer = ((-2i64 as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+        timer.extend_from_slice(&ns);
+        assert_eq!(split_user_key(&timers, &timer), (Some("\"w1\"".into()), None, Some(-2)));
+        let plain = StateMeta::new::<u64>("plain", StateKind::Map);
+        assert_eq!(split_user_key(&plain, &ns), (None, Some("\"w1\"".into()), None));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)]
 use std::process::Command;
 
+use streamstate_api::namespaced::NamespacedStateExt;
+use streamstate_api::timers::{TimeDomain, TimerService};
 use streamstate_api::{
     CheckpointStorage, KeyGroupRange, KeyedBackendOptions, KeyedStateBackendExt, OperatorSnapshot, SnapshotFormat,
     SnapshotKind, SnapshotManifest, SnapshotTarget, StateBackend, ValueStateDescriptor,
@@ -27,6 +29,17 @@ fn write_checkpoint_with(dir: &std::path::Path, backend: &dyn StateBackend, form
         keyed.set_current_key_typed(word).unwrap();
         count.update(keyed.as_mut(), &n).unwrap();
     }
+    // HELLO also counts 2 in window "w5", with a timer at its end.
+    let windows = keyed
+        .namespaced_value_state::<String, u64>(&ValueStateDescriptor::new("window"))
+        .unwrap();
+    let mut timers = TimerService::open(keyed.as_mut()).unwrap();
+    keyed.set_current_key_typed("HELLO").unwrap();
+    windows.update(keyed.as_mut(), &"w5".to_owned(), &2).unwrap();
+    let ns = streamstate_api::codec::encode_value("w5").unwrap();
+    timers
+        .register(keyed.as_mut(), TimeDomain::EventTime, &ns, 4999)
+        .unwrap();
     let target = SnapshotTarget {
         checkpoint_id: 4,
         kind: SnapshotKind::Checkpoint,
@@ -70,6 +83,41 @@ fn inspect_shows_the_count_of_a_word() {
     assert!(stdout.contains("sum count"), "{stdout}");
     assert!(stdout.contains("\"HELLO\" = 3"), "{stdout}");
     assert!(!stdout.contains("WORLD"), "--key filters: {stdout}");
+}
+
+/// What `inspect` prints for the namespaced state and the timer that
+/// [`write_checkpoint_with`] writes.
+fn assert_shows_window_and_timer(uri: &str) {
+    let (ok, stdout, stderr) = streamstate(&["checkpoints", "inspect", &format!("{uri}/wc/chk-4")]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("window (Value per alloc::string::String)"), "{stdout}");
+    assert!(stdout.contains("_timer_state/event (timers, EventTime)"), "{stdout}");
+    assert!(stdout.contains("sum window kg="), "{stdout}");
+    assert!(stdout.contains("\"HELLO\" ns=\"w5\" = 2"), "{stdout}");
+    assert!(stdout.contains("\"HELLO\" ns=\"w5\" timer at 4999"), "{stdout}");
+    let (ok, stdout, stderr) = streamstate(&["checkpoints", "inspect", &format!("{uri}/wc/chk-4"), "--json"]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let timer = report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["state"] == "_timer_state/event")
+        .expect("a timer entry");
+    assert_eq!(timer["timer_timestamp"], 4999, "{timer}");
+    assert_eq!(timer["namespace"], "\"w5\"", "{timer}");
+}
+
+#[test]
+fn inspect_shows_namespaces_and_timers_of_canonical_and_native_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_shows_window_and_timer(&write_checkpoint(&dir.path().join("memory")));
+    let backend = streamstate_rocksdb::RocksDbStateBackend::new(streamstate_rocksdb::RocksDbConfig {
+        local_dir: Some(dir.path().join("local")),
+        ..streamstate_rocksdb::RocksDbConfig::default()
+    });
+    let uri = write_checkpoint_with(&dir.path().join("rocksdb"), &backend, SnapshotFormat::Native);
+    assert_shows_window_and_timer(&uri);
 }
 
 #[test]
@@ -181,4 +229,55 @@ fn malformed_uri_is_a_config_error() {
     let (ok, _, stderr) = streamstate(&["checkpoints", "list", "ftp://nowhere/x"]);
     assert!(!ok);
     assert!(stderr.contains("Config") && stderr.contains("supported:"), "{stderr}");
+}
+
+/// The input the version 1 fixture's job read (see its README).
+fn fixture_input() -> String {
+    (0..300_000u32)
+        .map(|i| format!("w{} w{} w{}\n", i % 40, (i * 7) % 41, (i * 13) % 43))
+        .collect()
+}
+
+#[test]
+fn a_version_1_checkpoint_restores_on_every_backend() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/canonical-v1-wordcount/b43ea23efc174908/chk-10");
+    let file = std::fs::read(fixture.join("keyed-0.kgs")).unwrap();
+    assert_eq!(file[8..12], 1u32.to_le_bytes(), "the fixture is a version 1 file");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let text = fixture_input();
+    std::fs::write(&input, &text).unwrap();
+    // A plain count of the whole input: the restored job counts the part
+    // after the checkpoint's offset on top of the counts restored.
+    let mut expected = std::collections::BTreeMap::<String, u64>::new();
+    for word in text.split_whitespace() {
+        *expected.entry(word.to_uppercase()).or_default() += 1;
+    }
+    for backend in ["memory", "fs", "rocksdb"] {
+        let output = dir.path().join(format!("{backend}.out"));
+        let (ok, _, stderr) = streamstate(&[
+            "wordcount",
+            "--input",
+            input.to_str().unwrap(),
+            "--state-backend",
+            backend,
+            "--checkpoint-dir",
+            &format!("file://{}/{backend}-ck", dir.path().display()),
+            "--from-checkpoint",
+            &format!("file://{}", fixture.display()),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert!(ok, "{backend}: {stderr}");
+        let got: std::collections::BTreeMap<String, u64> = std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let (word, count) = line.split_once('\t').unwrap();
+                (word.to_owned(), count.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(got, expected, "{backend}");
+    }
 }

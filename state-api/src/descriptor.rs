@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::ttl::TtlConfig;
 use crate::{Error, Result};
 
+/// The prefix of the states in which [`crate::timers::TimerService`] keeps
+/// timers (Flink names its timer states `_timer_state/...` too); user
+/// states may not use it.
+pub const RESERVED_STATE_PREFIX: &str = "_timer_state/";
+
 /// The five keyed state primitives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,6 +57,11 @@ pub struct StateMeta {
     /// Rust type name of the map's user key; informational.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_key_type: Option<String>,
+    /// Rust type name of the namespace when the state is namespaced (a
+    /// window's state: see [`crate::namespaced`]); `None` for a state in
+    /// the default namespace only, Flink's `VoidNamespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_type: Option<String>,
 }
 
 impl StateMeta {
@@ -63,7 +73,29 @@ impl StateMeta {
             ttl: None,
             value_type: std::any::type_name::<V>().to_owned(),
             user_key_type: None,
+            namespace_type: None,
         }
+    }
+
+    /// Whether the state is scoped to namespaces as well as keys.
+    pub fn is_namespaced(&self) -> bool {
+        self.namespace_type.is_some()
+    }
+
+    /// Whether a backend stores the state as a map of user keys per key: a
+    /// map state, or any namespaced state, whose cells are kept per
+    /// namespace in a map from serialized namespace to cell (so that
+    /// snapshots, rescaling and `checkpoints inspect` need nothing new).
+    ///
+    /// ```
+    /// use streamstate_api::{StateKind, StateMeta};
+    /// let mut window_sum = StateMeta::new::<u64>("sum", StateKind::Reducing);
+    /// assert!(!window_sum.stores_map());
+    /// window_sum.namespace_type = Some("TimeWindow".into());
+    /// assert!(window_sum.stores_map());
+    /// ```
+    pub fn stores_map(&self) -> bool {
+        self.kind.is_map() || self.is_namespaced()
     }
 
     /// Checks that `self` may be registered where `existing` is already
@@ -80,6 +112,37 @@ impl StateMeta {
                     existing.kind, self.kind
                 ),
             )
+            .with_context("state", self.name.clone()));
+        }
+        if self.is_namespaced() != existing.is_namespaced() {
+            let scope = |meta: &StateMeta| {
+                if meta.is_namespaced() {
+                    "namespaced"
+                } else {
+                    "not namespaced"
+                }
+            };
+            return Err(Error::new(
+                crate::ErrorKind::IncompatibleState,
+                format!("state is registered {} but requested {}", scope(existing), scope(self)),
+            )
+            .with_context("state", self.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Checks a state a user registers: [`StateMeta::validate`], and a
+    /// name outside the prefix the timer service keeps for its own states
+    /// ([`RESERVED_STATE_PREFIX`]).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidArgument`] for an empty or reserved name.
+    pub fn validate_user_state(&self) -> Result<()> {
+        self.validate()?;
+        if self.name.starts_with(RESERVED_STATE_PREFIX) {
+            return Err(Error::invalid_argument(format!(
+                "state names starting with {RESERVED_STATE_PREFIX:?} are reserved for timers"
+            ))
             .with_context("state", self.name.clone()));
         }
         Ok(())
@@ -228,6 +291,7 @@ impl<T> std::fmt::Debug for ReducingStateDescriptor<T> {
 ///     fn create_accumulator(&self) -> (u64, u64) { (0, 0) }
 ///     fn add(&self, value: &u64, acc: (u64, u64)) -> (u64, u64) { (acc.0 + value, acc.1 + 1) }
 ///     fn get_result(&self, acc: &(u64, u64)) -> f64 { acc.0 as f64 / acc.1 as f64 }
+///     fn merge(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) { (a.0 + b.0, a.1 + b.1) }
 /// }
 /// assert_eq!(Average.get_result(&Average.add(&4, Average.create_accumulator())), 4.0);
 /// ```
@@ -244,6 +308,10 @@ pub trait AggregateFunction: Send + Sync {
     fn add(&self, value: &Self::In, acc: Self::Acc) -> Self::Acc;
     /// The result of an accumulator.
     fn get_result(&self, acc: &Self::Acc) -> Self::Out;
+    /// One accumulator holding what `a` and `b` hold: merging session
+    /// windows merges their accumulators
+    /// ([`crate::namespaced::NamespacedAggregatingState::merge_namespaces`]).
+    fn merge(&self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
 }
 
 /// Describes a [`crate::state::AggregatingState`].

@@ -24,6 +24,16 @@
 //! serializes with postcard. Non-keyed operator state (source offsets) lives
 //! in [`operator_state`] and is split evenly across subtasks on restore.
 //!
+//! ## Namespaces and timers
+//!
+//! As in Flink, state can be scoped to a key and a *namespace* (a window):
+//! [`namespaced`] registers any kind of state that way, and merges the
+//! namespaces of list, reducing and aggregating state (session windows).
+//! [`timers::TimerService`] keeps event- and processing-time timers per
+//! (key, namespace, timestamp) and hands out due ones in timestamp order.
+//! Both are stored as backend state, so every snapshot holds them and a
+//! rescaling restore splits them by key group.
+//!
 //! ## The sync/async snapshot split
 //!
 //! Per-record calls are synchronous and local. A snapshot has a short
@@ -117,11 +127,13 @@ pub mod error;
 pub mod fuzz_checks;
 pub mod handle;
 pub mod key_group;
+pub mod namespaced;
 pub mod operator_state;
 pub mod registry;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
+pub mod timers;
 pub mod ttl;
 
 #[cfg(feature = "testkit")]

@@ -153,7 +153,7 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
 impl<B: KeyedStateBackend + ?Sized> KeyedStateBackendExt for B {}
 
 fn register<B: KeyedStateBackend + ?Sized>(backend: &mut B, meta: &StateMeta) -> Result<StateId> {
-    meta.validate()?;
+    meta.validate_user_state()?;
     backend.register_state(meta)
 }
 

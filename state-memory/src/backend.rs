@@ -179,7 +179,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     fn register_state(&mut self, meta: &StateMeta) -> Result<StateId> {
         let range = self.options.key_group_range;
         self.states.register(meta, |meta| {
-            Ok(if meta.kind.is_map() {
+            Ok(if meta.stores_map() {
                 StateTable::Maps(Table::new(range))
             } else {
                 StateTable::Cells(Table::new(range))

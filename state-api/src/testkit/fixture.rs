@@ -190,7 +190,7 @@ pub fn dump(backend: &mut dyn KeyedStateBackend) -> Result<StateDump> {
     for (id, meta) in backend.registered_states().into_iter().enumerate() {
         for key in backend.keys(id)? {
             backend.set_current_key(&key)?;
-            let value = if meta.kind.is_map() {
+            let value = if meta.stores_map() {
                 StoredValue::Map(backend.map_entries(id)?.into_iter().collect())
             } else {
                 match backend.get(id)? {

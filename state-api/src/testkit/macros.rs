@@ -16,6 +16,8 @@ macro_rules! conformance_tests {
         $crate::__conformance_snapshot!($target);
         $crate::__conformance_restore!($target);
         $crate::__conformance_damage!($target);
+        $crate::__conformance_namespaces!($target);
+        $crate::__conformance_timers!($target);
     };
 }
 

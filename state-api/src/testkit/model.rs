@@ -1,7 +1,10 @@
 //! Model-based property tests: random operations on every state kind over
 //! many keys, snapshots at random points (written only after later
 //! operations ran, to test isolation), and restores at random parallelism,
-//! with every read compared against a plain `BTreeMap` model.
+//! with every read compared against a plain `BTreeMap` model. Namespaced
+//! states (a sum and a list per namespace, merged as session windows merge)
+//! and timers of both domains (registered, deleted and fired) are part of
+//! the model too.
 //!
 //! The number of cases is `PROPTEST_CASES` (default 256, or the target's
 //! [`TestTarget::property_cases`]), split over
@@ -10,7 +13,7 @@
 //! `STREAMSTATE_PROPTEST_SEED=<seed>` to reproduce it exactly.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -22,8 +25,10 @@ use crate::descriptor::{
     ValueStateDescriptor,
 };
 use crate::key_group::assign_to_key_group;
+use crate::namespaced::{NamespacedListState, NamespacedReducingState, NamespacedStateExt};
 use crate::state::{AggregatingState, KeyedStateBackendExt, ListState, MapState, ReducingState, ValueState};
 use crate::storage::CheckpointStorage;
+use crate::timers::{TimeDomain, TimerService};
 use crate::KeyGroupRange;
 
 const MAX_PARALLELISM: u32 = 32;
@@ -65,6 +70,22 @@ pub enum Op {
     /// its index among the five; the map's is ignored): changes nothing a
     /// read sees, nor the current key.
     Prefetch(u8, Vec<u16>),
+    /// `NamespacedReducingState::add` (sum) in a namespace.
+    NsReduce(u8, u32),
+    /// `NamespacedListState::add` in a namespace.
+    NsListAdd(u8, u8),
+    /// Clear both namespaced states in a namespace (a purged window).
+    NsClear(u8),
+    /// `merge_namespaces(target, sources)` on both namespaced states.
+    NsMerge(u8, Vec<u8>),
+    /// `TimerService::register` for the current key: event time (`true`)
+    /// or processing time, namespace, timestamp.
+    TimerSet(bool, u8, i64),
+    /// `TimerService::delete` for the current key.
+    TimerDelete(bool, u8, i64),
+    /// `TimerService::poll` until nothing is due at the timestamp; the
+    /// timers fired must be the model's due timers, in order.
+    TimerFire(bool, i64),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -84,6 +105,13 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::Snapshot),
         1 => (1u32..=4).prop_map(Op::Restore),
         1 => (0u8..5, proptest::collection::vec(0..KEYS, 0..20)).prop_map(|(s, keys)| Op::Prefetch(s, keys)),
+        2 => (0u8..4, 0u32..1000).prop_map(|(ns, x)| Op::NsReduce(ns, x)),
+        2 => (0u8..4, any::<u8>()).prop_map(|(ns, x)| Op::NsListAdd(ns, x)),
+        1 => (0u8..4).prop_map(Op::NsClear),
+        1 => (0u8..4, proptest::collection::vec(0u8..4, 0..3)).prop_map(|(t, s)| Op::NsMerge(t, s)),
+        3 => (any::<bool>(), 0u8..3, -5i64..20).prop_map(|(d, ns, ts)| Op::TimerSet(d, ns, ts)),
+        1 => (any::<bool>(), 0u8..3, -5i64..20).prop_map(|(d, ns, ts)| Op::TimerDelete(d, ns, ts)),
+        1 => (any::<bool>(), -5i64..25).prop_map(|(d, ts)| Op::TimerFire(d, ts)),
     ]
 }
 
@@ -99,6 +127,12 @@ struct KeyModel {
     map: BTreeMap<u8, u16>,
     sum: Option<u64>,
     agg: Option<(u64, u64)>,
+    /// The namespaced sum per namespace.
+    ns_sum: BTreeMap<u8, u64>,
+    /// The namespaced list per namespace.
+    ns_list: BTreeMap<u8, Vec<u8>>,
+    /// The key's timers: (event time?, timestamp, namespace).
+    timers: BTreeSet<(bool, i64, u8)>,
 }
 
 type Model = BTreeMap<u16, KeyModel>;
@@ -117,6 +151,9 @@ impl AggregateFunction for CountSum {
     fn get_result(&self, acc: &(u64, u64)) -> (u64, u64) {
         *acc
     }
+    fn merge(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
 }
 
 struct States {
@@ -125,6 +162,16 @@ struct States {
     map: MapState<u8, u16>,
     sum: ReducingState<u64>,
     agg: AggregatingState<CountSum>,
+    ns_sum: NamespacedReducingState<u8, u64>,
+    ns_list: NamespacedListState<u8, u8>,
+}
+
+fn domain(event_time: bool) -> TimeDomain {
+    if event_time {
+        TimeDomain::EventTime
+    } else {
+        TimeDomain::ProcessingTime
+    }
 }
 
 impl States {
@@ -135,16 +182,41 @@ impl States {
             map: b.map_state(&MapStateDescriptor::new("map"))?,
             sum: b.reducing_state(&ReducingStateDescriptor::new("sum", |a: &u64, c: &u64| a + c))?,
             agg: b.aggregating_state(&AggregatingStateDescriptor::new("agg", CountSum))?,
+            ns_sum: b.namespaced_reducing_state(&ReducingStateDescriptor::new("ns_sum", |a: &u64, c: &u64| a + c))?,
+            ns_list: b.namespaced_list_state(&ListStateDescriptor::new("ns_list"))?,
         })
     }
 
-    fn read(&self, b: &mut dyn KeyedStateBackend) -> crate::Result<KeyModel> {
+    fn read(&self, b: &mut dyn KeyedStateBackend, timer_service: &TimerService) -> crate::Result<KeyModel> {
+        let mut ns_sum = BTreeMap::new();
+        for ns in self.ns_sum.namespaces(b)? {
+            ns_sum.insert(ns, self.ns_sum.get(b, &ns)?.unwrap_or(0));
+        }
+        let mut ns_list = BTreeMap::new();
+        for ns in self.ns_list.namespaces(b)? {
+            ns_list.insert(ns, self.ns_list.get(b, &ns)?);
+        }
+        let mut timers = BTreeSet::new();
+        for event_time in [true, false] {
+            for timer in timer_service.timers(domain(event_time))? {
+                if timer.key == b.current_key() {
+                    timers.insert((
+                        event_time,
+                        timer.timestamp,
+                        crate::codec::decode_value(&timer.namespace)?,
+                    ));
+                }
+            }
+        }
         Ok(KeyModel {
             value: self.value.value(b)?,
             list: self.list.get(b)?,
             map: self.map.entries(b)?.into_iter().collect(),
             sum: self.sum.get(b)?,
             agg: self.agg.get(b)?,
+            ns_sum,
+            ns_list,
+            timers,
         })
     }
 }
@@ -162,6 +234,7 @@ struct Run<'a> {
     storage: CheckpointStorage,
     backend: Box<dyn KeyedStateBackend>,
     states: States,
+    timers: TimerService,
     model: Model,
     key: u16,
     next_id: u64,
@@ -208,11 +281,12 @@ impl Run<'_> {
                 .restore_keyed_backend(options, &handles, &self.storage)
                 .map_err(|e| fail(format!("restore subtask {i}/{parallelism}: {e}")))?;
             let states = States::register(part.as_mut()).map_err(|e| fail(e.to_string()))?;
+            let timers = TimerService::open(part.as_mut()).map_err(|e| fail(e.to_string()))?;
             for (key, expected) in &model {
                 if range.contains(assign_to_key_group(&key_bytes(*key), MAX_PARALLELISM)) {
                     part.set_current_key(&key_bytes(*key))
                         .map_err(|e| fail(e.to_string()))?;
-                    let got = states.read(part.as_mut()).map_err(|e| fail(e.to_string()))?;
+                    let got = states.read(part.as_mut(), &timers).map_err(|e| fail(e.to_string()))?;
                     prop_assert_eq!(&got, expected, "key {} in subtask {}/{}", key, i, parallelism);
                 }
             }
@@ -247,6 +321,7 @@ impl Run<'_> {
             .restore_keyed_backend(options, &subtask_handles, &self.storage)
             .map_err(|e| fail(format!("merge restore: {e}")))?;
         self.states = States::register(self.backend.as_mut()).map_err(|e| fail(e.to_string()))?;
+        self.timers = TimerService::open(self.backend.as_mut()).map_err(|e| fail(e.to_string()))?;
         self.model = model;
         self.backend
             .set_current_key(&key_bytes(self.key))
@@ -326,11 +401,75 @@ impl Run<'_> {
                 let current = key_bytes(self.key);
                 prop_assert_eq!(b.current_key(), current.as_slice(), "a prefetch keeps the current key");
             }
+            Op::NsReduce(ns, x) => {
+                s.ns_sum.add(b, ns, u64::from(*x)).map_err(err)?;
+                *m.ns_sum.entry(*ns).or_default() += u64::from(*x);
+            }
+            Op::NsListAdd(ns, x) => {
+                s.ns_list.add(b, ns, x).map_err(err)?;
+                m.ns_list.entry(*ns).or_default().push(*x);
+            }
+            Op::NsClear(ns) => {
+                s.ns_sum.clear(b, ns).map_err(err)?;
+                s.ns_list.clear(b, ns).map_err(err)?;
+                m.ns_sum.remove(ns);
+                m.ns_list.remove(ns);
+            }
+            Op::NsMerge(target, sources) => {
+                s.ns_sum.merge_namespaces(b, target, sources).map_err(err)?;
+                s.ns_list.merge_namespaces(b, target, sources).map_err(err)?;
+                for source in sources.iter().filter(|s| *s != target) {
+                    if let Some(x) = m.ns_sum.remove(source) {
+                        *m.ns_sum.entry(*target).or_default() += x;
+                    }
+                    if let Some(xs) = m.ns_list.remove(source) {
+                        m.ns_list.entry(*target).or_default().extend(xs);
+                    }
+                }
+            }
+            Op::TimerSet(event_time, ns, ts) => {
+                let ns_bytes = crate::codec::encode_value(ns).unwrap();
+                let new = self
+                    .timers
+                    .register(b, domain(*event_time), &ns_bytes, *ts)
+                    .map_err(err)?;
+                prop_assert_eq!(new, m.timers.insert((*event_time, *ts, *ns)), "{:?} is new", op);
+            }
+            Op::TimerDelete(event_time, ns, ts) => {
+                let ns_bytes = crate::codec::encode_value(ns).unwrap();
+                let had = self
+                    .timers
+                    .delete(b, domain(*event_time), &ns_bytes, *ts)
+                    .map_err(err)?;
+                prop_assert_eq!(had, m.timers.remove(&(*event_time, *ts, *ns)), "{:?} found one", op);
+            }
+            Op::TimerFire(event_time, up_to) => {
+                // The model's due timers, in firing order: timestamp, then
+                // serialized key, then serialized namespace.
+                let mut due = Vec::new();
+                for (key, km) in &mut self.model {
+                    km.timers.retain(|&(e, ts, ns)| {
+                        let fires = e == *event_time && ts <= *up_to;
+                        if fires {
+                            due.push((ts, key_bytes(*key), crate::codec::encode_value(&ns).unwrap()));
+                        }
+                        !fires
+                    });
+                }
+                due.sort();
+                let mut fired = Vec::new();
+                while let Some(t) = self.timers.poll(b, domain(*event_time), *up_to).map_err(err)? {
+                    prop_assert_eq!(b.current_key(), t.key.as_slice(), "poll sets the timer's key");
+                    fired.push((t.timestamp, t.key, t.namespace));
+                }
+                prop_assert_eq!(fired, due, "{:?} fires the due timers in order", op);
+                b.set_current_key(&key_bytes(self.key)).map_err(err)?;
+            }
         }
         // Every step: the current key reads exactly what the model holds.
         let got = self
             .states
-            .read(self.backend.as_mut())
+            .read(self.backend.as_mut(), &self.timers)
             .map_err(|e| fail(e.to_string()))?;
         let expected = self.model.get(&self.key).cloned().unwrap_or_default();
         prop_assert_eq!(got, expected, "after {:?} on key {}", op, self.key);
@@ -342,6 +481,7 @@ fn check(target: &TestTarget, ops: &[Op]) -> Result<(), TestCaseError> {
     let fixture = (target.storage)();
     let mut backend = target.create_full(MAX_PARALLELISM).map_err(|e| fail(e.to_string()))?;
     let states = States::register(backend.as_mut()).map_err(|e| fail(e.to_string()))?;
+    let timers = TimerService::open(backend.as_mut()).map_err(|e| fail(e.to_string()))?;
     backend
         .set_current_key(&key_bytes(0))
         .map_err(|e| fail(e.to_string()))?;
@@ -350,6 +490,7 @@ fn check(target: &TestTarget, ops: &[Op]) -> Result<(), TestCaseError> {
         storage: fixture.storage.clone(),
         backend,
         states,
+        timers,
         model: Model::new(),
         key: 0,
         next_id: 0,
@@ -364,7 +505,10 @@ fn check(target: &TestTarget, ops: &[Op]) -> Result<(), TestCaseError> {
         run.backend
             .set_current_key(&key_bytes(key))
             .map_err(|e| fail(e.to_string()))?;
-        let got = run.states.read(run.backend.as_mut()).map_err(|e| fail(e.to_string()))?;
+        let got = run
+            .states
+            .read(run.backend.as_mut(), &run.timers)
+            .map_err(|e| fail(e.to_string()))?;
         prop_assert_eq!(got, expected, "final state of key {}", key);
     }
     run.flush_pending()?;

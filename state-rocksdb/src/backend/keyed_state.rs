@@ -76,7 +76,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let (Some(db), Ok(meta)) = (db.as_deref(), states.get(state)) else {
             return 0;
         };
-        if !write_back.enabled() || meta.meta.kind.is_map() {
+        if !write_back.enabled() || meta.meta.stores_map() {
             return 0;
         }
         let Some(cf) = db.cf_handle(&meta.storage) else {
@@ -165,7 +165,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn clear(&mut self, state: StateId) -> Result<()> {
         self.require_key()?;
-        let is_map = self.state(state)?.meta.kind.is_map();
+        let is_map = self.state(state)?.meta.stores_map();
         if is_map || !self.write_back.enabled() {
             self.wait_for_checkpoint_thread("clearing a state")?;
         }

@@ -239,7 +239,7 @@ impl RocksDbKeyedStateBackend {
 
     fn cell_cf(&self, id: StateId) -> Result<&rocksdb::ColumnFamily> {
         let state = self.state(id)?;
-        if state.meta.kind.is_map() {
+        if state.meta.stores_map() {
             return Err(wrong_state_kind(&state.meta, "a cell state"));
         }
         self.cf(&state.storage)
@@ -247,7 +247,7 @@ impl RocksDbKeyedStateBackend {
 
     fn map_cf(&self, id: StateId) -> Result<&rocksdb::ColumnFamily> {
         let state = self.state(id)?;
-        if !state.meta.kind.is_map() {
+        if !state.meta.stores_map() {
             return Err(wrong_state_kind(&state.meta, "a map state"));
         }
         self.cf(&state.storage)
@@ -407,7 +407,7 @@ impl RocksDbKeyedStateBackend {
         let mut out: Vec<Vec<u8>> = Vec::new();
         for item in self.db()?.iterator_cf_opt(cf, read_options, mode) {
             let (k, _) = item.map_err(|e| rocks_error("iterate", e))?;
-            let key = if s.meta.kind.is_map() {
+            let key = if s.meta.stores_map() {
                 keys::split_map_key(&k)?.0
             } else {
                 &k[2..]
@@ -545,7 +545,7 @@ impl RocksDbKeyedStateBackend {
                 .states
                 .id_of(cell.state)
                 .ok_or_else(|| corrupt(format!("a pending cell of state {} the checkpoint lacks", cell.state)))?;
-            let is_map = self.states[id].meta.kind.is_map();
+            let is_map = self.states[id].meta.stores_map();
             match (cell.op, is_map) {
                 (WriteOp::Append(_), true) => {
                     return Err(corrupt(format!("an append to map state {}", cell.state)));

@@ -47,7 +47,7 @@ impl CanonicalFromRocksDb {
                 read.set_iterate_upper_bound(keys::key_group_start(key_group + 1));
                 for item in db.iterator_cf_opt(cf, read, IteratorMode::From(&lower, rocksdb::Direction::Forward)) {
                     let (k, v) = item.map_err(|e| rocks_error("iterate", e))?;
-                    if meta.kind.is_map() {
+                    if meta.stores_map() {
                         let (key, user_key) = keys::split_map_key(&k)?;
                         writer.add_map_entry(index, key, user_key, &v)?;
                     } else {

@@ -8,8 +8,31 @@ use crate::key_group::KeyGroupRange;
 
 /// Magic bytes at both ends of a canonical file.
 pub const MAGIC: &[u8; 8] = b"SSKGSNAP";
-/// The version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this build writes. Version 2 added namespaced states and
+/// timer states (both stored as map records, so the record layout is
+/// version 1's): a build that reads only version 1 refuses the file instead
+/// of misreading a namespaced state as a plain one.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads: version 1 files hold only states
+/// without namespaces and read as they always did.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
+
+/// Checks a version read from a header or footer.
+///
+/// # Errors
+/// [`crate::ErrorKind::IncompatibleVersion`] for a version outside
+/// [`OLDEST_READABLE_VERSION`]..=[`FORMAT_VERSION`].
+pub fn check_version(version: u32) -> crate::Result<()> {
+    if (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Ok(());
+    }
+    Err(crate::Error::new(
+        crate::ErrorKind::IncompatibleVersion,
+        format!(
+            "canonical snapshot format version {version}; this build reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
+        ),
+    ))
+}
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Footer length in bytes.

@@ -45,7 +45,8 @@ mod tests;
 mod writer;
 
 pub use format::{
-    CanonicalIndex, CanonicalRecord, KeyGroupBlock, FOOTER_LEN, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_INDEX_LEN,
+    check_version, CanonicalIndex, CanonicalRecord, KeyGroupBlock, FOOTER_LEN, FORMAT_VERSION, HEADER_LEN, MAGIC,
+    MAX_INDEX_LEN, OLDEST_READABLE_VERSION,
 };
 pub use reader::{parse_block, parse_file, parse_footer, parse_index, Footer};
 pub use restore::{read_handles, restore_into, RecordFile};

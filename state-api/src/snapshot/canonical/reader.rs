@@ -3,7 +3,7 @@
 //! never an unbounded allocation.
 
 use super::format::{
-    CanonicalIndex, CanonicalRecord, KeyGroupBlock, FOOTER_LEN, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_INDEX_LEN,
+    check_version, CanonicalIndex, CanonicalRecord, KeyGroupBlock, FOOTER_LEN, HEADER_LEN, MAGIC, MAX_INDEX_LEN,
 };
 use crate::codec::{get_length_prefixed, get_varint};
 use crate::{Error, ErrorKind, Result};
@@ -48,12 +48,7 @@ pub fn parse_footer(footer: &[u8], file_len: u64) -> Result<Footer> {
         ));
     }
     let version = read_u32(&footer[20..24]);
-    if version != FORMAT_VERSION {
-        return Err(Error::new(
-            ErrorKind::IncompatibleVersion,
-            format!("canonical snapshot format version {version}; this build reads version {FORMAT_VERSION}"),
-        ));
-    }
+    check_version(version)?;
     let f = Footer {
         index_offset: read_u64(&footer[0..8]),
         index_len: read_u64(&footer[8..16]),
@@ -161,7 +156,7 @@ pub fn parse_block<'a>(
             });
             continue;
         }
-        let user_key = if meta.kind.is_map() {
+        let user_key = if meta.stores_map() {
             Some(get_length_prefixed(&mut rest)?)
         } else {
             None
@@ -234,11 +229,6 @@ fn check_header(header: &[u8]) -> Result<()> {
     if read_u32(&header[12..16]) != 0 {
         return Err(Error::corrupt("canonical snapshot header has unknown flags set"));
     }
-    if version != FORMAT_VERSION {
-        return Err(Error::new(
-            ErrorKind::IncompatibleVersion,
-            format!("canonical snapshot format version {version}; this build reads version {FORMAT_VERSION}"),
-        ));
-    }
+    check_version(version)?;
     Ok(())
 }

@@ -118,9 +118,21 @@ fn expired_cells_become_removals_in_deltas() {
 fn newer_version_is_a_typed_error() {
     let mut bytes = sample();
     let n = bytes.len();
-    bytes[n - 12..n - 8].copy_from_slice(&2u32.to_le_bytes());
+    bytes[n - 12..n - 8].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let err = parse_file(&bytes).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::IncompatibleVersion);
+}
+
+#[test]
+fn every_version_from_the_oldest_readable_parses_and_version_0_does_not() {
+    for version in 0..=FORMAT_VERSION {
+        let mut bytes = sample();
+        let n = bytes.len();
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        bytes[n - 12..n - 8].copy_from_slice(&version.to_le_bytes());
+        let parsed = parse_file(&bytes);
+        assert_eq!(parsed.is_ok(), version >= OLDEST_READABLE_VERSION, "version {version}");
+    }
 }
 
 #[test]

@@ -155,7 +155,7 @@ impl CanonicalWriter {
     /// unknown state or a map state.
     pub fn add_cell(&mut self, state: StateId, key: &[u8], value: &[u8]) -> Result<()> {
         self.open_key_group()?;
-        if self.state(state)?.kind.is_map() {
+        if self.state(state)?.stores_map() {
             return Err(crate::backend::wrong_state_kind(self.state(state)?, "a cell state"));
         }
         let mut buf = std::mem::take(&mut self.buf);
@@ -206,7 +206,7 @@ impl CanonicalWriter {
     pub fn add_map_entry(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
         self.open_key_group()?;
         let meta = self.state(state)?;
-        if !meta.kind.is_map() {
+        if !meta.stores_map() {
             return Err(crate::backend::wrong_state_kind(meta, "a map state"));
         }
         if meta.ttl.is_some() {

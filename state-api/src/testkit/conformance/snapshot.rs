@@ -155,7 +155,8 @@ pub fn snapshot_restore_round_trips_every_state_kind(t: &TestTarget) {
     let fixture = (t.storage)();
     let mut b = backend(t);
     let expected = populate(b.as_mut(), 500);
-    assert_eq!(expected.len(), 500 * 5);
+    // Five plain states, a namespaced one and the two timer states.
+    assert_eq!(expected.len(), 500 * 8);
     let handle = snapshot(t, b.as_mut(), &fixture.storage, 1, "op-0");
     assert!(handle.full_bytes > 0 && !handle.files.is_empty());
     let mut r = restore(t, &fixture.storage, &[handle], KeyGroupRange::all(MAX_PARALLELISM));

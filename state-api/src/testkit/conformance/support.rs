@@ -10,10 +10,12 @@ use crate::descriptor::{
     ValueStateDescriptor,
 };
 use crate::key_group::assign_to_key_group;
+use crate::namespaced::NamespacedStateExt;
 use crate::snapshot::manifest::{OperatorSnapshot, SnapshotManifest};
 use crate::state::KeyedStateBackendExt;
 use crate::storage::CheckpointStorage;
 use crate::testkit::{dump, StateDump, TestTarget};
+use crate::timers::{TimeDomain, TimerService};
 use crate::ttl::ManualClock;
 use crate::{KeyGroupRange, KeyedStateHandle};
 
@@ -98,9 +100,32 @@ impl AggregateFunction for Sum {
     fn get_result(&self, acc: &(u64, u64)) -> f64 {
         acc.0 as f64 / acc.1 as f64
     }
+    fn merge(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
 }
 
-/// Fills every kind of state for `n` keys and returns the dump.
+/// A window as a namespace: (start, end) in milliseconds.
+pub(super) type Window = (i64, i64);
+
+/// Adds one to the current key's count in the window of `i`, and an
+/// event-time timer at the window's end: what a window operator stores.
+fn add_to_window(b: &mut dyn KeyedStateBackend, timers: &mut TimerService, i: u32) {
+    let windows = b
+        .namespaced_reducing_state::<Window, u64>(&ReducingStateDescriptor::new("window", |a, c| a + c))
+        .unwrap();
+    let start = i64::from(i % 3) * 10;
+    let window: Window = (start, start + 10);
+    windows.add(b, &window, 1).unwrap();
+    let ns = crate::codec::encode_value(&window).unwrap();
+    timers.register(b, TimeDomain::EventTime, &ns, window.1 - 1).unwrap();
+    timers
+        .register(b, TimeDomain::ProcessingTime, &[], 1_000 + i64::from(i))
+        .unwrap();
+}
+
+/// Fills every kind of state, a namespaced state and timers of both
+/// domains for `n` keys and returns the dump.
 pub(super) fn populate(b: &mut dyn KeyedStateBackend, n: u32) -> StateDump {
     let v = b.value_state(&ValueStateDescriptor::<u64>::new("value")).unwrap();
     let l = b.list_state(&ListStateDescriptor::<String>::new("list")).unwrap();
@@ -111,6 +136,7 @@ pub(super) fn populate(b: &mut dyn KeyedStateBackend, n: u32) -> StateDump {
     let a = b
         .aggregating_state(&AggregatingStateDescriptor::new("agg", Sum))
         .unwrap();
+    let mut timers = TimerService::open(b).unwrap();
     for i in 0..n {
         b.set_current_key_typed(&format!("key-{i}")).unwrap();
         v.update(b, &u64::from(i)).unwrap();
@@ -121,6 +147,7 @@ pub(super) fn populate(b: &mut dyn KeyedStateBackend, n: u32) -> StateDump {
         r.add(b, u64::from(i)).unwrap();
         r.add(b, 1).unwrap();
         a.add(b, &u64::from(i)).unwrap();
+        add_to_window(b, &mut timers, i);
     }
     dump(b).unwrap()
 }
@@ -136,6 +163,7 @@ pub(super) fn populate_subset(b: &mut dyn KeyedStateBackend, n: u32) -> StateDum
     let v = b.value_state(&ValueStateDescriptor::<u64>::new("value")).unwrap();
     let l = b.list_state(&ListStateDescriptor::<String>::new("list")).unwrap();
     let m = b.map_state(&MapStateDescriptor::<u32, String>::new("map")).unwrap();
+    let mut timers = TimerService::open(b).unwrap();
     let range = b.key_group_range();
     for i in 0..n {
         let k = crate::codec::encode_value(&format!("key-{i}")).unwrap();
@@ -146,6 +174,7 @@ pub(super) fn populate_subset(b: &mut dyn KeyedStateBackend, n: u32) -> StateDum
         v.update(b, &u64::from(i)).unwrap();
         l.add_all(b, &[format!("a{i}"), format!("b{i}")]).unwrap();
         m.put(b, &i, &format!("m{i}")).unwrap();
+        add_to_window(b, &mut timers, i);
     }
     dump(b).unwrap()
 }

@@ -1,0 +1,364 @@
+//! Timers: Flink's `InternalTimerService`, kept in any keyed backend.
+//!
+//! A timer is a (key, namespace, timestamp) in one of two time domains,
+//! event time (fires when the watermark passes it) and processing time
+//! (fires when the wall clock does). Registering a timer that exists, or
+//! deleting one that does not, changes nothing. [`TimerService::poll`]
+//! hands out due timers in timestamp order (ties by key, then namespace),
+//! with the backend's current key set to the timer's key, so that a timer
+//! callback reads and writes the state of the timer's key and namespace.
+//!
+//! ```
+//! use streamstate_api::timers::{TimeDomain, TimerService};
+//! use streamstate_api::{KeyedStateBackend, KeyedStateBackendExt};
+//!
+//! /// Sets a timer for `key` at `at`, then fires everything due by `watermark`.
+//! fn fire(backend: &mut dyn KeyedStateBackend, key: &str, at: i64, watermark: i64) -> streamstate_api::Result<Vec<i64>> {
+//!     let mut timers = TimerService::open(backend)?;
+//!     backend.set_current_key_typed(&key)?;
+//!     timers.register(backend, TimeDomain::EventTime, b"", at)?;
+//!     let mut fired = Vec::new();
+//!     while let Some(timer) = timers.poll(backend, TimeDomain::EventTime, watermark)? {
+//!         fired.push(timer.timestamp);
+//!     }
+//!     Ok(fired)
+//! }
+//! ```
+//!
+//! # Storage
+//!
+//! Each domain's timers are a map state of the backend, named
+//! `_timer_state/event` or `_timer_state/processing`: per key, a map from
+//! `timestamp (8 bytes, big endian, sign bit flipped) | namespace` to
+//! nothing. So timers are in every snapshot the backend writes (canonical
+//! and native, full and incremental), restore exactly, split by key group
+//! on a rescaling restore, and show in `checkpoints inspect`; on RocksDB
+//! they live in their own column family. Beside the backend, the service
+//! keeps an ordered set of the timers of its key-group range (Flink's heap
+//! priority queue with its dedup set, here one `BTreeSet`): registering a
+//! timer that exists is a lookup in memory, and the next due timer is the
+//! set's first. [`TimerService::open`] rebuilds the set from the backend,
+//! which after a restore holds exactly the timers of its range.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{KeyedStateBackend, StateId};
+use crate::codec::{get_varint, put_varint};
+use crate::descriptor::{StateKind, StateMeta, RESERVED_STATE_PREFIX};
+use crate::{Error, Result};
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeDomain {
+    /// Fires when the watermark reaches the timer's timestamp.
+    EventTime,
+    /// Fires when the processing-time clock reaches the timer's timestamp.
+    ProcessingTime,
+}
+
+impl TimeDomain {
+    /// The name of the backend state holding this domain's timers.
+    ///
+    /// ```
+    /// use streamstate_api::timers::TimeDomain;
+    /// assert_eq!(TimeDomain::EventTime.state_name(), "_timer_state/event");
+    /// ```
+    pub fn state_name(self) -> &'static str {
+        match self {
+            TimeDomain::EventTime => "_timer_state/event",
+            TimeDomain::ProcessingTime => "_timer_state/processing",
+        }
+    }
+
+    /// The domain whose timers a state of this name holds, if any.
+    pub fn of_state(name: &str) -> Option<TimeDomain> {
+        [TimeDomain::EventTime, TimeDomain::ProcessingTime]
+            .into_iter()
+            .find(|domain| domain.state_name() == name)
+    }
+}
+
+/// One timer as the service hands it out.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timer {
+    /// When it fires, in epoch milliseconds.
+    pub timestamp: i64,
+    /// The serialized key it was registered for.
+    pub key: Vec<u8>,
+    /// The serialized namespace it was registered in (empty for none).
+    pub namespace: Vec<u8>,
+}
+
+/// Writes a timestamp so that byte order is numeric order.
+fn put_timestamp(out: &mut Vec<u8>, timestamp: i64) {
+    out.extend_from_slice(&((timestamp as u64) ^ (1 << 63)).to_be_bytes());
+}
+
+fn get_timestamp(bytes: &[u8]) -> Result<(i64, &[u8])> {
+    if bytes.len() < 8 {
+        return Err(Error::corrupt("timer entry shorter than its timestamp"));
+    }
+    let (ts, rest) = bytes.split_at(8);
+    let raw = u64::from_be_bytes(ts.try_into().map_err(|_| Error::corrupt("timer timestamp"))?);
+    Ok(((raw ^ (1 << 63)) as i64, rest))
+}
+
+/// Decodes a stored timer entry's user key into (timestamp, namespace):
+/// what `checkpoints inspect` shows.
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] for fewer than 8 bytes.
+pub fn decode_user_key(user_key: &[u8]) -> Result<(i64, &[u8])> {
+    get_timestamp(user_key)
+}
+
+/// One domain's timers: the backend state and the ordered set of
+/// `timestamp | varint len(key) | key | namespace` entries.
+#[derive(Debug)]
+struct Queue {
+    state: StateId,
+    order: BTreeSet<Vec<u8>>,
+}
+
+impl Queue {
+    fn entry(out: &mut Vec<u8>, timestamp: i64, key: &[u8], namespace: &[u8]) {
+        out.clear();
+        put_timestamp(out, timestamp);
+        put_varint(out, key.len() as u64);
+        out.extend_from_slice(key);
+        out.extend_from_slice(namespace);
+    }
+
+    fn decode(entry: &[u8]) -> Result<Timer> {
+        let (timestamp, mut rest) = get_timestamp(entry)?;
+        let len = get_varint(&mut rest)? as usize;
+        if len > rest.len() {
+            return Err(Error::corrupt("timer entry shorter than its key"));
+        }
+        let (key, namespace) = rest.split_at(len);
+        Ok(Timer {
+            timestamp,
+            key: key.to_vec(),
+            namespace: namespace.to_vec(),
+        })
+    }
+}
+
+/// The timers of one keyed backend: see the [module docs](self).
+///
+/// Like the typed state handles, the service holds no borrow of the
+/// backend; pass the backend to every call.
+#[derive(Debug)]
+pub struct TimerService {
+    event: Queue,
+    processing: Queue,
+    scratch: Vec<u8>,
+}
+
+impl TimerService {
+    /// Registers the timer states with `backend` and loads the timers it
+    /// holds (after a restore: those of its key-group range). Changes the
+    /// backend's current key.
+    ///
+    /// # Errors
+    /// Backend errors; [`crate::ErrorKind::Corrupt`] for a malformed stored
+    /// timer.
+    pub fn open<B: KeyedStateBackend + ?Sized>(backend: &mut B) -> Result<Self> {
+        let mut open = |domain: TimeDomain| -> Result<Queue> {
+            let mut meta = StateMeta::new::<()>(domain.state_name(), StateKind::Map);
+            meta.user_key_type = Some("timestamp and namespace".into());
+            debug_assert!(meta.name.starts_with(RESERVED_STATE_PREFIX));
+            let state = backend.register_state(&meta)?;
+            let mut order = BTreeSet::new();
+            let mut entry = Vec::new();
+            for key in backend.keys(state)? {
+                backend.set_current_key(&key)?;
+                for (user_key, _) in backend.map_entries(state)? {
+                    let (timestamp, namespace) = get_timestamp(&user_key)?;
+                    Queue::entry(&mut entry, timestamp, &key, namespace);
+                    order.insert(entry.clone());
+                }
+            }
+            Ok(Queue { state, order })
+        };
+        Ok(Self {
+            event: open(TimeDomain::EventTime)?,
+            processing: open(TimeDomain::ProcessingTime)?,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn queue(&self, domain: TimeDomain) -> &Queue {
+        match domain {
+            TimeDomain::EventTime => &self.event,
+            TimeDomain::ProcessingTime => &self.processing,
+        }
+    }
+
+    fn queue_mut(&mut self, domain: TimeDomain) -> (&mut Queue, &mut Vec<u8>) {
+        match domain {
+            TimeDomain::EventTime => (&mut self.event, &mut self.scratch),
+            TimeDomain::ProcessingTime => (&mut self.processing, &mut self.scratch),
+        }
+    }
+
+    /// Registers a timer at `timestamp` for the backend's current key in
+    /// `namespace` (serialized; empty for none). Returns whether it is new.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidArgument`] before any key was set; backend
+    /// errors, with the timer then not registered.
+    pub fn register<B: KeyedStateBackend + ?Sized>(
+        &mut self,
+        backend: &mut B,
+        domain: TimeDomain,
+        namespace: &[u8],
+        timestamp: i64,
+    ) -> Result<bool> {
+        let key = current_key(backend)?;
+        let (queue, entry) = self.queue_mut(domain);
+        Queue::entry(entry, timestamp, key, namespace);
+        if queue.order.contains(entry.as_slice()) {
+            return Ok(false);
+        }
+        let stored = &entry[..8];
+        let mut user_key = Vec::with_capacity(8 + namespace.len());
+        user_key.extend_from_slice(stored);
+        user_key.extend_from_slice(namespace);
+        backend.map_put(queue.state, &user_key, &[])?;
+        queue.order.insert(entry.clone());
+        Ok(true)
+    }
+
+    /// Deletes the timer at `timestamp` of the backend's current key in
+    /// `namespace`. Returns whether there was one.
+    ///
+    /// # Errors
+    /// As [`TimerService::register`].
+    pub fn delete<B: KeyedStateBackend + ?Sized>(
+        &mut self,
+        backend: &mut B,
+        domain: TimeDomain,
+        namespace: &[u8],
+        timestamp: i64,
+    ) -> Result<bool> {
+        let key = current_key(backend)?;
+        let (queue, entry) = self.queue_mut(domain);
+        Queue::entry(entry, timestamp, key, namespace);
+        if !queue.order.contains(entry.as_slice()) {
+            return Ok(false);
+        }
+        let mut user_key = entry[..8].to_vec();
+        user_key.extend_from_slice(namespace);
+        backend.map_remove(queue.state, &user_key)?;
+        queue.order.remove(entry.as_slice());
+        Ok(true)
+    }
+
+    /// The timestamp of the earliest timer of `domain`.
+    pub fn next_timestamp(&self, domain: TimeDomain) -> Option<i64> {
+        let first = self.queue(domain).order.first()?;
+        get_timestamp(first).ok().map(|(timestamp, _)| timestamp)
+    }
+
+    /// Removes and returns the earliest timer of `domain` due at `up_to`
+    /// (its timestamp at most `up_to`), with the backend's current key set
+    /// to the timer's key; `None` when no timer is due.
+    ///
+    /// # Errors
+    /// Backend errors, with the timer then left in place;
+    /// [`crate::ErrorKind::Corrupt`] for a malformed entry.
+    pub fn poll<B: KeyedStateBackend + ?Sized>(
+        &mut self,
+        backend: &mut B,
+        domain: TimeDomain,
+        up_to: i64,
+    ) -> Result<Option<Timer>> {
+        match self.next_timestamp(domain) {
+            Some(next) if next <= up_to => {}
+            _ => return Ok(None),
+        }
+        let (queue, _) = self.queue_mut(domain);
+        let Some(first) = queue.order.first() else {
+            return Ok(None);
+        };
+        let timer = Queue::decode(first)?;
+        backend.set_current_key(&timer.key)?;
+        let mut user_key = first[..8].to_vec();
+        user_key.extend_from_slice(&timer.namespace);
+        backend.map_remove(queue.state, &user_key)?;
+        queue.order.pop_first();
+        Ok(Some(timer))
+    }
+
+    /// How many timers of `domain` are registered.
+    pub fn len(&self, domain: TimeDomain) -> usize {
+        self.queue(domain).order.len()
+    }
+
+    /// Whether no timer of either domain is registered.
+    pub fn is_empty(&self) -> bool {
+        self.event.order.is_empty() && self.processing.order.is_empty()
+    }
+
+    /// The timers of `domain` in the order they fire.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`] for a malformed entry.
+    pub fn timers(&self, domain: TimeDomain) -> Result<Vec<Timer>> {
+        self.queue(domain).order.iter().map(|e| Queue::decode(e)).collect()
+    }
+}
+
+fn current_key<B: KeyedStateBackend + ?Sized>(backend: &B) -> Result<&[u8]> {
+    let key = backend.current_key();
+    if key.is_empty() {
+        return Err(Error::invalid_argument(
+            "a timer needs a current key: call set_current_key first",
+        ));
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_sort_as_numbers_in_bytes() {
+        let stamps = [i64::MIN, -5, -1, 0, 1, 1_700_000_000_000, i64::MAX];
+        let encoded: Vec<Vec<u8>> = stamps
+            .iter()
+            .map(|&t| {
+                let mut out = Vec::new();
+                put_timestamp(&mut out, t);
+                out
+            })
+            .collect();
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(sorted, encoded);
+        for (bytes, &t) in encoded.iter().zip(&stamps) {
+            assert_eq!(get_timestamp(bytes).unwrap(), (t, &[][..]));
+        }
+    }
+
+    #[test]
+    fn an_entry_decodes_to_its_parts() {
+        let mut entry = Vec::new();
+        Queue::entry(&mut entry, -7, b"key", b"ns");
+        assert_eq!(
+            Queue::decode(&entry).unwrap(),
+            Timer {
+                timestamp: -7,
+                key: b"key".to_vec(),
+                namespace: b"ns".to_vec()
+            }
+        );
+        assert!(Queue::decode(&entry[..9]).is_err());
+        assert!(get_timestamp(&[1, 2]).is_err());
+    }
+}
