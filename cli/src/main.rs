@@ -8,6 +8,7 @@ mod config;
 mod inspect;
 mod metrics_server;
 mod native_view;
+mod output;
 mod wordcount;
 
 use std::process::ExitCode;

@@ -8,23 +8,24 @@
 //! path to restart from is printed.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use streamstate_api::{CheckpointStorage, StorageOptions};
+use streamstate_runtime::aggregate::Accumulator;
 use streamstate_runtime::backends::{state_backend_with, BackendConfig, StateBackendKind};
 use streamstate_runtime::execution::ClusterConfig;
-use streamstate_runtime::sink::Sink;
-use streamstate_runtime::stream::SinkFactory;
-use streamstate_runtime::word_count::Word;
+use streamstate_runtime::window::WindowAssigner;
+use streamstate_runtime::word_count::WordWindows;
 use streamstate_runtime::{
-    CheckpointingMode, JobMetrics, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment,
+    CheckpointingMode, Job, JobMetrics, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment,
 };
 
 use crate::config::{parse_duration, parse_memory_size, FlinkConfig};
+use crate::output::{self, OutputFile};
 
 /// Options of `streamstate wordcount`.
 #[derive(Debug, clap::Args)]
@@ -119,6 +120,52 @@ pub struct WordCountArgs {
     /// 30s [default: 5min].
     #[arg(long, value_name = "DURATION")]
     startup_timeout: Option<String>,
+    /// Count per window of this size, e.g. 5s (Flink's
+    /// SocketWindowWordCount): tumbling windows aligned to the epoch,
+    /// printed as `(WORD,COUNT) [START, END)` when each ends; with
+    /// `--output`, `WINDOW_START<TAB>WINDOW_END<TAB>WORD<TAB>COUNT` lines.
+    #[arg(long, value_name = "DURATION")]
+    window: Option<String>,
+    /// Sliding windows: a new `--window` every this long, e.g. 1s.
+    #[arg(long, value_name = "DURATION", requires = "window")]
+    slide: Option<String>,
+    /// Windows in event time: each line starts with its epoch-millisecond
+    /// timestamp (as `gen_corpus.py --timestamps` writes) [default:
+    /// processing time].
+    #[arg(long, requires = "window")]
+    event_time: bool,
+    /// Event time: how much later than newer lines a line may come and
+    /// still count, e.g. 2s [default: 0].
+    #[arg(long, value_name = "DURATION", requires = "event_time")]
+    out_of_orderness: Option<String>,
+    /// Event time: how long after its end a window still counts late
+    /// words, emitting its count again for each [default: 0].
+    #[arg(long, value_name = "DURATION", requires = "event_time")]
+    allowed_lateness: Option<String>,
+}
+
+/// The windows `--window`, `--slide`, `--event-time`,
+/// `--out-of-orderness` and `--allowed-lateness` ask for (`None`: the
+/// running word count).
+fn word_windows(args: &WordCountArgs) -> Result<Option<WordWindows>> {
+    let Some(size) = args.window.as_deref() else {
+        return Ok(None);
+    };
+    let flag = |name: &str, text: &str| parse_duration(text).with_context(|| format!("--{name} {text:?}"));
+    let size = flag("window", size)?;
+    let assigner = match args.slide.as_deref() {
+        Some(slide) => WindowAssigner::sliding(size, flag("slide", slide)?),
+        None => WindowAssigner::tumbling(size),
+    };
+    let zero_or = |name: &str, text: Option<&str>| text.map_or(Ok(Duration::ZERO), |t| flag(name, t));
+    Ok(Some(WordWindows {
+        assigner,
+        event_time: args
+            .event_time
+            .then(|| zero_or("out-of-orderness", args.out_of_orderness.as_deref()))
+            .transpose()?,
+        allowed_lateness: zero_or("allowed-lateness", args.allowed_lateness.as_deref())?,
+    }))
 }
 
 /// The cluster this process is part of, when `--processes` or `--workers`
@@ -363,131 +410,184 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         (None, Some(path)) => env.read_text_file(path),
         (None, None) => bail!("give --socket HOST:PORT or --input FILE"),
     };
-    let counts = streamstate_runtime::word_count::word_count(lines);
-    let output = args.output.as_deref().map(CountsFile::create).transpose()?;
-    let job = match &output {
-        Some(file) => counts.discard().with_final_sink(file.sink_factory()),
-        None => counts.print(),
+    let launch = Launch {
+        cluster,
+        terminated,
+        metrics_addr: args.metrics_addr.clone(),
+        backend_name,
+        interval,
+        storage_uri: storage.uri().to_owned(),
     };
-
-    if let Some(cluster) = cluster {
-        eprintln!(
-            "process {} of {} ({} workers each) started: backend {backend_name}, checkpoints every {interval:?} to {}",
-            cluster.process,
-            cluster.processes,
-            cluster.workers,
-            storage.uri()
-        );
-        // SIGTERM stops the whole cluster with a savepoint (whichever
-        // process gets it); SIGINT ends this process, and its peers then
-        // stop as after any lost process.
-        let signals = streamstate_runtime::execution::ClusterSignals {
-            stop_with_savepoint: Arc::clone(&terminated),
-            metrics: Arc::default(),
-        };
-        if let Some(address) = &args.metrics_addr {
-            let server = crate::metrics_server::serve(address, Arc::clone(&signals.metrics), cluster.process)?;
-            eprintln!(
-                "process {}: metrics at http://{}/metrics",
-                cluster.process, server.address
-            );
+    let output = args.output.as_deref().map(OutputFile::create).transpose()?;
+    match word_windows(&args)? {
+        Some(windows) => {
+            let counts = streamstate_runtime::word_count::window_word_count(lines, windows);
+            let job = match &output {
+                Some(file) => counts.add_sink(file.sink_factory(output::window_line)),
+                None => counts.print(),
+            };
+            launch.run(job, output)
         }
-        let result = job.execute_cluster_with(&cluster, &signals)?;
-        if let Some(path) = &result.restored_from {
-            eprintln!("process {} restored from {path}", cluster.process);
+        None => {
+            let counts = streamstate_runtime::word_count::word_count(lines);
+            let job = match &output {
+                Some(file) => counts.discard().with_final_sink(file.sink_factory(output::count_line)),
+                None => counts.print(),
+            };
+            launch.run(job, output)
         }
-        if let Some(savepoint) = &result.stopped_with_savepoint {
-            eprintln!(
-                "process {} stopped with savepoint {savepoint}; restart with `--from-checkpoint {savepoint}`",
-                cluster.process
-            );
-            return Ok(());
-        }
-        if let Some(file) = output {
-            file.commit()?;
-        }
-        let sent = signals.metrics.network_bytes_sent.load(Ordering::Relaxed);
-        match &result.last_snapshot_path {
-            Some(path) => eprintln!(
-                "process {} finished ({sent} bytes sent to peers); last checkpoint: {path}",
-                cluster.process
-            ),
-            None => eprintln!("process {} finished ({sent} bytes sent to peers)", cluster.process),
-        }
-        return Ok(());
     }
+}
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))?;
+/// How a job is started and watched, whatever it computes: on this
+/// process's threads or as one process of a cluster.
+struct Launch {
+    cluster: Option<ClusterConfig>,
+    /// SIGTERM: stop with a savepoint.
+    terminated: Arc<AtomicBool>,
+    metrics_addr: Option<String>,
+    backend_name: &'static str,
+    interval: Duration,
+    storage_uri: String,
+}
 
-    let handle = job.execute()?;
-    eprintln!(
-        "job {} started: backend {backend_name}, checkpoints every {interval:?} to {}",
-        handle.job_id(),
-        storage.uri()
-    );
-    let status_line = std::io::stderr().is_terminal();
-    let metrics = Arc::clone(handle.metrics());
-    if let Some(address) = &args.metrics_addr {
-        let server = crate::metrics_server::serve(address, Arc::clone(&metrics), 0)?;
-        eprintln!("metrics at http://{}/metrics", server.address);
-    }
-    let (mut last_status, mut last_records) = (Instant::now(), 0u64);
-    loop {
-        if handle.is_finished() {
-            let result = handle.wait()?;
-            if status_line {
-                eprintln!();
+impl Launch {
+    /// Runs `job` until it ends, is cancelled (SIGINT) or stopped with a
+    /// savepoint (SIGTERM), then commits `output` if it ran to its end.
+    fn run<K, T, O, A>(self, job: Job<K, T, O, A>, output: Option<OutputFile>) -> Result<()>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
+        O: Send + 'static,
+        A: Accumulator,
+    {
+        let Self {
+            cluster,
+            terminated,
+            metrics_addr,
+            backend_name,
+            interval,
+            storage_uri,
+        } = self;
+        if let Some(cluster) = cluster {
+            eprintln!(
+                "process {} of {} ({} workers each) started: backend {backend_name}, checkpoints every {interval:?} to {}",
+                cluster.process,
+                cluster.processes,
+                cluster.workers,
+                storage_uri
+            );
+            // SIGTERM stops the whole cluster with a savepoint (whichever
+            // process gets it); SIGINT ends this process, and its peers then
+            // stop as after any lost process.
+            let signals = streamstate_runtime::execution::ClusterSignals {
+                stop_with_savepoint: Arc::clone(&terminated),
+                metrics: Arc::default(),
+            };
+            if let Some(address) = &metrics_addr {
+                let server = crate::metrics_server::serve(address, Arc::clone(&signals.metrics), cluster.process)?;
+                eprintln!(
+                    "process {}: metrics at http://{}/metrics",
+                    cluster.process, server.address
+                );
+            }
+            let result = job.execute_cluster_with(&cluster, &signals)?;
+            if let Some(path) = &result.restored_from {
+                eprintln!("process {} restored from {path}", cluster.process);
+            }
+            if let Some(savepoint) = &result.stopped_with_savepoint {
+                eprintln!(
+                    "process {} stopped with savepoint {savepoint}; restart with `--from-checkpoint {savepoint}`",
+                    cluster.process
+                );
+                return Ok(());
             }
             if let Some(file) = output {
                 file.commit()?;
             }
-            let counted = counted_records(&metrics);
+            let sent = signals.metrics.network_bytes_sent.load(Ordering::Relaxed);
             match &result.last_snapshot_path {
-                Some(path) => eprintln!("job finished: {counted}; last checkpoint: {path}"),
-                None => eprintln!("job finished: {counted}"),
-            }
-            return Ok(());
-        }
-        if interrupted.load(Ordering::SeqCst) {
-            let result = handle.cancel()?;
-            match result.last_snapshot_path {
                 Some(path) => eprintln!(
-                    "\ncancelled; restart from the latest checkpoint with `--from-checkpoint latest` (it is {path})"
+                    "process {} finished ({sent} bytes sent to peers); last checkpoint: {path}",
+                    cluster.process
                 ),
-                None => eprintln!("\ncancelled before any checkpoint completed; nothing to restart from"),
+                None => eprintln!("process {} finished ({sent} bytes sent to peers)", cluster.process),
             }
             return Ok(());
         }
-        if terminated.load(Ordering::SeqCst) {
-            let (savepoint, _) = handle.stop_with_savepoint()?;
-            eprintln!("\nstopped with savepoint {savepoint}; restart with `--from-checkpoint {savepoint}`");
-            return Ok(());
+
+        let interrupted = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))?;
+
+        let handle = job.execute()?;
+        eprintln!(
+            "job {} started: backend {backend_name}, checkpoints every {interval:?} to {}",
+            handle.job_id(),
+            storage_uri
+        );
+        let status_line = std::io::stderr().is_terminal();
+        let metrics = Arc::clone(handle.metrics());
+        if let Some(address) = &metrics_addr {
+            let server = crate::metrics_server::serve(address, Arc::clone(&metrics), 0)?;
+            eprintln!("metrics at http://{}/metrics", server.address);
         }
-        if status_line && last_status.elapsed() >= Duration::from_secs(1) {
-            let records = metrics.records.load(Ordering::Relaxed);
-            let rate = (records - last_records) as f64 / last_status.elapsed().as_secs_f64();
-            let progress = metrics
-                .input_progress
-                .lock()
-                .ok()
-                .and_then(|p| *p)
-                .filter(|(_, total)| *total > 0)
-                .map(|(done, total)| format!(", input {:.1}%", done as f64 * 100.0 / total as f64))
-                .unwrap_or_default();
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "\r{rate:.0} records/s, state {} bytes, last checkpoint {} ({} ms){progress}   ",
-                metrics.last_checkpoint_bytes.load(Ordering::Relaxed),
-                metrics.last_checkpoint_id.load(Ordering::Relaxed),
-                metrics.last_checkpoint_ms.load(Ordering::Relaxed)
-            );
-            let _ = err.flush();
-            last_status = Instant::now();
-            last_records = records;
+        let (mut last_status, mut last_records) = (Instant::now(), 0u64);
+        loop {
+            if handle.is_finished() {
+                let result = handle.wait()?;
+                if status_line {
+                    eprintln!();
+                }
+                if let Some(file) = output {
+                    file.commit()?;
+                }
+                let counted = counted_records(&metrics);
+                match &result.last_snapshot_path {
+                    Some(path) => eprintln!("job finished: {counted}; last checkpoint: {path}"),
+                    None => eprintln!("job finished: {counted}"),
+                }
+                return Ok(());
+            }
+            if interrupted.load(Ordering::SeqCst) {
+                let result = handle.cancel()?;
+                match result.last_snapshot_path {
+                    Some(path) => eprintln!(
+                        "\ncancelled; restart from the latest checkpoint with `--from-checkpoint latest` (it is {path})"
+                    ),
+                    None => eprintln!("\ncancelled before any checkpoint completed; nothing to restart from"),
+                }
+                return Ok(());
+            }
+            if terminated.load(Ordering::SeqCst) {
+                let (savepoint, _) = handle.stop_with_savepoint()?;
+                eprintln!("\nstopped with savepoint {savepoint}; restart with `--from-checkpoint {savepoint}`");
+                return Ok(());
+            }
+            if status_line && last_status.elapsed() >= Duration::from_secs(1) {
+                let records = metrics.records.load(Ordering::Relaxed);
+                let rate = (records - last_records) as f64 / last_status.elapsed().as_secs_f64();
+                let progress = metrics
+                    .input_progress
+                    .lock()
+                    .ok()
+                    .and_then(|p| *p)
+                    .filter(|(_, total)| *total > 0)
+                    .map(|(done, total)| format!(", input {:.1}%", done as f64 * 100.0 / total as f64))
+                    .unwrap_or_default();
+                let mut err = std::io::stderr().lock();
+                let _ = write!(
+                    err,
+                    "\r{rate:.0} records/s, state {} bytes, last checkpoint {} ({} ms){progress}   ",
+                    metrics.last_checkpoint_bytes.load(Ordering::Relaxed),
+                    metrics.last_checkpoint_id.load(Ordering::Relaxed),
+                    metrics.last_checkpoint_ms.load(Ordering::Relaxed)
+                );
+                let _ = err.flush();
+                last_status = Instant::now();
+                last_records = records;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -499,113 +599,6 @@ fn counted_records(metrics: &JobMetrics) -> String {
     match metrics.partial_sums.load(Ordering::Relaxed) {
         0 => format!("{records} records"),
         partial_sums => format!("{records} records, folded into {partial_sums} partial sums on the way"),
-    }
-}
-
-/// `--output`: the final counts as `WORD<TAB>COUNT` lines, written while
-/// the keyed subtasks emit them (a key group at a time, unsorted: a large
-/// state's counts are never all in memory). They go to `FILE.partial`,
-/// renamed to `FILE` once the job has finished, so a cancelled or failed
-/// job leaves no partial output behind.
-struct CountsFile {
-    path: PathBuf,
-    partial: PathBuf,
-    writer: Arc<Mutex<std::io::BufWriter<std::fs::File>>>,
-    committed: bool,
-}
-
-impl CountsFile {
-    fn create(path: &Path) -> Result<Self> {
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        let file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
-        Ok(Self {
-            path: path.to_owned(),
-            partial,
-            writer: Arc::new(Mutex::new(std::io::BufWriter::new(file))),
-            committed: false,
-        })
-    }
-
-    /// One sink per keyed subtask, all appending to this file.
-    fn sink_factory(&self) -> SinkFactory<(Word, i64)> {
-        let writer = Arc::clone(&self.writer);
-        let path = self.partial.clone();
-        Arc::new(move |_, _| {
-            Ok(Box::new(CountsSink {
-                writer: Arc::clone(&writer),
-                path: path.clone(),
-                lines: Vec::new(),
-            }) as Box<_>)
-        })
-    }
-
-    /// Syncs the file and gives it its final name (the job has finished:
-    /// no sink writes any more).
-    fn commit(mut self) -> Result<()> {
-        {
-            let mut writer = self
-                .writer
-                .lock()
-                .map_err(|_| anyhow::anyhow!("a subtask failed while writing {}", self.partial.display()))?;
-            writer
-                .flush()
-                .and_then(|()| writer.get_ref().sync_all())
-                .with_context(|| format!("cannot write {}", self.partial.display()))?;
-        }
-        std::fs::rename(&self.partial, &self.path)
-            .with_context(|| format!("cannot rename {} to {}", self.partial.display(), self.path.display()))?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for CountsFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.partial);
-        }
-    }
-}
-
-/// A subtask's side of [`CountsFile`]: lines gather in a local buffer and
-/// are appended whole, so subtasks never interleave within a line.
-struct CountsSink {
-    writer: Arc<Mutex<std::io::BufWriter<std::fs::File>>>,
-    path: PathBuf,
-    lines: Vec<u8>,
-}
-
-const COUNTS_CHUNK_BYTES: usize = 64 << 10;
-
-impl Sink<(Word, i64)> for CountsSink {
-    fn write(&mut self, (word, count): &(Word, i64)) -> streamstate_api::Result<()> {
-        // Writing into a Vec cannot fail; the count is formatted in place.
-        let _ = writeln!(self.lines, "{word}\t{count}");
-        if self.lines.len() >= COUNTS_CHUNK_BYTES {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> streamstate_api::Result<()> {
-        if self.lines.is_empty() {
-            return Ok(());
-        }
-        let failed = |message: String| {
-            streamstate_api::Error::new(streamstate_api::ErrorKind::Storage, message)
-                .with_context("file", self.path.display().to_string())
-        };
-        let mut writer = self
-            .writer
-            .lock()
-            .map_err(|_| failed("another subtask failed while writing the output".into()))?;
-        writer
-            .write_all(&self.lines)
-            .map_err(|e| failed(format!("writing the output failed: {e}")))?;
-        self.lines.clear();
-        Ok(())
     }
 }
 

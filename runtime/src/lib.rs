@@ -21,6 +21,7 @@
 pub mod aggregate;
 pub mod backends;
 pub mod config;
+pub mod event_time;
 pub mod execution;
 pub mod function;
 pub mod handle;
@@ -31,10 +32,11 @@ pub mod plan;
 pub mod sink;
 pub mod source;
 pub mod stream;
+pub mod window;
 pub mod word_count;
 
 pub use config::{CheckpointConfig, CheckpointingMode, RetentionOnCancellation};
 pub use handle::{JobHandle, JobResult};
 pub use metrics::{JobMetrics, TaskMetrics};
 pub use plan::{Job, JobSettings, RestoreFrom};
-pub use stream::{DataStream, KeyedStream, ProcessedStream, StreamExecutionEnvironment};
+pub use stream::{DataStream, KeyedStream, ProcessedStream, StreamExecutionEnvironment, TimestampedStream};

@@ -3,7 +3,7 @@
 //! the counters, the handle reads them.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use streamstate_api::{SnapshotKind, SnapshotStats};
@@ -20,6 +20,10 @@ pub struct JobMetrics {
     /// Records the keyed operator emitted (to its sink, and its final
     /// results).
     pub records_out: AtomicU64,
+    /// Records that came after the watermark had passed the end of every
+    /// window they belong to (plus the allowed lateness), and were dropped
+    /// (Flink's `numLateRecordsDropped`).
+    pub late_records: AtomicU64,
     /// Checkpoints and savepoints completed since the job started.
     pub checkpoints_completed: AtomicU64,
     /// Checkpoints that failed (expired or declined) since the job started.
@@ -102,7 +106,7 @@ impl JobMetrics {
 /// One subtask's counters, Flink's per-task `numRecordsIn` and
 /// `numRecordsOut`: a partial sum a source folded words into counts as
 /// one record out of the source and one into the keyed subtask.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TaskMetrics {
     /// Records (and partial sums) the subtask received; sources: none.
     pub records_in: AtomicU64,
@@ -111,6 +115,20 @@ pub struct TaskMetrics {
     /// Entries in a keyed subtask's state as of its last checkpoint (its
     /// backend's [`streamstate_api::KeyedStateBackend::approximate_entries`]).
     pub state_entries: AtomicU64,
+    /// A keyed subtask's current watermark in epoch milliseconds (Flink's
+    /// `currentInputWatermark`); `i64::MIN` before any.
+    pub watermark: AtomicI64,
+}
+
+impl Default for TaskMetrics {
+    fn default() -> Self {
+        Self {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            state_entries: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 /// How many completed snapshots [`JobMetrics::completed`] remembers.

@@ -6,9 +6,11 @@
 //! implement this trait: key hashes, buffers and partials stay here.
 
 use serde::de::DeserializeOwned;
+use streamstate_api::timers::{TimeDomain, TimerService};
 use streamstate_api::{Error, KeyedStateBackend, Result};
 
-use crate::function::KeyedProcessFunction;
+use crate::event_time::{TimestampOf, MIN_WATERMARK};
+use crate::function::{Context, KeyedProcessFunction};
 use crate::mini_batch::Accumulator;
 
 /// The keyed operator of a job, as its keyed task drives it. `A` is the
@@ -54,22 +56,101 @@ pub(crate) trait KeyedOperator<K, T, O, A: Accumulator>: Send {
 
     /// The end of a bounded input.
     fn finish(&mut self, backend: &mut dyn KeyedStateBackend, out: &mut dyn FnMut(O)) -> Result<()>;
+
+    /// The subtask's watermark advanced to `watermark`: fire the event-time
+    /// timers it passed. The default has no timers.
+    fn on_watermark(
+        &mut self,
+        watermark: i64,
+        backend: &mut dyn KeyedStateBackend,
+        out: &mut dyn FnMut(O),
+    ) -> Result<()> {
+        let _ = (watermark, backend, out);
+        Ok(())
+    }
+
+    /// Processing time reached `now`: fire the processing-time timers due.
+    fn on_processing_time(
+        &mut self,
+        now: i64,
+        backend: &mut dyn KeyedStateBackend,
+        out: &mut dyn FnMut(O),
+    ) -> Result<()> {
+        let _ = (now, backend, out);
+        Ok(())
+    }
+
+    /// When the next processing-time timer is due, if any.
+    fn next_processing_time(&self) -> Option<i64> {
+        None
+    }
+
+    /// Records dropped as late since the last call.
+    fn take_late_records(&mut self) -> u64 {
+        0
+    }
 }
 
 /// A user's [`KeyedProcessFunction`] as a keyed operator: every record goes
-/// to `process`; nothing is buffered and no partial is accepted.
+/// to `process`, every due timer to `on_timer`; nothing is buffered and no
+/// partial is accepted.
 pub(crate) struct FunctionOperator<K, T, O> {
     function: Box<dyn KeyedProcessFunction<K, T, O>>,
+    /// Opened with the backend in `open`.
+    timers: Option<TimerService>,
+    /// The record's event time, when the stream has a watermark strategy.
+    timestamp_of: Option<TimestampOf<T>>,
+    watermark: i64,
+    /// Records the function counted as late since the keyed task last
+    /// took them.
+    late_records: u64,
 }
 
 impl<K, T, O> FunctionOperator<K, T, O> {
-    pub(crate) fn new(function: Box<dyn KeyedProcessFunction<K, T, O>>) -> Self {
-        Self { function }
+    pub(crate) fn new(function: Box<dyn KeyedProcessFunction<K, T, O>>, timestamp_of: Option<TimestampOf<T>>) -> Self {
+        Self {
+            function,
+            timers: None,
+            timestamp_of,
+            watermark: MIN_WATERMARK,
+            late_records: 0,
+        }
+    }
+}
+
+impl<K: DeserializeOwned, T, O> FunctionOperator<K, T, O> {
+    /// Fires every timer of `domain` due at `up_to`, each with its key
+    /// current.
+    fn fire(
+        &mut self,
+        domain: TimeDomain,
+        up_to: i64,
+        backend: &mut dyn KeyedStateBackend,
+        out: &mut dyn FnMut(O),
+    ) -> Result<()> {
+        let watermark = self.watermark;
+        let Self {
+            function,
+            timers,
+            late_records,
+            ..
+        } = self;
+        let timers = timers
+            .as_mut()
+            .ok_or_else(|| Error::invalid_argument("the keyed operator was not opened"))?;
+        while let Some(timer) = timers.poll(backend, domain, up_to)? {
+            let key: K = streamstate_api::codec::decode_value(&timer.key)?;
+            let mut ctx = Context::new(backend, timers, Some(timer.timestamp), watermark, late_records)
+                .firing(domain, &timer.namespace);
+            function.on_timer(timer.timestamp, &key, &mut ctx, out)?;
+        }
+        Ok(())
     }
 }
 
 impl<K: DeserializeOwned + Send, T: Send, O: Send> KeyedOperator<K, T, O, ()> for FunctionOperator<K, T, O> {
     fn open(&mut self, backend: &mut dyn KeyedStateBackend, _records_wanted: bool) -> Result<()> {
+        self.timers = Some(TimerService::open(backend)?);
         self.function.open(backend)
     }
 
@@ -98,10 +179,54 @@ impl<K: DeserializeOwned + Send, T: Send, O: Send> KeyedOperator<K, T, O, ()> fo
         backend: &mut dyn KeyedStateBackend,
         out: &mut dyn FnMut(O),
     ) -> Result<()> {
-        self.function.process(key, value, backend, out)
+        let timestamp = self.timestamp_of.as_ref().map(|of| of(&value));
+        let watermark = self.watermark;
+        let Self {
+            function,
+            timers,
+            late_records,
+            ..
+        } = self;
+        let timers = timers
+            .as_mut()
+            .ok_or_else(|| Error::invalid_argument("the keyed operator was not opened"))?;
+        let mut ctx = Context::new(backend, timers, timestamp, watermark, late_records);
+        function.process(key, value, &mut ctx, out)
     }
 
     fn finish(&mut self, backend: &mut dyn KeyedStateBackend, out: &mut dyn FnMut(O)) -> Result<()> {
+        // A bounded input's end: processing-time timers left fire too, so
+        // the last processing-time window of a file is not lost.
+        self.fire(TimeDomain::ProcessingTime, i64::MAX, backend, out)?;
         self.function.finish(backend, out)
+    }
+
+    fn on_watermark(
+        &mut self,
+        watermark: i64,
+        backend: &mut dyn KeyedStateBackend,
+        out: &mut dyn FnMut(O),
+    ) -> Result<()> {
+        self.watermark = watermark;
+        self.fire(TimeDomain::EventTime, watermark, backend, out)
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now: i64,
+        backend: &mut dyn KeyedStateBackend,
+        out: &mut dyn FnMut(O),
+    ) -> Result<()> {
+        self.fire(TimeDomain::ProcessingTime, now, backend, out)
+    }
+
+    fn next_processing_time(&self) -> Option<i64> {
+        self.timers
+            .as_ref()
+            .and_then(|timers| timers.next_timestamp(TimeDomain::ProcessingTime))
+    }
+
+    fn take_late_records(&mut self) -> u64 {
+        std::mem::take(&mut self.late_records)
     }
 }

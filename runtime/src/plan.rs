@@ -131,6 +131,8 @@ pub struct Job<K, T, O, A: Accumulator = ()> {
     pub(crate) source: SourceSpec,
     pub(crate) chain: Chain<T>,
     pub(crate) key_of: KeyOf<K, T>,
+    /// Event time: record timestamps and how sources make watermarks.
+    pub(crate) watermarks: Option<crate::event_time::WatermarkStrategy<T>>,
     pub(crate) factory: OperatorFactory<K, T, O, A>,
     /// For a pre-aggregation: what a record adds to its key's accumulator,
     /// which source tasks may fold before the shuffle (see

@@ -27,6 +27,7 @@ use streamstate_api::{CheckpointStorage, StateBackend};
 
 use crate::aggregate::{Accumulator, PreAggregate, ValueOf};
 use crate::config::CheckpointConfig;
+use crate::event_time::WatermarkStrategy;
 use crate::handle::JobHandle;
 use crate::operator::FunctionOperator;
 use crate::plan::{Chain, KeyOf, OperatorFactory, SourceFactory, SourceSpec};
@@ -212,6 +213,55 @@ impl<T: 'static> DataStream<T> {
         KeyedStream {
             stream: self,
             key_of: Arc::new(key_of),
+            watermarks: None,
+        }
+    }
+
+    /// Gives records event time (Flink's `assignTimestampsAndWatermarks`):
+    /// each source subtask reads the timestamps of the records it makes and
+    /// sends watermarks by `strategy`. The stream is then keyed; event-time
+    /// timers and windows need it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use streamstate_runtime::event_time::WatermarkStrategy;
+    /// use streamstate_runtime::StreamExecutionEnvironment;
+    /// let env = StreamExecutionEnvironment::new();
+    /// let keyed = env
+    ///     .from_lines(vec!["1000 a".into()], 1)
+    ///     .map(|line: String| {
+    ///         let (at, word) = line.split_once(' ').unwrap();
+    ///         (word.to_owned(), at.parse::<i64>().unwrap())
+    ///     })
+    ///     .assign_timestamps_and_watermarks(WatermarkStrategy::for_bounded_out_of_orderness(
+    ///         Duration::from_secs(1),
+    ///         |(_, at): &(String, i64)| *at,
+    ///     ))
+    ///     .key_by(|(word, _)| word.clone());
+    /// # drop(keyed);
+    /// ```
+    pub fn assign_timestamps_and_watermarks(self, strategy: WatermarkStrategy<T>) -> TimestampedStream<T> {
+        TimestampedStream { stream: self, strategy }
+    }
+}
+
+/// A stream whose records have event time and whose sources send
+/// watermarks; key it to use timers and windows.
+pub struct TimestampedStream<T> {
+    stream: DataStream<T>,
+    strategy: WatermarkStrategy<T>,
+}
+
+impl<T: 'static> TimestampedStream<T> {
+    /// As [`DataStream::key_by`], keeping event time.
+    pub fn key_by<K>(self, key_of: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<K, T>
+    where
+        K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    {
+        KeyedStream {
+            stream: self.stream,
+            key_of: Arc::new(key_of),
+            watermarks: Some(self.strategy),
         }
     }
 }
@@ -220,6 +270,8 @@ impl<T: 'static> DataStream<T> {
 pub struct KeyedStream<K, T> {
     pub(crate) stream: DataStream<T>,
     pub(crate) key_of: KeyOf<K, T>,
+    /// Event time, when assigned before keying.
+    pub(crate) watermarks: Option<WatermarkStrategy<T>>,
 }
 
 impl<K, T> KeyedStream<K, T>
@@ -229,7 +281,9 @@ where
 {
     /// Runs a keyed process function with access to keyed state.
     pub fn process<O: Send + 'static>(self, factory: ProcessFactory<K, T, O>) -> ProcessedStream<K, T, O> {
-        let factory: OperatorFactory<K, T, O, ()> = Arc::new(move || Box::new(FunctionOperator::new(factory())));
+        let timestamp_of = self.watermarks.as_ref().map(|w| Arc::clone(w.timestamp_of()));
+        let factory: OperatorFactory<K, T, O, ()> =
+            Arc::new(move || Box::new(FunctionOperator::new(factory(), timestamp_of.clone())));
         ProcessedStream {
             keyed: self,
             factory,
@@ -306,12 +360,17 @@ where
 {
     /// Sends the output to `sink` and returns the job, ready to execute.
     pub fn add_sink(self, sink: SinkFactory<O>) -> Job<K, T, O, A> {
-        let KeyedStream { stream, key_of } = self.keyed;
+        let KeyedStream {
+            stream,
+            key_of,
+            watermarks,
+        } = self.keyed;
         Job {
             settings: stream.settings,
             source: stream.source,
             chain: stream.chain,
             key_of,
+            watermarks,
             factory: self.factory,
             local_sum: self.local_sum,
             sink,
@@ -480,6 +539,7 @@ macro_rules! opaque_debug {
 
 opaque_debug!(DataStream<T>);
 opaque_debug!(KeyedStream<K, T>);
+opaque_debug!(TimestampedStream<T>);
 impl<K, T, O, A: Accumulator> std::fmt::Debug for ProcessedStream<K, T, O, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessedStream").finish_non_exhaustive()

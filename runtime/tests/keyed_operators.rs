@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use streamstate_api::{KeyedStateBackend, KeyedStateBackendExt, Result, ValueState, ValueStateDescriptor};
 use streamstate_runtime::aggregate::Accumulator;
-use streamstate_runtime::function::KeyedProcessFunction;
+use streamstate_runtime::function::{Context, KeyedProcessFunction};
 use streamstate_runtime::sink::Sink;
 use streamstate_runtime::StreamExecutionEnvironment;
 
@@ -48,12 +48,12 @@ impl KeyedProcessFunction<String, (String, i64), (String, i64)> for NewHighs {
         &mut self,
         key: &String,
         (_, value): (String, i64),
-        backend: &mut dyn KeyedStateBackend,
+        ctx: &mut Context<'_>,
         out: &mut dyn FnMut((String, i64)),
     ) -> Result<()> {
         let high = self.0.unwrap();
-        if high.value(backend)?.is_none_or(|h| value > h) {
-            high.update(backend, &value)?;
+        if high.value(ctx.backend())?.is_none_or(|h| value > h) {
+            high.update(ctx.backend(), &value)?;
             out((key.clone(), value));
         }
         Ok(())

@@ -1,7 +1,9 @@
 //! A keyed subtask's thread: receives batches from every source, aligns
 //! barriers (exactly-once) or not (at-least-once), runs the keyed function
 //! with each record's key current, snapshots on the barrier (only the
-//! synchronous phase here) and, at the end of a bounded input, emits the
+//! synchronous phase here), advances its watermark (the minimum over its
+//! inputs) and fires the timers it passes, fires processing-time timers as
+//! the clock reaches them and, at the end of a bounded input, emits the
 //! function's final results.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,6 +17,7 @@ use streamstate_api::{CheckpointStorage, KeyedStateBackend, Result};
 use super::messages::{Barrier, Control, Message, Partial, Record, TaskSnapshot, WithKeyHash};
 use super::upload::{spawn_upload, TargetFactory, Uploads};
 use crate::config::CheckpointingMode;
+use crate::event_time::{InputWatermarks, MAX_WATERMARK};
 use crate::metrics::{JobMetrics, TaskMetrics};
 use crate::mini_batch::Accumulator;
 use crate::mini_batch::TOUCH_GROUP;
@@ -85,8 +88,9 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
     }
 
     /// Opens the keyed operator and the sink: the first step of every
-    /// executor's keyed subtask.
-    pub(crate) fn open(&mut self) -> Result<Opened<K, T, O, A>> {
+    /// executor's keyed subtask. `sources` is the number of source subtasks
+    /// whose watermarks this subtask's is the minimum of.
+    pub(crate) fn open(&mut self, sources: usize) -> Result<Opened<K, T, O, A>> {
         let mut function = (self.factory)();
         let sink = (self.sink)(self.subtask, self.parallelism)?;
         function.open(self.backend.as_mut(), !sink.discards_records())?;
@@ -97,7 +101,61 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             function,
             sink,
             produced: Vec::new(),
+            watermarks: InputWatermarks::new(sources),
         })
+    }
+
+    /// Writes what a timer callback emitted to the sink, counted.
+    fn emit_produced(&self, opened: &mut Opened<K, T, O, A>) -> Result<()> {
+        let emitted = opened.produced.len() as u64;
+        if emitted == 0 {
+            return Ok(());
+        }
+        let Opened { sink, produced, .. } = opened;
+        produced.drain(..).try_for_each(|o| sink.write(&o))?;
+        sink.flush()?;
+        self.metrics.records_out.fetch_add(emitted, Ordering::Relaxed);
+        self.task_metrics.records_out.fetch_add(emitted, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Source `input`'s watermark reached `watermark`; when that moves this
+    /// subtask's watermark, the event-time timers it passed fire.
+    pub(crate) fn advance_watermark(
+        &mut self,
+        opened: &mut Opened<K, T, O, A>,
+        input: usize,
+        watermark: i64,
+    ) -> Result<()> {
+        match opened.watermarks.advance(input, watermark) {
+            Some(watermark) => self.fire_event_time(opened, watermark),
+            None => Ok(()),
+        }
+    }
+
+    fn fire_event_time(&mut self, opened: &mut Opened<K, T, O, A>, watermark: i64) -> Result<()> {
+        self.task_metrics.watermark.store(watermark, Ordering::Relaxed);
+        let Opened { function, produced, .. } = opened;
+        function.flush_buffer(self.backend.as_mut())?;
+        function.on_watermark(watermark, self.backend.as_mut(), &mut |o| produced.push(o))?;
+        self.emit_produced(opened)
+    }
+
+    /// Fires the processing-time timers the clock has reached; returns how
+    /// long until the next one (at most `idle`), for a loop's wait.
+    pub(crate) fn fire_processing_time(&mut self, opened: &mut Opened<K, T, O, A>, idle: Duration) -> Result<Duration> {
+        let Some(next) = opened.function.next_processing_time() else {
+            return Ok(idle);
+        };
+        let now = i64::try_from(self.backend.clock().now_ms()).unwrap_or(i64::MAX);
+        if next > now {
+            return Ok(idle.min(Duration::from_millis(u64::try_from(next - now).unwrap_or(0))));
+        }
+        let Opened { function, produced, .. } = opened;
+        function.flush_buffer(self.backend.as_mut())?;
+        function.on_processing_time(now, self.backend.as_mut(), &mut |o| produced.push(o))?;
+        self.emit_produced(opened)?;
+        Ok(Duration::ZERO)
     }
 
     /// Applies a batch of records with each record's key current.
@@ -107,6 +165,7 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             function,
             sink,
             produced,
+            ..
         } = opened;
         let backend = &mut self.backend;
         let mut emitted = 0u64;
@@ -122,6 +181,10 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             produced.drain(..).try_for_each(|o| sink.write(&o))
         })?;
         sink.flush()?;
+        let late = function.take_late_records();
+        if late > 0 {
+            self.metrics.late_records.fetch_add(late, Ordering::Relaxed);
+        }
         self.metrics.records.fetch_add(count, Ordering::Relaxed);
         self.metrics.records_out.fetch_add(emitted, Ordering::Relaxed);
         self.task_metrics.records_in.fetch_add(count, Ordering::Relaxed);
@@ -156,6 +219,11 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
     /// The end of a bounded input: the operator's final results, to the
     /// final sink when the job has one, else returned.
     pub(crate) fn finish(&mut self, mut opened: Opened<K, T, O, A>) -> Result<Vec<O>> {
+        // Every input ended: event time is over (Flink's MAX_WATERMARK),
+        // so every event-time timer left fires before the final results.
+        if opened.watermarks.current() < MAX_WATERMARK {
+            self.fire_event_time(&mut opened, MAX_WATERMARK)?;
+        }
         opened.sink.flush()?;
         let function = &mut opened.function;
         function.flush_buffer(self.backend.as_mut())?;
@@ -187,8 +255,8 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
 
     /// The local executor's thread: aligns barriers over crossbeam inputs.
     pub(crate) fn run(mut self) -> Result<Vec<O>> {
-        let mut opened = self.open()?;
         let n = self.inputs.len();
+        let mut opened = self.open(n)?;
         let (mut ended, mut seen) = (vec![false; n], vec![false; n]);
         let mut aligning: Option<Barrier> = None;
         loop {
@@ -203,18 +271,23 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             if open.is_empty() && ended.iter().all(|e| *e) {
                 break;
             }
+            let wait = self.fire_processing_time(&mut opened, Duration::from_millis(100))?;
             let mut select = Select::new();
             for &i in &open {
                 select.recv(&self.inputs[i]);
             }
-            let Ok(operation) = select.select_timeout(Duration::from_millis(100)) else {
+            let Ok(operation) = select.select_timeout(wait) else {
                 continue;
             };
             let i = open[operation.index()];
             match operation.recv(&self.inputs[i]) {
-                Err(_) => ended[i] = true,
+                Err(_) | Ok(Message::End) => {
+                    ended[i] = true;
+                    self.advance_watermark(&mut opened, i, MAX_WATERMARK)?;
+                }
                 Ok(Message::Batch(records)) => self.apply_records(&mut opened, records)?,
                 Ok(Message::Partials(partials)) => self.apply_partials(&mut opened, partials)?,
+                Ok(Message::Watermark(watermark)) => self.advance_watermark(&mut opened, i, watermark)?,
                 Ok(Message::Barrier(barrier)) => {
                     match aligning {
                         Some(current) if current.id == barrier.id => {}
@@ -226,7 +299,6 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
                     }
                     seen[i] = true;
                 }
-                Ok(Message::End) => ended[i] = true,
             }
             if let Some(barrier) = aligning {
                 if (0..n).all(|j| seen[j] || ended[j]) {
@@ -244,6 +316,8 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
 pub(crate) struct Opened<K, T, O, A> {
     function: Box<dyn KeyedOperator<K, T, O, A>>,
     sink: Box<dyn crate::sink::Sink<O>>,
-    /// Output of one `process` call, reused.
+    /// Output of one `process` or timer call, reused.
     produced: Vec<O>,
+    /// The subtask's watermark, from its sources'.
+    watermarks: InputWatermarks,
 }

@@ -62,6 +62,9 @@ pub(crate) enum Message<T, A> {
     Batch(Vec<Record<T>>),
     Partials(Vec<Partial<A>>),
     Barrier(Barrier),
+    /// The source's watermark: no record it sends later has an event time
+    /// at or below it (later ones may, and are late).
+    Watermark(i64),
     End,
 }
 

@@ -1,7 +1,8 @@
 //! A source subtask's thread: reads lines, runs the stateless chain, keys
 //! and routes records by key group in batches (folding a `sum` locally when
 //! nobody reads its per-record output), and injects barriers, snapshotting
-//! its read position as operator state.
+//! its read position as operator state; with a watermark strategy it
+//! sends its watermark after the records it read before it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use streamstate_api::{CheckpointStorage, Error, Result};
 use super::messages::{Barrier, Control, Message, Partial, Record, TaskSnapshot};
 use super::upload::{spawn_upload, TargetFactory, Uploads};
 use crate::aggregate::ValueOf;
+use crate::event_time::{WatermarkGenerator, WatermarkStrategy};
 use crate::metrics::{JobMetrics, TaskMetrics};
 use crate::mini_batch::KeyBytes;
 use crate::mini_batch::{Accumulator, MiniBatch};
@@ -63,6 +65,8 @@ pub(crate) struct SourceTask<K, T, A, Out = Vec<Sender<Message<T, A>>>> {
     /// The value a `sum` adds up, when the job's keyed function is one and
     /// local aggregation is on.
     pub(crate) local_sum: Option<ValueOf<T, A>>,
+    /// Event time: the records' timestamps and how watermarks are made.
+    pub(crate) watermarks: Option<WatermarkStrategy<T>>,
     /// Keyed subtasks whose sink discards records; the source folds
     /// locally only once all of them do (their sums then emit nothing per
     /// record, so partial sums change no output).
@@ -106,6 +110,7 @@ pub(crate) struct SourceLoop<T, A> {
     key_bytes: Vec<u8>,
     lines_since_progress: u32,
     local: Option<LocalSums<T, A>>,
+    watermarks: Option<WatermarkGenerator<T>>,
 }
 
 impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outputs<T, A>> SourceTask<K, T, A, Out> {
@@ -193,6 +198,26 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outp
         Ok(())
     }
 
+    /// Sends the watermark when it is due: every record read before it
+    /// first, so that no record overtakes a watermark it is older than.
+    fn send_due_watermark(
+        &mut self,
+        batches: &mut [Vec<Record<T>>],
+        local: Option<&mut LocalSums<T, A>>,
+        watermarks: Option<&mut WatermarkGenerator<T>>,
+    ) -> Result<()> {
+        let Some(generator) = watermarks.filter(|g| g.due()) else {
+            return Ok(());
+        };
+        self.flush(batches, false)?;
+        self.flush_local(local)?;
+        let watermark = generator.emit();
+        for to in 0..self.outputs.count() {
+            self.send(to, Message::Watermark(watermark))?;
+        }
+        Ok(())
+    }
+
     /// Copies the source's position into the job's metrics (the CLI's
     /// progress line reads it).
     fn publish_progress(&self) {
@@ -240,6 +265,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outp
                 table: MiniBatch::new(LOCAL_SUM_KEYS),
                 folded: 0,
             }),
+            watermarks: self.watermarks.as_ref().map(WatermarkStrategy::generator),
         }
     }
 
@@ -253,6 +279,7 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outp
             key_bytes,
             lines_since_progress,
             local,
+            watermarks,
         } = st;
         let poll = self.source.poll_line(line)?;
         match poll {
@@ -261,7 +288,11 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outp
                 let all_sinks_discard = self.discarding_sinks.load(Ordering::Acquire) == p as usize;
                 let mut folding = local.as_mut().filter(|_| all_sinks_discard);
                 let mut failure = None;
+                let mut generator = watermarks.as_mut();
                 (self.chain)(std::mem::take(line), &mut |value| {
+                    if let Some(generator) = generator.as_mut() {
+                        generator.on_record(&value);
+                    }
                     let key = key_of(&value);
                     key_bytes.clear();
                     if let Err(e) = streamstate_api::codec::encode_value_into(&key, key_bytes) {
@@ -291,13 +322,17 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outp
                     self.flush_local(local.as_mut())?;
                 }
                 self.flush(batches, more_buffered)?;
+                self.send_due_watermark(batches, local.as_mut(), watermarks.as_mut())?;
                 *lines_since_progress += 1;
                 if *lines_since_progress == PROGRESS_EVERY_LINES {
                     *lines_since_progress = 0;
                     self.publish_progress();
                 }
             }
-            SourcePoll::Idle => self.flush(batches, false)?,
+            SourcePoll::Idle => {
+                self.flush(batches, false)?;
+                self.send_due_watermark(batches, local.as_mut(), watermarks.as_mut())?;
+            }
             SourcePoll::End => {}
         }
         Ok(poll)

@@ -28,6 +28,11 @@ pub(crate) fn send_buffered<D: Clone + 'static>(input: &mut InputHandle<u64, Bui
 pub(crate) enum Payload<T, A> {
     Records(Vec<Record<T>>),
     Partials(Vec<Partial<A>>),
+    /// Source subtask `source`'s watermark, after its records before it.
+    Watermark {
+        source: u32,
+        watermark: i64,
+    },
 }
 
 /// `(keyed subtask, batch)`: the exchange's item.
@@ -143,6 +148,8 @@ impl WireAck {
 /// end of input are not messages here: commands, ticks and the input's
 /// closing are.
 pub(crate) struct Buffered<T, A> {
+    /// The source subtask whose outputs these are (watermarks name it).
+    pub(crate) source: u32,
     pub(crate) destinations: usize,
     pub(crate) packets: Vec<Packet<T, A>>,
 }
@@ -156,6 +163,13 @@ impl<T, A> Outputs<T, A> for Buffered<T, A> {
         match message {
             Message::Batch(records) => self.packets.push((to as u32, Payload::Records(records))),
             Message::Partials(partials) => self.packets.push((to as u32, Payload::Partials(partials))),
+            Message::Watermark(watermark) => self.packets.push((
+                to as u32,
+                Payload::Watermark {
+                    source: self.source,
+                    watermark,
+                },
+            )),
             Message::Barrier(_) | Message::End => {}
         }
         Ok(())

@@ -161,13 +161,14 @@ where
     };
     // Opened before the source starts: the source folds a `sum` locally
     // only once it knows every sink discards per-record output.
-    let mut opened = Some(keyed.open()?);
+    let mut opened = Some(keyed.open(peers as usize)?);
     let (_no_commands, never) = unbounded();
     let mut source = SourceTask {
         subtask: index,
         last_barrier: None,
         source: (job.source.factory)(index, peers, source_store.as_mut())?,
         outputs: Buffered {
+            source: index,
             destinations: peers as usize,
             packets: Vec::new(),
         },
@@ -178,6 +179,7 @@ where
         parallelism: peers,
         batch_size: settings.batch_size.max(1),
         local_sum: job.local_sum.clone(),
+        watermarks: job.watermarks.clone(),
         discarding_sinks,
         control: acks_tx,
         uploads: uploads.clone(),
@@ -300,6 +302,9 @@ where
                                 Step::Apply(payloads) => payloads.into_iter().try_for_each(|payload| match payload {
                                     Payload::Records(records) => keyed.apply_records(open, records),
                                     Payload::Partials(partials) => keyed.apply_partials(open, partials),
+                                    Payload::Watermark { source, watermark } => {
+                                        keyed.advance_watermark(open, source as usize, watermark)
+                                    }
                                 }),
                                 Step::Snapshot(barrier) => {
                                     tracing::debug!(id = barrier.id, "keyed barrier");
@@ -307,6 +312,15 @@ where
                                 }
                             };
                             if let Err(e) = done {
+                                outcome.error = Some(e);
+                                order.clear();
+                                return;
+                            }
+                        }
+                        // Processing-time timers fire whenever timely runs the
+                        // operator; the sources' ticks run it often.
+                        if let Some(open) = opened.as_mut() {
+                            if let Err(e) = keyed.fire_processing_time(open, std::time::Duration::ZERO) {
                                 outcome.error = Some(e);
                                 order.clear();
                                 return;

@@ -1,0 +1,245 @@
+//! Event time, timers and windows on the local executor: window counts
+//! against a plain count by event time computed here, late records, and
+//! timers of a keyed process function.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use streamstate_api::Result;
+use streamstate_runtime::backends::{state_backend, StateBackendKind};
+use streamstate_runtime::event_time::WatermarkStrategy;
+use streamstate_runtime::function::{Context, KeyedProcessFunction};
+use streamstate_runtime::sink::Sink;
+use streamstate_runtime::window::{WindowAssigner, WindowResult};
+use streamstate_runtime::word_count::{window_word_count, Word, WordWindows};
+use streamstate_runtime::StreamExecutionEnvironment;
+
+/// Lines "<epoch ms> <words>", one every 7 ms from `start`, each up to
+/// `disorder` ms earlier than its place (a small xorshift, no crate).
+fn timestamped_lines(n: u64, start: i64, disorder: i64) -> Vec<String> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let jitter = (x % (disorder as u64 + 1)) as i64;
+            let at = start + i as i64 * 7 - jitter;
+            format!("{at} w{} w{} x", x % 13, (x >> 8) % 5)
+        })
+        .collect()
+}
+
+/// The plain count by event time: for each line's timestamp, every window
+/// of `size` starting every `slide` that holds it (`start <= t < start +
+/// size`, starts multiples of `slide`), one per word.
+fn count_by_window(lines: &[String], size: i64, slide: i64) -> BTreeMap<(i64, i64, String), i64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let mut parts = line.split_whitespace();
+        let at: i64 = parts.next().unwrap().parse().unwrap();
+        let words: Vec<&str> = parts.collect();
+        let mut start = at.div_euclid(slide) * slide;
+        while start + size > at {
+            for word in &words {
+                *counts.entry((start, start + size, word.to_uppercase())).or_insert(0) += 1;
+            }
+            start -= slide;
+        }
+    }
+    counts
+}
+
+/// What a [`Collect`] sink gathered, from every subtask.
+type Collected<O> = Arc<Mutex<Vec<O>>>;
+
+struct Collect<O>(Collected<O>);
+
+impl<O: Clone + Send> Sink<O> for Collect<O> {
+    fn write(&mut self, record: &O) -> Result<()> {
+        self.0.lock().unwrap().push(record.clone());
+        Ok(())
+    }
+}
+
+fn run_windows(
+    lines: Vec<String>,
+    windows: WordWindows,
+    backend: StateBackendKind,
+    parallelism: u32,
+) -> BTreeMap<(i64, i64, String), i64> {
+    let mut env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism)
+        .set_state_backend(state_backend(backend).unwrap())
+        .enable_checkpointing(Duration::from_millis(20));
+    let results: Collected<WindowResult<Word, i64>> = Arc::default();
+    let into = Arc::clone(&results);
+    window_word_count(env.from_lines(lines, 2), windows)
+        .add_sink(Arc::new(move |_, _| Ok(Box::new(Collect(Arc::clone(&into))) as Box<_>)))
+        .execute()
+        .unwrap()
+        .wait()
+        .unwrap();
+    let mut got = BTreeMap::new();
+    for r in results.lock().unwrap().iter() {
+        let previous = got.insert((r.window.start, r.window.end, r.key.to_string()), r.value);
+        assert_eq!(previous, None, "window {:?} of {} emitted twice", r.window, r.key);
+    }
+    got
+}
+
+#[test]
+fn event_time_tumbling_and_sliding_windows_count_like_a_plain_count_by_event_time() {
+    let lines = timestamped_lines(6_000, 1_733_000_000_000, 300);
+    for backend in streamstate_runtime::backends::compiled_backends() {
+        for parallelism in [1, 2] {
+            for (size, slide) in [(1_000, 1_000), (2_000, 500)] {
+                let windows = WordWindows {
+                    assigner: if size == slide {
+                        WindowAssigner::tumbling(Duration::from_millis(size as u64))
+                    } else {
+                        WindowAssigner::sliding(Duration::from_millis(size as u64), Duration::from_millis(slide as u64))
+                    },
+                    event_time: Some(Duration::from_millis(300)),
+                    allowed_lateness: Duration::ZERO,
+                };
+                let got = run_windows(lines.clone(), windows, backend, parallelism);
+                let expected = count_by_window(&lines, size, slide);
+                assert_eq!(
+                    got.len(),
+                    expected.len(),
+                    "{backend:?} p{parallelism} {size}/{slide}: windows emitted"
+                );
+                assert!(
+                    got == expected,
+                    "{backend:?} p{parallelism} {size}/{slide}: counts differ"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_record_behind_the_watermark_is_dropped_and_counted_late() {
+    // One source, a watermark after every line: "10000" moves it to 9999,
+    // so the word at 1000 (window [0, 5000)) comes late; 12000 is on time.
+    let lines = vec!["10000 a".to_owned(), "1000 a".to_owned(), "12000 a".to_owned()];
+    let mut env = StreamExecutionEnvironment::new();
+    let results: Collected<WindowResult<String, (String, i64, i64)>> = Arc::default();
+    let into = Arc::clone(&results);
+    let handle = env
+        .enable_checkpointing(Duration::from_secs(60))
+        .from_lines(lines, 1)
+        .map(|line: String| {
+            let (at, word) = line.split_once(' ').unwrap();
+            (word.to_owned(), at.parse::<i64>().unwrap(), 1i64)
+        })
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps(|(_, at, _): &(String, i64, i64)| *at)
+                .with_interval(Duration::ZERO),
+        )
+        .key_by(|(word, _, _)| word.clone())
+        .window(WindowAssigner::tumbling(Duration::from_secs(5)))
+        .reduce(|a, b| (a.0.clone(), a.1, a.2 + b.2))
+        .add_sink(Arc::new(move |_, _| Ok(Box::new(Collect(Arc::clone(&into))) as Box<_>)))
+        .execute()
+        .unwrap();
+    let metrics = Arc::clone(handle.metrics());
+    handle.wait().unwrap();
+    let mut got: Vec<(i64, i64)> = results
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.window.start, r.value.2))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(10_000, 2)], "only the window of 10000 and 12000");
+    assert_eq!(metrics.late_records.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// Emits `(key, timer time)` from event-time timers set 100 ms after each
+/// record, and deletes the timer of a record marked "cancel".
+#[derive(Default)]
+struct Reminders;
+
+impl KeyedProcessFunction<String, (String, i64), (String, i64)> for Reminders {
+    fn open(&mut self, _backend: &mut dyn streamstate_api::KeyedStateBackend) -> Result<()> {
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        key: &String,
+        (_, at): (String, i64),
+        ctx: &mut Context<'_>,
+        _out: &mut dyn FnMut((String, i64)),
+    ) -> Result<()> {
+        assert_eq!(ctx.timestamp(), Some(at));
+        // The same timer twice is one timer.
+        ctx.register_event_time_timer(at + 100)?;
+        ctx.register_event_time_timer(at + 100)?;
+        if key == "cancel" {
+            ctx.delete_event_time_timer(at + 100)?;
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        timestamp: i64,
+        key: &String,
+        ctx: &mut Context<'_>,
+        out: &mut dyn FnMut((String, i64)),
+    ) -> Result<()> {
+        assert!(
+            ctx.current_watermark() >= timestamp,
+            "an event-time timer fires once the watermark passed it"
+        );
+        out((key.clone(), timestamp));
+        Ok(())
+    }
+}
+
+#[test]
+fn event_time_timers_fire_once_each_with_their_key() {
+    let key = |i: i64| {
+        if i % 9 == 0 {
+            "cancel".to_owned()
+        } else {
+            format!("k{}", i % 7)
+        }
+    };
+    let lines: Vec<String> = (0..300).map(|i| format!("{} {}", i * 10, key(i))).collect();
+    let mut expected: Vec<(String, i64)> = (0..300)
+        .filter(|i| i % 9 != 0)
+        .map(|i| (key(i), i * 10 + 100))
+        .collect();
+    expected.sort();
+    for parallelism in [1, 3] {
+        let mut env = StreamExecutionEnvironment::new();
+        env.set_parallelism(parallelism);
+        let results: Collected<(String, i64)> = Arc::default();
+        let into = Arc::clone(&results);
+        env.from_lines(lines.clone(), 2)
+            .map(|line: String| {
+                let (at, key) = line.split_once(' ').unwrap();
+                (key.to_owned(), at.parse::<i64>().unwrap())
+            })
+            .assign_timestamps_and_watermarks(WatermarkStrategy::for_bounded_out_of_orderness(
+                Duration::from_millis(50),
+                |(_, at): &(String, i64)| *at,
+            ))
+            .key_by(|(key, _)| key.clone())
+            .process(Arc::new(|| Box::new(Reminders) as Box<_>))
+            .add_sink(Arc::new(move |_, _| Ok(Box::new(Collect(Arc::clone(&into))) as Box<_>)))
+            .execute()
+            .unwrap()
+            .wait()
+            .unwrap();
+        let mut got = results.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, expected, "parallelism {parallelism}");
+    }
+}
