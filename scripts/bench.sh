@@ -93,7 +93,8 @@ fi
     done
 ) &
 corpora_made=$!
-cargo build --release -p streamstate-cli --bin streamstate --example baseline_wordcount --example incremental_bytes
+cargo build --release -p streamstate-cli --bin streamstate --example baseline_wordcount --example incremental_bytes \
+    --example baseline_window_wordcount
 if ! wait "$corpora_made"; then
     echo "error: generating the corpora with $generator failed" >&2
     exit 1
@@ -234,6 +235,38 @@ for spec in "fs fs --no-incremental" "rocksdb rocksdb --no-incremental" \
         $flags --checkpoint-dir "file://$dir" --from-checkpoint latest --checkpoint-interval 1h \
         --output "$dir/after.tsv"
 done
+
+echo "== event-time windows: 1 s tumbling windows over the main corpus with timestamps" >&2
+# The same words as the main corpus, each line with an event time 1 ms
+# after the line before, up to 2 s out of order (the generator's
+# --timestamps keeps the words of the untimed corpus).
+timed="$cache/corpus/words-$words-vocab-$vocab-timestamps-1-disorder-2000.txt"
+if [ ! -s "$timed" ]; then
+    python3 "$generator" --words "$words" --vocab "$vocab" --timestamps 1 --disorder 2000 > "$timed.tmp"
+    mv "$timed.tmp" "$timed"
+fi
+window_baseline="$CARGO_TARGET_DIR/release/examples/baseline_window_wordcount"
+round=1
+run "baseline" windows "$timed" "$window_baseline" "$timed" "$work/expected-windows.tsv" 1000
+# windows NAME BACKEND PARALLELISM: the window word count, checked against
+# the baseline's windows.
+windows() {
+    local name="$1" backend="$2" parallelism="$3"
+    local dir="$work/run"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    run "$name" windows "$timed" "$bin" wordcount --input "$timed" --state-backend "$backend" \
+        --parallelism "$parallelism" --checkpoint-dir "file://$dir/checkpoints" --checkpoint-interval 1s \
+        --window 1s --event-time --out-of-orderness 2s --output "$dir/windows.tsv"
+    if ! same_counts "$work/expected-windows.tsv" "$dir/windows.tsv"; then
+        echo "error: $name counted windows differently from the baseline" >&2
+        exit 1
+    fi
+}
+windows "fs p1" fs 1
+windows "fs p2" fs 2
+windows "rocksdb p1" rocksdb 1
+windows "rocksdb p2" rocksdb 2
 
 echo "== incremental checkpoint bytes against changed bytes" >&2
 # ~700k keys as in the restore, 1% of them changed before each of 11

@@ -69,6 +69,10 @@ def record(a):
         with open(a.keys_file, "rb") as f:
             keys = sum(1 for _ in f)
     words = corpus_words(a.corpus)
+    if a.group == "windows":
+        # A timed corpus: every line's first token is its timestamp.
+        with open(a.corpus, "rb") as f:
+            words -= sum(1 for _ in f)
     print(json.dumps({
         "name": a.name, "group": a.group, "corpus": os.path.basename(a.corpus),
         "words": words, "keys": keys, "seconds": float(a.seconds), "round": int(a.round),
@@ -278,6 +282,27 @@ def report(a):
             out.append(f"| {r['name']} | {measured} | {r['seconds']:.2f} | ≤ {limit} ms |")
             targets.append((f"{r['name']} of ~{keys or 0:,} keys ≤ {limit} ms", measured,
                             r["restore_ms"] is not None and r["restore_ms"] <= limit))
+        out.append("")
+
+    windows = by_group.get("windows", [])
+    if windows:
+        wbase = next((r for r in windows if r["name"] == "baseline"), None)
+        out += ["### Event-time windows", "",
+                "`wordcount --window 1s --event-time --out-of-orderness 2s --output` over the main corpus with "
+                "timestamps (`gen_corpus.py --timestamps 1 --disorder 2000`: one line per ms, up to 2 s out of "
+                "order), checkpoints every 1 s, against `baseline_window_wordcount` (the same per-window counts "
+                "in one single-thread loop) in the same run; every run's windows equal the baseline's. "
+                "Checkpoint sizes first and last: they must not grow with the windows seen.", "",
+                "| run | words/s | vs baseline | peak RSS MiB | checkpoints | pause p50 / max ms | "
+                "first / last checkpoint KiB |", "|---|---|---|---|---|---|---|"]
+        for r in windows:
+            ratio = f"{wbase['seconds'] / r['seconds']:.2f}x" if wbase and r is not wbase else "1.00x"
+            cks = r["checkpoints"]
+            pauses = sorted(c["sync_us"] for c in cks)
+            pause = f"{ms(pct(pauses, 50))} / {ms(pauses[-1])}" if pauses else "-"
+            sizes = f"{cks[0]['full_bytes'] // 1024} / {cks[-1]['full_bytes'] // 1024}" if cks else "-"
+            out.append(f"| {r['name']} | {r['words'] / r['seconds']:,.0f} | {ratio} | {r['rss_mib']} | "
+                       f"{len(cks)} | {pause} | {sizes} |")
         out.append("")
 
     failover = by_group.get("failover", [])

@@ -4,6 +4,7 @@
 //! `streamstate checkpoints list URI` and `streamstate checkpoints inspect
 //! PATH` show what a checkpoint directory and a snapshot hold.
 
+mod committed_output;
 mod config;
 mod inspect;
 mod metrics_server;

@@ -24,6 +24,7 @@ use streamstate_runtime::{
     CheckpointingMode, Job, JobMetrics, RestoreFrom, RetentionOnCancellation, StreamExecutionEnvironment,
 };
 
+use crate::committed_output::CommittedOutput;
 use crate::config::{parse_duration, parse_memory_size, FlinkConfig};
 use crate::output::{self, OutputFile};
 
@@ -127,20 +128,24 @@ pub struct WordCountArgs {
     #[arg(long, value_name = "DURATION")]
     window: Option<String>,
     /// Sliding windows: a new `--window` every this long, e.g. 1s.
-    #[arg(long, value_name = "DURATION", requires = "window")]
+    #[arg(long, value_name = "DURATION")]
     slide: Option<String>,
+    /// Session windows instead of `--window`: a word's session ends after
+    /// this long without it, e.g. 3s; sessions closer than that merge.
+    #[arg(long, value_name = "DURATION", conflicts_with = "window")]
+    session_gap: Option<String>,
     /// Windows in event time: each line starts with its epoch-millisecond
     /// timestamp (as `gen_corpus.py --timestamps` writes) [default:
     /// processing time].
-    #[arg(long, requires = "window")]
+    #[arg(long)]
     event_time: bool,
     /// Event time: how much later than newer lines a line may come and
     /// still count, e.g. 2s [default: 0].
-    #[arg(long, value_name = "DURATION", requires = "event_time")]
+    #[arg(long, value_name = "DURATION")]
     out_of_orderness: Option<String>,
     /// Event time: how long after its end a window still counts late
     /// words, emitting its count again for each [default: 0].
-    #[arg(long, value_name = "DURATION", requires = "event_time")]
+    #[arg(long, value_name = "DURATION")]
     allowed_lateness: Option<String>,
 }
 
@@ -148,15 +153,42 @@ pub struct WordCountArgs {
 /// `--out-of-orderness` and `--allowed-lateness` ask for (`None`: the
 /// running word count).
 fn word_windows(args: &WordCountArgs) -> Result<Option<WordWindows>> {
-    let Some(size) = args.window.as_deref() else {
-        return Ok(None);
-    };
     let flag = |name: &str, text: &str| parse_duration(text).with_context(|| format!("--{name} {text:?}"));
-    let size = flag("window", size)?;
-    let assigner = match args.slide.as_deref() {
-        Some(slide) => WindowAssigner::sliding(size, flag("slide", slide)?),
-        None => WindowAssigner::tumbling(size),
+    let assigner = match (args.window.as_deref(), args.session_gap.as_deref()) {
+        (Some(size), None) => {
+            let size = flag("window", size)?;
+            match args.slide.as_deref() {
+                Some(slide) => WindowAssigner::sliding(size, flag("slide", slide)?),
+                None => WindowAssigner::tumbling(size),
+            }
+        }
+        (None, Some(gap)) if args.slide.is_none() => WindowAssigner::session(flag("session-gap", gap)?),
+        (None, Some(_)) => bail!("--slide is for --window; sessions have no slide"),
+        (Some(_), Some(_)) => bail!("give --window or --session-gap, not both"),
+        (None, None) => {
+            let given = [
+                ("--slide", args.slide.is_some()),
+                ("--event-time", args.event_time),
+                ("--out-of-orderness", args.out_of_orderness.is_some()),
+                ("--allowed-lateness", args.allowed_lateness.is_some()),
+            ];
+            if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
+                bail!("{name} needs --window or --session-gap");
+            }
+            return Ok(None);
+        }
     };
+    if !args.event_time {
+        if let Some(name) = [
+            ("--out-of-orderness", args.out_of_orderness.is_some()),
+            ("--allowed-lateness", args.allowed_lateness.is_some()),
+        ]
+        .iter()
+        .find_map(|(name, given)| given.then_some(name))
+        {
+            bail!("{name} needs --event-time (windows are in processing time without it)");
+        }
+    }
     let zero_or = |name: &str, text: Option<&str>| text.map_or(Ok(Duration::ZERO), |t| flag(name, t));
     Ok(Some(WordWindows {
         assigner,
@@ -418,23 +450,26 @@ pub fn run(args: WordCountArgs) -> Result<()> {
         interval,
         storage_uri: storage.uri().to_owned(),
     };
-    let output = args.output.as_deref().map(OutputFile::create).transpose()?;
     match word_windows(&args)? {
         Some(windows) => {
+            // Windows are emitted while the job runs: their file is
+            // committed on checkpoints, exactly once across restores.
+            let output = args.output.as_deref().map(CommittedOutput::new);
             let counts = streamstate_runtime::word_count::window_word_count(lines, windows);
             let job = match &output {
                 Some(file) => counts.add_sink(file.sink_factory(output::window_line)),
                 None => counts.print(),
             };
-            launch.run(job, output)
+            launch.run(job, || output.map_or(Ok(()), CommittedOutput::finish))
         }
         None => {
+            let output = args.output.as_deref().map(OutputFile::create).transpose()?;
             let counts = streamstate_runtime::word_count::word_count(lines);
             let job = match &output {
                 Some(file) => counts.discard().with_final_sink(file.sink_factory(output::count_line)),
                 None => counts.print(),
             };
-            launch.run(job, output)
+            launch.run(job, || output.map_or(Ok(()), OutputFile::commit))
         }
     }
 }
@@ -453,8 +488,8 @@ struct Launch {
 
 impl Launch {
     /// Runs `job` until it ends, is cancelled (SIGINT) or stopped with a
-    /// savepoint (SIGTERM), then commits `output` if it ran to its end.
-    fn run<K, T, O, A>(self, job: Job<K, T, O, A>, output: Option<OutputFile>) -> Result<()>
+    /// savepoint (SIGTERM); `finished` runs once it ran to its end.
+    fn run<K, T, O, A>(self, job: Job<K, T, O, A>, finished: impl FnOnce() -> Result<()>) -> Result<()>
     where
         K: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
         T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
@@ -502,9 +537,7 @@ impl Launch {
                 );
                 return Ok(());
             }
-            if let Some(file) = output {
-                file.commit()?;
-            }
+            finished()?;
             let sent = signals.metrics.network_bytes_sent.load(Ordering::Relaxed);
             match &result.last_snapshot_path {
                 Some(path) => eprintln!(
@@ -538,9 +571,7 @@ impl Launch {
                 if status_line {
                     eprintln!();
                 }
-                if let Some(file) = output {
-                    file.commit()?;
-                }
+                finished()?;
                 let counted = counted_records(&metrics);
                 match &result.last_snapshot_path {
                     Some(path) => eprintln!("job finished: {counted}; last checkpoint: {path}"),

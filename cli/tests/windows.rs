@@ -128,6 +128,8 @@ fn window_flags_that_do_not_fit_are_clear_errors() {
         "a bad duration names its flag"
     );
     assert!(run(&["--window", "1s", "--out-of-orderness", "1s"]).contains("--event-time"));
+    assert!(run(&["--window", "1s", "--session-gap", "1s"]).contains("--session-gap"));
+    assert!(run(&["--session-gap", "1s", "--slide", "1s"]).contains("--slide"));
 }
 
 /// Waits for `child` at most `timeout`; kills it and fails after that.
@@ -205,4 +207,85 @@ fn event_time_windows_across_two_processes_count_like_a_plain_count() {
         union == count_by_window(&text, 1_000, 1_000),
         "counts differ from the plain count"
     );
+}
+
+/// Whether a checkpoint of the job under `dir` has completed (its
+/// `_metadata` exists).
+fn has_checkpoint(dir: &std::path::Path) -> bool {
+    let Ok(jobs) = std::fs::read_dir(dir) else { return false };
+    jobs.filter_map(|j| j.ok()).any(|job| {
+        std::fs::read_dir(job.path()).is_ok_and(|chks| {
+            chks.filter_map(|c| c.ok())
+                .any(|chk| chk.path().join("_metadata").exists())
+        })
+    })
+}
+
+#[test]
+fn killed_at_random_moments_and_restored_the_output_holds_each_window_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let text = timestamped_lines(150_000);
+    std::fs::write(&input, &text).unwrap();
+    let expected = count_by_window(&text, 1_000, 1_000);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill moments from seed {seed}");
+    for backend in ["memory", "fs", "rocksdb"] {
+        let checkpoints = dir.path().join(format!("ck-{backend}"));
+        let output = dir.path().join(format!("{backend}.out"));
+        let (mut kills, mut restores, mut finished) = (0, 0, false);
+        for attempt in 0..12 {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_streamstate"));
+            command
+                .arg("wordcount")
+                .args(["--input", input.to_str().unwrap(), "--state-backend", backend])
+                .args(["--parallelism", "2", "--checkpoint-interval", "100ms"])
+                .args(["--window", "1s", "--event-time", "--out-of-orderness", "400ms"])
+                .args(["--output", output.to_str().unwrap()])
+                .arg("--checkpoint-dir")
+                .arg(format!("file://{}", checkpoints.display()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            if has_checkpoint(&checkpoints) {
+                command.args(["--from-checkpoint", "latest"]);
+                restores += 1;
+            }
+            let mut child = command.spawn().unwrap();
+            // The first three runs die after 0.3 to 1.5 s; the next ones
+            // run to the end.
+            if attempt < 3 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                std::thread::sleep(std::time::Duration::from_millis(300 + seed % 1_200));
+                if child.try_wait().unwrap().is_none() {
+                    child.kill().unwrap();
+                    let _ = child.wait();
+                    kills += 1;
+                    continue;
+                }
+            }
+            let out = wait_at_most(child, std::time::Duration::from_secs(240));
+            assert!(
+                out.status.success(),
+                "{backend} run {attempt}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            finished = true;
+            break;
+        }
+        assert!(finished, "{backend}: the job never finished");
+        assert!(
+            kills > 0,
+            "{backend}: the job ended before any kill; give it more input"
+        );
+        assert!(restores > 0, "{backend}: no run restored from a checkpoint");
+        let got = read_windows(&output);
+        assert_eq!(got.len(), expected.len(), "{backend} after {kills} kills: windows");
+        assert!(got == expected, "{backend} after {kills} kills: counts differ");
+    }
 }

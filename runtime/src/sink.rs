@@ -28,6 +28,44 @@ pub trait Sink<O>: Send {
     fn discards_records(&self) -> bool {
         false
     }
+
+    /// Called once, before the first record, with the checkpoint the job
+    /// restored (`None`: it started from nothing): a sink that publishes
+    /// only what checkpoints cover (Flink's two-phase-commit sinks) drops
+    /// what it staged after that checkpoint and publishes what it staged
+    /// up to it. The default does nothing.
+    ///
+    /// # Errors
+    /// I/O errors; they fail the job.
+    fn open(&mut self, restored_checkpoint: Option<u64>) -> Result<()> {
+        let _ = restored_checkpoint;
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint_id`'s barrier: every record written so far
+    /// belongs to it (Flink's `preCommit`). Called before the operator's
+    /// state is snapshot; the default flushes.
+    ///
+    /// # Errors
+    /// I/O errors; the checkpoint then fails.
+    fn pre_commit(&mut self, checkpoint_id: u64) -> Result<()> {
+        let _ = checkpoint_id;
+        self.flush()
+    }
+
+    /// Checkpoint `checkpoint_id` completed: what was pre-committed up to
+    /// it may be published (Flink's `commit`). Not called for every
+    /// checkpoint (one call covers the ones before it), and in a cluster
+    /// only in the process that commits checkpoints; what is left is
+    /// published by [`Sink::open`] after a restore. The default does
+    /// nothing.
+    ///
+    /// # Errors
+    /// I/O errors; they fail the job.
+    fn commit(&mut self, checkpoint_id: u64) -> Result<()> {
+        let _ = checkpoint_id;
+        Ok(())
+    }
 }
 
 /// Formats a record as Flink prints it: tuples as `(a,b)`.

@@ -243,3 +243,59 @@ fn event_time_timers_fire_once_each_with_their_key() {
         assert_eq!(got, expected, "parallelism {parallelism}");
     }
 }
+
+/// Sessions per word computed plainly: a word's sorted timestamps split
+/// where the next comes more than `gap` after the one before; a session is
+/// `[first, last + gap)` and counts its words.
+fn count_by_session(lines: &[String], gap: i64) -> BTreeMap<(i64, i64, String), i64> {
+    let mut times: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for line in lines {
+        let mut parts = line.split_whitespace();
+        let at: i64 = parts.next().unwrap().parse().unwrap();
+        for word in parts {
+            times.entry(word.to_uppercase()).or_default().push(at);
+        }
+    }
+    let mut sessions = BTreeMap::new();
+    for (word, mut at) in times {
+        at.sort_unstable();
+        let (mut first, mut last, mut count) = (at[0], at[0], 0);
+        for t in at {
+            if t > last + gap {
+                sessions.insert((first, last + gap, word.clone()), count);
+                (first, count) = (t, 0);
+            }
+            last = t;
+            count += 1;
+        }
+        sessions.insert((first, last + gap, word), count);
+    }
+    sessions
+}
+
+#[test]
+fn event_time_session_windows_merge_like_a_plain_split_at_the_gaps() {
+    // Sparse words (one every ~40 ms per word on average) so that sessions
+    // of a 60 ms gap both merge and end.
+    let lines: Vec<String> = timestamped_lines(4_000, 1_733_000_000_000, 100)
+        .into_iter()
+        .map(|line| line.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    let expected = count_by_session(&lines, 60);
+    assert!(
+        expected.len() > 100 && expected.values().any(|c| *c > 1),
+        "the input makes many sessions, some merged"
+    );
+    for backend in streamstate_runtime::backends::compiled_backends() {
+        for parallelism in [1, 2] {
+            let windows = WordWindows {
+                assigner: WindowAssigner::session(Duration::from_millis(60)),
+                event_time: Some(Duration::from_millis(100)),
+                allowed_lateness: Duration::ZERO,
+            };
+            let got = run_windows(lines.clone(), windows, backend, parallelism);
+            assert_eq!(got.len(), expected.len(), "{backend:?} p{parallelism}: sessions");
+            assert!(got == expected, "{backend:?} p{parallelism}: session counts differ");
+        }
+    }
+}

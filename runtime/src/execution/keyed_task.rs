@@ -64,6 +64,8 @@ pub(crate) struct KeyedTask<K, T, O, A> {
     pub(crate) metrics: Arc<JobMetrics>,
     /// This subtask's own counters in `metrics`.
     pub(crate) task_metrics: Arc<TaskMetrics>,
+    /// The checkpoint the job restored, for the sink ([`crate::sink::Sink::open`]).
+    pub(crate) restored_checkpoint: Option<u64>,
 }
 
 impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static, A: Accumulator> KeyedTask<K, T, O, A> {
@@ -92,7 +94,8 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
     /// whose watermarks this subtask's is the minimum of.
     pub(crate) fn open(&mut self, sources: usize) -> Result<Opened<K, T, O, A>> {
         let mut function = (self.factory)();
-        let sink = (self.sink)(self.subtask, self.parallelism)?;
+        let mut sink = (self.sink)(self.subtask, self.parallelism)?;
+        sink.open(self.restored_checkpoint)?;
         function.open(self.backend.as_mut(), !sink.discards_records())?;
         if sink.discards_records() {
             self.discarding_sinks.fetch_add(1, Ordering::Release);
@@ -102,7 +105,18 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             sink,
             produced: Vec::new(),
             watermarks: InputWatermarks::new(sources),
+            committed: self.restored_checkpoint.unwrap_or(0),
         })
+    }
+
+    /// Tells the sink when a newer checkpoint has completed.
+    pub(crate) fn commit_completed(&self, opened: &mut Opened<K, T, O, A>) -> Result<()> {
+        let completed = self.metrics.last_checkpoint_id.load(Ordering::Acquire);
+        if completed > opened.committed {
+            opened.sink.commit(completed)?;
+            opened.committed = completed;
+        }
+        Ok(())
     }
 
     /// Writes what a timer callback emitted to the sink, counted.
@@ -207,7 +221,7 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
     /// Everything before the barrier into state, then the snapshot's
     /// synchronous phase.
     pub(crate) fn checkpoint(&mut self, opened: &mut Opened<K, T, O, A>, barrier: Barrier) -> Result<()> {
-        opened.sink.flush()?;
+        opened.sink.pre_commit(barrier.id)?;
         opened.function.flush_buffer(self.backend.as_mut())?;
         self.snapshot(barrier);
         if let Some(entries) = self.backend.approximate_entries() {
@@ -271,6 +285,7 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             if open.is_empty() && ended.iter().all(|e| *e) {
                 break;
             }
+            self.commit_completed(&mut opened)?;
             let wait = self.fire_processing_time(&mut opened, Duration::from_millis(100))?;
             let mut select = Select::new();
             for &i in &open {
@@ -320,4 +335,6 @@ pub(crate) struct Opened<K, T, O, A> {
     produced: Vec<O>,
     /// The subtask's watermark, from its sources'.
     watermarks: InputWatermarks,
+    /// The newest checkpoint the sink was told of.
+    committed: u64,
 }

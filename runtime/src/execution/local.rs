@@ -89,6 +89,7 @@ where
     let (backend, storage, job_id) = resolve(&settings)?;
     let metrics = Arc::new(JobMetrics::default());
     let restored = restore(&settings, &backend, &storage, &job_id, source_spec.parallelism)?;
+    let restored_checkpoint = restored.as_ref().map(|r| r.checkpoint_id);
     let (first_id, keyed_backends, mut source_stores) = match restored {
         Some(r) => {
             metrics.restore_ms.store(r.restore_ms, Ordering::Relaxed);
@@ -160,6 +161,7 @@ where
             cancel: Arc::clone(&cancel),
             metrics: Arc::clone(&metrics),
             task_metrics: metrics.task(KEYED_OPERATOR, subtask as u32),
+            restored_checkpoint,
         };
         let cancel = Arc::clone(&cancel);
         keyed_handles.push(spawn(format!("keyed-{subtask}"), cancel, move || task.run())?);

@@ -16,6 +16,20 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
+    /// Whether the windows overlap or touch, so that sessions merge
+    /// (Flink's `TimeWindow.intersects`).
+    pub fn intersects(&self, other: &TimeWindow) -> bool {
+        self.start <= other.end && self.end >= other.start
+    }
+
+    /// The smallest window covering both.
+    pub fn cover(&self, other: &TimeWindow) -> TimeWindow {
+        TimeWindow {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
+    }
+
     /// The last millisecond in the window: when its timer fires.
     ///
     /// ```
@@ -67,12 +81,29 @@ pub enum WindowAssigner {
         /// Milliseconds between window starts.
         slide: i64,
     },
+    /// Per key, activity separated by gaps of at least `gap` (Flink's
+    /// `EventTimeSessionWindows.withGap`): each record opens a window
+    /// `[t, t + gap)`, and windows that overlap or touch merge.
+    Session {
+        /// The inactivity that ends a session, in milliseconds.
+        gap: i64,
+    },
 }
 
 impl WindowAssigner {
     /// Tumbling windows of `size`.
     pub fn tumbling(size: Duration) -> Self {
         Self::Tumbling { size: millis(size) }
+    }
+
+    /// Session windows ending after `gap` without records.
+    pub fn session(gap: Duration) -> Self {
+        Self::Session { gap: millis(gap) }
+    }
+
+    /// Whether windows merge (sessions).
+    pub fn is_merging(&self) -> bool {
+        matches!(self, Self::Session { .. })
     }
 
     /// Sliding windows of `size` every `slide`.
@@ -116,6 +147,10 @@ impl WindowAssigner {
                 }
                 windows
             }
+            Self::Session { gap } => vec![TimeWindow {
+                start: timestamp,
+                end: timestamp.saturating_add(gap),
+            }],
         }
     }
 
@@ -123,12 +158,13 @@ impl WindowAssigner {
         let ok = match *self {
             Self::Tumbling { size } => size > 0,
             Self::Sliding { size, slide } => size > 0 && slide > 0,
+            Self::Session { gap } => gap > 0,
         };
         if ok {
             Ok(())
         } else {
             Err(streamstate_api::Error::config(format!(
-                "window sizes and slides must be at least 1 ms: {self:?}"
+                "window sizes, slides and session gaps must be at least 1 ms: {self:?}"
             )))
         }
     }

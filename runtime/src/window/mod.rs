@@ -21,5 +21,5 @@ mod operator;
 mod windowed_stream;
 
 pub use assigner::{window_start, TimeWindow, WindowAssigner, WindowResult, WindowTime, Windowing};
-pub use operator::{WindowOperator, WindowOutput, WINDOW_STATE};
+pub use operator::{WindowOperator, WindowOutput, SESSIONS_STATE, WINDOW_STATE};
 pub use windowed_stream::WindowedStream;

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use streamstate_api::namespaced::{NamespacedAggregatingState, NamespacedStateExt};
 use streamstate_api::timers::TimeDomain;
-use streamstate_api::{AggregateFunction, AggregatingStateDescriptor, Error, KeyedStateBackend, Result};
+use streamstate_api::{
+    AggregateFunction, AggregatingStateDescriptor, Error, KeyedStateBackend, KeyedStateBackendExt, Result, ValueState,
+    ValueStateDescriptor,
+};
 
 use super::assigner::{TimeWindow, WindowResult, WindowTime, Windowing};
 use crate::function::{Context, KeyedProcessFunction};
@@ -28,6 +31,8 @@ pub struct WindowOperator<K, A: AggregateFunction, O> {
     function: A,
     output: WindowOutput<A::Out, O>,
     contents: Option<NamespacedAggregatingState<TimeWindow, A>>,
+    /// For session windows: each key's sessions.
+    sessions: Option<ValueState<Sessions>>,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -48,15 +53,18 @@ impl<K, A: AggregateFunction + Clone, O> WindowOperator<K, A, O> {
             function,
             output,
             contents: None,
+            sessions: None,
             _key: PhantomData,
         }
     }
 
-    /// Emits the window's result, if it has contents.
+    /// Emits `window`'s result, its contents kept in namespace
+    /// `state_window` (the window itself, but for a merged session).
     fn emit(
         &self,
         key: &K,
         window: TimeWindow,
+        state_window: TimeWindow,
         ctx: &mut Context<'_>,
         out: &mut dyn FnMut(WindowResult<K, O>),
     ) -> Result<()>
@@ -65,7 +73,7 @@ impl<K, A: AggregateFunction + Clone, O> WindowOperator<K, A, O> {
     {
         if let Some(value) = self
             .contents()?
-            .get(ctx.backend(), &window)?
+            .get(ctx.backend(), &state_window)?
             .and_then(|r| (self.output)(r))
         {
             out(WindowResult {
@@ -89,7 +97,78 @@ impl<K, A: AggregateFunction + Clone, O> WindowOperator<K, A, O> {
             .as_ref()
             .ok_or_else(|| Error::invalid_argument("the window operator was not opened"))
     }
+
+    fn sessions(&self) -> Result<ValueState<Sessions>> {
+        self.sessions
+            .ok_or_else(|| Error::invalid_argument("the window operator was not opened for sessions"))
+    }
+
+    /// Deletes the timers of `window`: at its end and at its cleanup time.
+    fn delete_timers(&self, ctx: &mut Context<'_>, window: &TimeWindow) -> Result<()> {
+        let domain = self.domain();
+        ctx.delete_timer_in(domain, window, window.max_timestamp())?;
+        ctx.delete_timer_in(domain, window, self.windowing.cleanup_time(window))
+    }
+
+    /// A record at `timestamp` opens the session `[timestamp, timestamp +
+    /// gap)`, which merges with every session of the key it overlaps or
+    /// touches (Flink's `MergingWindowSet`): their contents fold into one
+    /// state namespace, their timers give way to the merged window's.
+    fn process_session(
+        &self,
+        key: &K,
+        value: &A::In,
+        timestamp: i64,
+        ctx: &mut Context<'_>,
+        out: &mut dyn FnMut(WindowResult<K, O>),
+    ) -> Result<()>
+    where
+        K: Clone,
+    {
+        let event_time = self.windowing.time == WindowTime::EventTime;
+        let watermark = ctx.current_watermark();
+        let sessions = self.sessions()?;
+        let mut set = sessions.value(ctx.backend())?.unwrap_or_default();
+        let mut merged = self.windowing.assigner.assign(timestamp)[0];
+        let (merging, mut rest): (Sessions, Sessions) =
+            set.drain(..).partition(|(window, _)| window.intersects(&merged));
+        for (window, _) in &merging {
+            merged = merged.cover(window);
+        }
+        if event_time && self.windowing.cleanup_time(&merged) <= watermark {
+            // Too late for every session it would join: dropped, the
+            // sessions left as they are.
+            ctx.count_late_record();
+            return Ok(());
+        }
+        let state_window = merging.first().map_or(merged, |(_, state)| *state);
+        let others: Vec<TimeWindow> = merging.iter().skip(1).map(|(_, state)| *state).collect();
+        let contents = self.contents()?;
+        contents.merge_namespaces(ctx.backend(), &state_window, &others)?;
+        for (window, _) in &merging {
+            self.delete_timers(ctx, window)?;
+        }
+        contents.add(ctx.backend(), &state_window, value)?;
+        rest.push((merged, state_window));
+        sessions.update(ctx.backend(), &rest)?;
+        let cleanup = self.windowing.cleanup_time(&merged);
+        if event_time && merged.max_timestamp() <= watermark {
+            // Late but within the allowed lateness: fire now.
+            self.emit(key, merged, state_window, ctx, out)?;
+        } else {
+            ctx.register_timer_in(self.domain(), &merged, merged.max_timestamp())?;
+        }
+        ctx.register_timer_in(self.domain(), &merged, cleanup)
+    }
 }
+
+/// A key's sessions: (window, namespace of its contents). A merged
+/// session keeps the namespace of one of the sessions it merged, so only
+/// the others' contents move.
+type Sessions = Vec<(TimeWindow, TimeWindow)>;
+
+/// The name of the sessions' state in checkpoints.
+pub const SESSIONS_STATE: &str = "window-sessions";
 
 impl<K, A, O> KeyedProcessFunction<K, A::In, WindowResult<K, O>> for WindowOperator<K, A, O>
 where
@@ -101,6 +180,9 @@ where
         self.windowing.assigner.check()?;
         let descriptor = AggregatingStateDescriptor::new(WINDOW_STATE, self.function.clone());
         self.contents = Some(backend.namespaced_aggregating_state::<TimeWindow, A>(&descriptor)?);
+        if self.windowing.assigner.is_merging() {
+            self.sessions = Some(backend.value_state(&ValueStateDescriptor::new(SESSIONS_STATE))?);
+        }
         Ok(())
     }
 
@@ -121,6 +203,9 @@ where
         } else {
             ctx.current_processing_time()
         };
+        if self.windowing.assigner.is_merging() {
+            return self.process_session(key, &value, timestamp, ctx, out);
+        }
         let watermark = ctx.current_watermark();
         let domain = self.domain();
         let mut late = true;
@@ -135,7 +220,7 @@ where
             if event_time && window.max_timestamp() <= watermark {
                 // Late but within the allowed lateness: fire again now
                 // (Flink's `EventTimeTrigger`).
-                self.emit(key, window, ctx, out)?;
+                self.emit(key, window, window, ctx, out)?;
             } else {
                 ctx.register_timer_in(domain, &window, window.max_timestamp())?;
             }
@@ -159,11 +244,34 @@ where
         let Some(window) = ctx.timer_namespace::<TimeWindow>()? else {
             return Ok(());
         };
+        // A session's contents may live in another namespace; a timer of
+        // a session that merged away was deleted, so every timer finds its
+        // session.
+        let mut sessions = None;
+        let state_window = match self.sessions {
+            Some(state) => {
+                let set = state.value(ctx.backend())?.unwrap_or_default();
+                let Some(state_window) = set.iter().find(|(w, _)| *w == window).map(|(_, s)| *s) else {
+                    return Ok(());
+                };
+                sessions = Some((state, set));
+                state_window
+            }
+            None => window,
+        };
         if timestamp == window.max_timestamp() {
-            self.emit(key, window, ctx, out)?;
+            self.emit(key, window, state_window, ctx, out)?;
         }
         if timestamp == self.windowing.cleanup_time(&window) {
-            self.contents()?.clear(ctx.backend(), &window)?;
+            self.contents()?.clear(ctx.backend(), &state_window)?;
+            if let Some((state, mut set)) = sessions {
+                set.retain(|(w, _)| *w != window);
+                if set.is_empty() {
+                    state.clear(ctx.backend())?;
+                } else {
+                    state.update(ctx.backend(), &set)?;
+                }
+            }
         }
         Ok(())
     }

@@ -158,6 +158,7 @@ where
         cancel: Arc::clone(&cancel),
         metrics: Arc::clone(&shared.metrics),
         task_metrics: shared.metrics.task(KEYED_OPERATOR, index),
+        restored_checkpoint: start.checkpoint_id,
     };
     // Opened before the source starts: the source folds a `sum` locally
     // only once it knows every sink discards per-record output.
@@ -320,7 +321,10 @@ where
                         // Processing-time timers fire whenever timely runs the
                         // operator; the sources' ticks run it often.
                         if let Some(open) = opened.as_mut() {
-                            if let Err(e) = keyed.fire_processing_time(open, std::time::Duration::ZERO) {
+                            let fired = keyed
+                                .commit_completed(open)
+                                .and_then(|()| keyed.fire_processing_time(open, std::time::Duration::ZERO));
+                            if let Err(e) = fired {
                                 outcome.error = Some(e);
                                 order.clear();
                                 return;
