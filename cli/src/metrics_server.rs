@@ -118,6 +118,11 @@ fn render(metrics: &JobMetrics, process: usize) -> Result<String> {
         ConstCounter::new(load(&metrics.partial_sums)),
     );
     registry.register(
+        "late_records_dropped",
+        "Records dropped because every window they belong to had closed (Flink's numLateRecordsDropped)",
+        ConstCounter::new(load(&metrics.late_records)),
+    );
+    registry.register(
         "checkpoints_completed",
         "Checkpoints and savepoints completed",
         ConstCounter::new(load(&metrics.checkpoints_completed)),
@@ -188,6 +193,17 @@ fn render(metrics: &JobMetrics, process: usize) -> Result<String> {
             .get_or_create(&[("subtask", subtask.to_string())])
             .set(count as i64);
     }
+    let watermarks = Family::<[(&'static str, String); 1], Gauge>::default();
+    for (subtask, watermark) in metrics.watermarks(streamstate_runtime::plan::KEYED_OPERATOR) {
+        watermarks
+            .get_or_create(&[("subtask", subtask.to_string())])
+            .set(watermark);
+    }
+    registry.register(
+        "watermark_milliseconds",
+        "A keyed subtask's event-time watermark, epoch milliseconds (Flink's currentInputWatermark)",
+        watermarks,
+    );
     registry.register(
         "state_entries",
         "Entries in a keyed subtask's state at its last checkpoint (RocksDB: its estimate)",
@@ -220,6 +236,11 @@ mod tests {
         metrics.task("keyed", 1).records_in.store(7, Ordering::Relaxed);
         metrics.task("source", 0).records_out.store(9, Ordering::Relaxed);
         metrics.task("keyed", 1).state_entries.store(11, Ordering::Relaxed);
+        metrics
+            .task("keyed", 1)
+            .watermark
+            .store(1_733_000_000_000, Ordering::Relaxed);
+        metrics.late_records.store(4, Ordering::Relaxed);
         let text = render(&metrics, 3).unwrap();
         assert!(
             text.contains("streamstate_task_records_in_total{process=\"3\",operator=\"keyed\",subtask=\"1\"} 7\n"),
@@ -232,6 +253,18 @@ mod tests {
         assert!(
             text.contains("streamstate_state_entries{process=\"3\",subtask=\"1\"} 11\n"),
             "{text}"
+        );
+        assert!(
+            text.contains("streamstate_watermark_milliseconds{process=\"3\",subtask=\"1\"} 1733000000000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamstate_late_records_dropped_total{process=\"3\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("streamstate_watermark_milliseconds{process=\"3\",subtask=\"0\"}"),
+            "no watermark before any: {text}"
         );
         assert!(
             text.contains("streamstate_records_in_total{process=\"3\"} 42\n"),

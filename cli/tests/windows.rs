@@ -222,7 +222,7 @@ fn has_checkpoint(dir: &std::path::Path) -> bool {
 }
 
 #[test]
-fn killed_at_random_moments_and_restored_the_output_holds_each_window_once() {
+fn killed_at_random_moments_and_restored_at_another_parallelism_the_output_holds_each_window_once() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
     let text = timestamped_lines(150_000);
@@ -243,7 +243,9 @@ fn killed_at_random_moments_and_restored_the_output_holds_each_window_once() {
             command
                 .arg("wordcount")
                 .args(["--input", input.to_str().unwrap(), "--state-backend", backend])
-                .args(["--parallelism", "2", "--checkpoint-interval", "100ms"])
+                // Rescaled at every restart: 1, 2, 1, 2, ...
+                .args(["--parallelism", if attempt % 2 == 0 { "1" } else { "2" }])
+                .args(["--checkpoint-interval", "100ms"])
                 .args(["--window", "1s", "--event-time", "--out-of-orderness", "400ms"])
                 .args(["--output", output.to_str().unwrap()])
                 .arg("--checkpoint-dir")

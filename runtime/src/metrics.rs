@@ -94,6 +94,16 @@ impl JobMetrics {
             .collect()
     }
 
+    /// The current watermark of each subtask of `operator` that has one
+    /// (event-time jobs' keyed subtasks), by subtask index.
+    pub fn watermarks(&self, operator: &str) -> Vec<(u32, i64)> {
+        self.each_task(|t| t.watermark.load(Ordering::Relaxed))
+            .into_iter()
+            .filter(|(name, _, watermark)| name == operator && *watermark != i64::MIN)
+            .map(|(_, subtask, watermark)| (subtask, watermark))
+            .collect()
+    }
+
     fn each_task<R>(&self, read: impl Fn(&TaskMetrics) -> R) -> Vec<(String, u32, R)> {
         let tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tasks

@@ -119,6 +119,17 @@ impl<K, T, O> FunctionOperator<K, T, O> {
 }
 
 impl<K: DeserializeOwned, T, O> FunctionOperator<K, T, O> {
+    /// The parts a [`Context`] borrows, apart: the function, the timers,
+    /// the late-record count, and the watermark.
+    #[allow(clippy::type_complexity)]
+    fn parts(&mut self) -> Result<(&mut dyn KeyedProcessFunction<K, T, O>, &mut TimerService, &mut u64, i64)> {
+        let timers = self
+            .timers
+            .as_mut()
+            .ok_or_else(|| Error::invalid_argument("the keyed operator was not opened"))?;
+        Ok((self.function.as_mut(), timers, &mut self.late_records, self.watermark))
+    }
+
     /// Fires every timer of `domain` due at `up_to`, each with its key
     /// current.
     fn fire(
@@ -128,16 +139,7 @@ impl<K: DeserializeOwned, T, O> FunctionOperator<K, T, O> {
         backend: &mut dyn KeyedStateBackend,
         out: &mut dyn FnMut(O),
     ) -> Result<()> {
-        let watermark = self.watermark;
-        let Self {
-            function,
-            timers,
-            late_records,
-            ..
-        } = self;
-        let timers = timers
-            .as_mut()
-            .ok_or_else(|| Error::invalid_argument("the keyed operator was not opened"))?;
+        let (function, timers, late_records, watermark) = self.parts()?;
         while let Some(timer) = timers.poll(backend, domain, up_to)? {
             let key: K = streamstate_api::codec::decode_value(&timer.key)?;
             let mut ctx = Context::new(backend, timers, Some(timer.timestamp), watermark, late_records)
@@ -180,16 +182,7 @@ impl<K: DeserializeOwned + Send, T: Send, O: Send> KeyedOperator<K, T, O, ()> fo
         out: &mut dyn FnMut(O),
     ) -> Result<()> {
         let timestamp = self.timestamp_of.as_ref().map(|of| of(&value));
-        let watermark = self.watermark;
-        let Self {
-            function,
-            timers,
-            late_records,
-            ..
-        } = self;
-        let timers = timers
-            .as_mut()
-            .ok_or_else(|| Error::invalid_argument("the keyed operator was not opened"))?;
+        let (function, timers, late_records, watermark) = self.parts()?;
         let mut ctx = Context::new(backend, timers, timestamp, watermark, late_records);
         function.process(key, value, &mut ctx, out)
     }

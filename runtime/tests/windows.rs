@@ -299,3 +299,46 @@ fn event_time_session_windows_merge_like_a_plain_split_at_the_gaps() {
         }
     }
 }
+
+#[test]
+fn window_state_is_cleared_as_windows_fire_so_checkpoints_stay_small() {
+    // 20,000 lines over 140 s of event time in 100 ms windows: 1,400 windows of
+    // up to 13 words. Kept forever, their contents and timers would make
+    // checkpoints of well over 100 KiB; cleared when they fire, a
+    // checkpoint holds the few windows still open.
+    let lines = timestamped_lines(20_000, 1_733_000_000_000, 50);
+    let mut env = StreamExecutionEnvironment::new();
+    env.set_state_backend(state_backend(StateBackendKind::Fs).unwrap())
+        .enable_checkpointing(Duration::from_millis(10));
+    // A watermark after every line (the default sends one every 200 ms,
+    // which a run this short would not reach before its end).
+    let handle = env
+        .from_lines(lines, 1)
+        .flat_map(|line: String| {
+            let mut parts = line.split_whitespace();
+            let at: i64 = parts.next().unwrap().parse().unwrap();
+            parts.map(|word| (word.to_owned(), at, 1i64)).collect::<Vec<_>>()
+        })
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_bounded_out_of_orderness(
+                Duration::from_millis(50),
+                |(_, at, _): &(String, i64, i64)| *at,
+            )
+            .with_interval(Duration::ZERO),
+        )
+        .key_by(|(word, _, _)| word.clone())
+        .window(WindowAssigner::tumbling(Duration::from_millis(100)))
+        .reduce(|a, b| (a.0.clone(), a.1, a.2 + b.2))
+        .discard()
+        .execute()
+        .unwrap();
+    let result = handle.wait().unwrap();
+    let sizes: Vec<u64> = result.completed.iter().map(|c| c.stats.full_bytes).collect();
+    assert!(sizes.len() >= 2, "checkpoints were taken: {sizes:?}");
+    eprintln!("checkpoint sizes: {sizes:?}");
+    let largest = sizes.iter().copied().max().unwrap();
+    assert!(
+        largest < 64 << 10,
+        "a checkpoint of {largest} bytes: window state was not cleared ({sizes:?})"
+    );
+}

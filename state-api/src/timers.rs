@@ -205,6 +205,22 @@ impl TimerService {
         }
     }
 
+    /// The queue of `domain`, the entry of the current key's timer at
+    /// `timestamp` in `namespace`, and whether the queue holds it.
+    fn find<B: KeyedStateBackend + ?Sized>(
+        &mut self,
+        backend: &B,
+        domain: TimeDomain,
+        namespace: &[u8],
+        timestamp: i64,
+    ) -> Result<(&mut Queue, &[u8], bool)> {
+        let key = current_key(backend)?;
+        let (queue, entry) = self.queue_mut(domain);
+        Queue::entry(entry, timestamp, key, namespace);
+        let present = queue.order.contains(entry.as_slice());
+        Ok((queue, entry.as_slice(), present))
+    }
+
     /// Registers a timer at `timestamp` for the backend's current key in
     /// `namespace` (serialized; empty for none). Returns whether it is new.
     ///
@@ -218,18 +234,12 @@ impl TimerService {
         namespace: &[u8],
         timestamp: i64,
     ) -> Result<bool> {
-        let key = current_key(backend)?;
-        let (queue, entry) = self.queue_mut(domain);
-        Queue::entry(entry, timestamp, key, namespace);
-        if queue.order.contains(entry.as_slice()) {
+        let (queue, entry, present) = self.find(backend, domain, namespace, timestamp)?;
+        if present {
             return Ok(false);
         }
-        let stored = &entry[..8];
-        let mut user_key = Vec::with_capacity(8 + namespace.len());
-        user_key.extend_from_slice(stored);
-        user_key.extend_from_slice(namespace);
-        backend.map_put(queue.state, &user_key, &[])?;
-        queue.order.insert(entry.clone());
+        backend.map_put(queue.state, &stored_user_key(entry, namespace), &[])?;
+        queue.order.insert(entry.to_vec());
         Ok(true)
     }
 
@@ -245,16 +255,12 @@ impl TimerService {
         namespace: &[u8],
         timestamp: i64,
     ) -> Result<bool> {
-        let key = current_key(backend)?;
-        let (queue, entry) = self.queue_mut(domain);
-        Queue::entry(entry, timestamp, key, namespace);
-        if !queue.order.contains(entry.as_slice()) {
+        let (queue, entry, present) = self.find(backend, domain, namespace, timestamp)?;
+        if !present {
             return Ok(false);
         }
-        let mut user_key = entry[..8].to_vec();
-        user_key.extend_from_slice(namespace);
-        backend.map_remove(queue.state, &user_key)?;
-        queue.order.remove(entry.as_slice());
+        backend.map_remove(queue.state, &stored_user_key(entry, namespace))?;
+        queue.order.remove(entry);
         Ok(true)
     }
 
@@ -287,9 +293,7 @@ impl TimerService {
         };
         let timer = Queue::decode(first)?;
         backend.set_current_key(&timer.key)?;
-        let mut user_key = first[..8].to_vec();
-        user_key.extend_from_slice(&timer.namespace);
-        backend.map_remove(queue.state, &user_key)?;
+        backend.map_remove(queue.state, &stored_user_key(first, &timer.namespace))?;
         queue.order.pop_first();
         Ok(Some(timer))
     }
@@ -311,6 +315,15 @@ impl TimerService {
     pub fn timers(&self, domain: TimeDomain) -> Result<Vec<Timer>> {
         self.queue(domain).order.iter().map(|e| Queue::decode(e)).collect()
     }
+}
+
+/// The user key a timer is stored under in its key's map: the entry's
+/// timestamp, then the namespace.
+fn stored_user_key(entry: &[u8], namespace: &[u8]) -> Vec<u8> {
+    let mut user_key = Vec::with_capacity(8 + namespace.len());
+    user_key.extend_from_slice(&entry[..8]);
+    user_key.extend_from_slice(namespace);
+    user_key
 }
 
 fn current_key<B: KeyedStateBackend + ?Sized>(backend: &B) -> Result<&[u8]> {
