@@ -47,7 +47,8 @@ pub trait Sink<O>: Send {
     /// state is snapshot; the default flushes.
     ///
     /// # Errors
-    /// I/O errors; the checkpoint then fails.
+    /// I/O errors; they fail the job (as a failed `flush` does), which
+    /// restarts from its last completed checkpoint.
     fn pre_commit(&mut self, checkpoint_id: u64) -> Result<()> {
         let _ = checkpoint_id;
         self.flush()

@@ -503,19 +503,15 @@ where
     /// Backend errors; [`ErrorKind::Corrupt`] for a malformed stored user
     /// key.
     pub fn namespaces<B: KeyedStateBackend + ?Sized>(&self, backend: &B) -> Result<Vec<N>> {
-        let mut found: Vec<Vec<u8>> = Vec::new();
+        let mut found = std::collections::BTreeSet::new();
         for (uk, _) in backend.map_entries(self.id)? {
             let mut rest = &uk[..];
             let len = get_varint(&mut rest)? as usize;
             let ns = rest
                 .get(..len)
                 .ok_or_else(|| Error::corrupt("namespaced map key shorter than its namespace"))?;
-            if found.last().map(Vec::as_slice) != Some(ns) {
-                found.push(ns.to_vec());
-            }
+            found.insert(ns.to_vec());
         }
-        found.sort();
-        found.dedup();
         found.iter().map(|ns| decode_value(ns)).collect()
     }
 }
