@@ -34,16 +34,14 @@ use streamstate_api::{Error, ErrorKind};
 use streamstate_runtime::sink::Sink;
 use streamstate_runtime::stream::SinkFactory;
 
-/// Formats one record as one line (with its newline) into the buffer.
-type LineFormat<R> = fn(&R, &mut Vec<u8>);
-
-/// Lines a subtask buffers before writing them to its in-progress file.
-const CHUNK_BYTES: usize = 64 << 10;
+use crate::output::{LineFormat, CHUNK_BYTES};
 
 /// The output file and its staging directory: see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct CommittedOutput {
     files: Arc<Mutex<Files>>,
+    /// `FILE.staging`, as in `files` (subtasks write there without the lock).
+    staging: PathBuf,
 }
 
 #[derive(Debug)]
@@ -245,21 +243,25 @@ impl CommittedOutput {
     pub fn new(path: &Path) -> Self {
         let mut staging = path.as_os_str().to_owned();
         staging.push(".staging");
+        let staging = PathBuf::from(staging);
         Self {
             files: Arc::new(Mutex::new(Files {
                 path: path.to_owned(),
-                staging: PathBuf::from(staging),
+                staging: staging.clone(),
                 recovered: false,
             })),
+            staging,
         }
     }
 
     /// One sink per keyed subtask, each record as `format` writes it.
     pub fn sink_factory<R: 'static>(&self, format: LineFormat<R>) -> SinkFactory<R> {
         let files = Arc::clone(&self.files);
+        let staging = self.staging.clone();
         Arc::new(move |subtask, _| {
             Ok(Box::new(StagedSink {
                 files: Arc::clone(&files),
+                staging: staging.clone(),
                 subtask,
                 in_progress: None,
                 lines: Vec::new(),
@@ -286,21 +288,14 @@ impl CommittedOutput {
 /// A subtask's side of [`CommittedOutput`].
 struct StagedSink<R> {
     files: Arc<Mutex<Files>>,
+    /// `FILE.staging`, where its in-progress file goes.
+    staging: PathBuf,
     subtask: u32,
     /// The in-progress file, once something was written since the last
     /// barrier.
     in_progress: Option<(PathBuf, BufWriter<File>)>,
     lines: Vec<u8>,
     format: LineFormat<R>,
-}
-
-impl<R> StagedSink<R> {
-    fn staging(&self) -> streamstate_api::Result<PathBuf> {
-        self.files
-            .lock()
-            .map(|files| files.staging.clone())
-            .map_err(|_| Error::new(ErrorKind::Storage, "another subtask failed while writing the output"))
-    }
 }
 
 impl<R> Sink<R> for StagedSink<R> {
@@ -317,7 +312,7 @@ impl<R> Sink<R> for StagedSink<R> {
             return Ok(());
         }
         if self.in_progress.is_none() {
-            let path = self.staging()?.join(format!("inprogress-{:06}", self.subtask));
+            let path = self.staging.join(format!("inprogress-{:06}", self.subtask));
             let file = File::create(&path).map_err(|e| storage_error(&path, "cannot create staged output", e))?;
             self.in_progress = Some((path, BufWriter::new(file)));
         }

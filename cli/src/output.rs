@@ -16,7 +16,7 @@ use streamstate_runtime::window::WindowResult;
 use streamstate_runtime::word_count::Word;
 
 /// Formats one record as one line (with its newline) into the buffer.
-type LineFormat<R> = fn(&R, &mut Vec<u8>);
+pub type LineFormat<R> = fn(&R, &mut Vec<u8>);
 
 /// A final count's line: `WORD<TAB>COUNT`.
 pub fn count_line((word, count): &(Word, i64), out: &mut Vec<u8>) {
@@ -117,7 +117,8 @@ struct LinesSink<R> {
     format: LineFormat<R>,
 }
 
-const CHUNK_BYTES: usize = 64 << 10;
+/// Lines a subtask buffers before writing them out in one piece.
+pub const CHUNK_BYTES: usize = 64 << 10;
 
 impl<R> Sink<R> for LinesSink<R> {
     fn write(&mut self, record: &R) -> streamstate_api::Result<()> {

@@ -87,20 +87,24 @@ impl JobMetrics {
     /// [`crate::plan::KEYED_OPERATOR`]) as of its last checkpoint, in
     /// subtask order.
     pub fn state_entries(&self, operator: &str) -> Vec<(u32, u64)> {
-        self.each_task(|t| t.state_entries.load(Ordering::Relaxed))
-            .into_iter()
-            .filter(|(name, _, _)| name == operator)
-            .map(|(_, subtask, entries)| (subtask, entries))
-            .collect()
+        self.of_operator(operator, |t| Some(t.state_entries.load(Ordering::Relaxed)))
     }
 
     /// The current watermark of each subtask of `operator` that has one
     /// (event-time jobs' keyed subtasks), by subtask index.
     pub fn watermarks(&self, operator: &str) -> Vec<(u32, i64)> {
-        self.each_task(|t| t.watermark.load(Ordering::Relaxed))
+        self.of_operator(operator, |t| {
+            Some(t.watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN)
+        })
+    }
+
+    /// `read` of each subtask of `operator` it gives a value for, by
+    /// subtask index.
+    fn of_operator<R>(&self, operator: &str, read: impl Fn(&TaskMetrics) -> Option<R>) -> Vec<(u32, R)> {
+        self.each_task(read)
             .into_iter()
-            .filter(|(name, _, watermark)| name == operator && *watermark != i64::MIN)
-            .map(|(_, subtask, watermark)| (subtask, watermark))
+            .filter(|(name, _, _)| name == operator)
+            .filter_map(|(_, subtask, value)| value.map(|v| (subtask, v)))
             .collect()
     }
 

@@ -58,7 +58,9 @@ pub(crate) trait KeyedOperator<K, T, O, A: Accumulator>: Send {
     fn finish(&mut self, backend: &mut dyn KeyedStateBackend, out: &mut dyn FnMut(O)) -> Result<()>;
 
     /// The subtask's watermark advanced to `watermark`: fire the event-time
-    /// timers it passed. The default has no timers.
+    /// timers it passed. The default has no timers. An operator with both a
+    /// buffer and timers writes what its timers read out first (none does:
+    /// the pre-aggregation has no timers, a function no buffer).
     fn on_watermark(
         &mut self,
         watermark: i64,

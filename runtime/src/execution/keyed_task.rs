@@ -150,7 +150,6 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
     fn fire_event_time(&mut self, opened: &mut Opened<K, T, O, A>, watermark: i64) -> Result<()> {
         self.task_metrics.watermark.store(watermark, Ordering::Relaxed);
         let Opened { function, produced, .. } = opened;
-        function.flush_buffer(self.backend.as_mut())?;
         function.on_watermark(watermark, self.backend.as_mut(), &mut |o| produced.push(o))?;
         self.emit_produced(opened)
     }
@@ -166,7 +165,6 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
             return Ok(idle.min(Duration::from_millis(u64::try_from(next - now).unwrap_or(0))));
         }
         let Opened { function, produced, .. } = opened;
-        function.flush_buffer(self.backend.as_mut())?;
         function.on_processing_time(now, self.backend.as_mut(), &mut |o| produced.push(o))?;
         self.emit_produced(opened)?;
         Ok(Duration::ZERO)
