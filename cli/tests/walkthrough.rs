@@ -2,7 +2,9 @@
 //! a `TcpListener` plays `nc -lk`, the job counts, a checkpoint commits,
 //! the process is stopped (SIGINT: cancel; SIGTERM: stop with savepoint),
 //! restarted with `--from-checkpoint latest`, fed more lines, and the last
-//! printed count of every word must equal the total sent.
+//! printed count of every word must equal the total sent. The same with
+//! `--window 5s` in processing time: stopped and restarted inside a
+//! window, the window's counts include the words typed before the stop.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -244,6 +246,145 @@ fn walkthrough_rocksdb_backend_hdfs_storage_sigterm_savepoint() {
         &format!("{base}/walkthrough-{}", std::process::id()),
         "-TERM",
     );
+}
+
+/// Printed window counts, `(WORD,COUNT) [START, END)` lines (a subtask
+/// prefix `N> ` stripped): (start, word) to the count.
+fn window_counts(lines: &[String]) -> BTreeMap<(i64, String), i64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let line = line.split_once("> ").map_or(line.as_str(), |(_, rest)| rest);
+        let Some((pair, window)) = line.split_once(") [") else {
+            continue;
+        };
+        let (word, count) = pair.trim_start_matches('(').rsplit_once(',').unwrap();
+        let start: i64 = window.split_once(',').unwrap().0.parse().unwrap();
+        let previous = counts.insert((start, word.to_owned()), count.parse().unwrap());
+        assert_eq!(previous, None, "{word} printed twice for the window at {start}");
+    }
+    counts
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+const WINDOW_MS: i64 = 5_000;
+
+/// Flink's SocketWindowWordCount with `--window 5s` in processing time:
+/// words typed, a checkpoint, the job stopped (`signal`) and restarted
+/// from `latest` inside the same window, more words typed; the window's
+/// printed counts include the words typed before the stop. Returns
+/// `Err` when the restart did not happen inside the window (a slow
+/// machine): the caller tries again.
+fn window_walkthrough_once(backend: &str, signal: &str) -> Result<(), String> {
+    let (_dir, checkpoint_dir) = local_dir();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let args: Vec<String> = [
+        "--socket",
+        &format!("127.0.0.1:{port}"),
+        "--window",
+        "5s",
+        "--state-backend",
+        backend,
+        "--checkpoint-dir",
+        &checkpoint_dir,
+        "--checkpoint-interval",
+        "200ms",
+        "--parallelism",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    let job = start(&args);
+    let (mut conn, _) = listener.accept().unwrap();
+    // Start at the beginning of a window (windows are aligned to the
+    // epoch), so the stop and restart fit inside it.
+    while now_ms().rem_euclid(WINDOW_MS) >= 300 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let window = now_ms() - now_ms().rem_euclid(WINDOW_MS);
+    let mut expected = BTreeMap::new();
+    send(&mut conn, &["to be or not to be", "TO be"], &mut expected);
+    let before = completed_checkpoints(&checkpoint_dir).into_iter().max().unwrap_or(0);
+    wait_for("a checkpoint after the words", Duration::from_secs(30), || {
+        completed_checkpoints(&checkpoint_dir).into_iter().max().unwrap_or(0) > before + 1
+    });
+    let mut job = job;
+    Command::new("kill")
+        .args([signal, &job.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = job.child.wait().unwrap();
+    assert!(status.success(), "stopped cleanly: {:?}", job.stderr.lock().unwrap());
+    drop(conn);
+    assert!(
+        window_counts(&job.stdout.lock().unwrap()).is_empty(),
+        "a stop does not fire the open window: {:?}",
+        job.stdout.lock().unwrap()
+    );
+
+    let mut restart_args = args.clone();
+    restart_args.extend(["--from-checkpoint".to_owned(), "latest".to_owned()]);
+    let mut job = start(&restart_args);
+    let (mut conn, _) = listener.accept().unwrap();
+    send(&mut conn, &["be quick", "or be dead"], &mut expected);
+    let sent_at = now_ms();
+    if sent_at >= window + WINDOW_MS - 300 {
+        let _ = job.child.kill();
+        let _ = job.child.wait();
+        return Err(format!(
+            "the restart ended {} ms into a {WINDOW_MS} ms window",
+            sent_at - window
+        ));
+    }
+    // The window fires by the clock, while the input is still open.
+    wait_for("the window to fire", Duration::from_secs(30), || {
+        window_counts(&job.stdout.lock().unwrap()).len() == expected.len()
+    });
+    drop(conn);
+    let status = job.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(status.success(), "{:?}", job.stderr.lock().unwrap());
+    let printed = window_counts(&job.stdout.lock().unwrap());
+    let expected: BTreeMap<(i64, String), i64> = expected.into_iter().map(|(w, c)| ((window, w), c)).collect();
+    assert_eq!(printed, expected, "one window, its counts from both runs");
+    Ok(())
+}
+
+fn window_walkthrough(backend: &str, signal: &str) {
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        match window_walkthrough_once(backend, signal) {
+            Ok(()) => return,
+            Err(why) => missed.push(why),
+        }
+    }
+    panic!("never restarted inside the window: {missed:?}");
+}
+
+#[test]
+fn window_walkthrough_fs_backend_sigterm_savepoint() {
+    window_walkthrough("fs", "-TERM");
+}
+
+#[test]
+fn window_walkthrough_rocksdb_backend_sigint() {
+    window_walkthrough("rocksdb", "-INT");
+}
+
+#[test]
+fn window_walkthrough_memory_backend_sigint() {
+    window_walkthrough("memory", "-INT");
 }
 
 #[test]
