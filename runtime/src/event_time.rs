@@ -9,7 +9,10 @@
 //! A keyed subtask's watermark is the minimum over its inputs
 //! (`InputWatermarks`); an input that ended no longer holds it back, and
 //! the end of every input advances it to [`MAX_WATERMARK`], which fires
-//! every event-time timer left. Across processes the same messages travel
+//! every event-time timer left. A source that reads nothing for
+//! [`WatermarkStrategy::with_idleness`]'s timeout says it is idle, and its
+//! keyed subtasks leave it out of the minimum until it reads again
+//! (Flink's `withIdleness`). Across processes the same messages travel
 //! through the cluster's exchange.
 //!
 //! ```
@@ -36,6 +39,7 @@ pub struct WatermarkStrategy<T> {
     timestamp_of: TimestampOf<T>,
     out_of_orderness_ms: i64,
     interval: Duration,
+    idle_timeout: Option<Duration>,
 }
 
 impl<T> Clone for WatermarkStrategy<T> {
@@ -44,6 +48,7 @@ impl<T> Clone for WatermarkStrategy<T> {
             timestamp_of: Arc::clone(&self.timestamp_of),
             out_of_orderness_ms: self.out_of_orderness_ms,
             interval: self.interval,
+            idle_timeout: self.idle_timeout,
         }
     }
 }
@@ -53,6 +58,7 @@ impl<T> std::fmt::Debug for WatermarkStrategy<T> {
         f.debug_struct("WatermarkStrategy")
             .field("out_of_orderness_ms", &self.out_of_orderness_ms)
             .field("interval", &self.interval)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +75,7 @@ impl<T> WatermarkStrategy<T> {
             timestamp_of: Arc::new(timestamp_of),
             out_of_orderness_ms: i64::try_from(max.as_millis()).unwrap_or(i64::MAX),
             interval: Duration::from_millis(200),
+            idle_timeout: None,
         }
     }
 
@@ -83,6 +90,31 @@ impl<T> WatermarkStrategy<T> {
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
+    }
+
+    /// Flink's `withIdleness`: a source subtask that reads no record for
+    /// `timeout` is marked idle, and keyed subtasks take the minimum over
+    /// their other inputs, so a quiet source does not hold event time back
+    /// (without it, windows wait for it forever). It counts again from its
+    /// next record; records it sends before its watermark catches up may be
+    /// late.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use streamstate_runtime::event_time::WatermarkStrategy;
+    /// let strategy = WatermarkStrategy::for_monotonous_timestamps(|t: &i64| *t)
+    ///     .with_idleness(Duration::from_secs(10));
+    /// assert_eq!(strategy.idle_timeout(), Some(Duration::from_secs(10)));
+    /// ```
+    #[must_use]
+    pub fn with_idleness(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// After how long without records a source is idle, if ever.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
     }
 
     /// The allowed out-of-orderness in milliseconds.
@@ -101,6 +133,11 @@ impl<T> WatermarkStrategy<T> {
             max_timestamp: MIN_WATERMARK,
             emitted: MIN_WATERMARK,
             emitted_at: Instant::now(),
+            records: 0,
+            records_checked: 0,
+            active_at: Instant::now(),
+            idle: false,
+            resumed: false,
         }
     }
 }
@@ -112,11 +149,45 @@ pub(crate) struct WatermarkGenerator<T> {
     max_timestamp: i64,
     emitted: i64,
     emitted_at: Instant,
+    /// Records seen, and the count at the last idleness check: a change
+    /// means the source was active since (cheaper than a clock read per
+    /// record).
+    records: u64,
+    records_checked: u64,
+    /// When the last idleness check saw new records.
+    active_at: Instant,
+    /// Whether the source said it is idle.
+    idle: bool,
+    /// A record came after the source said it is idle: its next watermark
+    /// goes out at once, and marks it active downstream.
+    resumed: bool,
 }
 
 impl<T> WatermarkGenerator<T> {
     pub(crate) fn on_record(&mut self, record: &T) {
         self.max_timestamp = self.max_timestamp.max((self.strategy.timestamp_of)(record));
+        self.records += 1;
+        if self.idle {
+            self.idle = false;
+            self.resumed = true;
+        }
+    }
+
+    /// Whether the source just became idle: no record for the strategy's
+    /// idle timeout. The caller then sends that it is idle.
+    pub(crate) fn became_idle(&mut self) -> bool {
+        let Some(timeout) = self.strategy.idle_timeout else {
+            return false;
+        };
+        if self.records != self.records_checked {
+            self.records_checked = self.records;
+            self.active_at = Instant::now();
+        }
+        if self.idle || self.active_at.elapsed() < timeout {
+            return false;
+        }
+        self.idle = true;
+        true
     }
 
     fn current(&self) -> i64 {
@@ -132,22 +203,25 @@ impl<T> WatermarkGenerator<T> {
     /// and the watermark has moved: the caller then sends what it buffered,
     /// then [`Self::emit`]'s watermark.
     pub(crate) fn due(&self) -> bool {
-        self.current() > self.emitted && self.emitted_at.elapsed() >= self.strategy.interval
+        self.resumed || (self.current() > self.emitted && self.emitted_at.elapsed() >= self.strategy.interval)
     }
 
     /// The watermark to send now, marked as sent.
     pub(crate) fn emit(&mut self) -> i64 {
+        self.resumed = false;
         self.emitted = self.current();
         self.emitted_at = Instant::now();
         self.emitted
     }
 }
 
-/// A keyed subtask's watermark: the minimum of its inputs' watermarks, an
-/// ended input counting as [`MAX_WATERMARK`].
+/// A keyed subtask's watermark: the minimum of its active inputs'
+/// watermarks, an ended input counting as [`MAX_WATERMARK`] and an idle
+/// one not at all.
 #[derive(Debug)]
 pub(crate) struct InputWatermarks {
     inputs: Vec<i64>,
+    idle: Vec<bool>,
     current: i64,
 }
 
@@ -155,6 +229,7 @@ impl InputWatermarks {
     pub(crate) fn new(inputs: usize) -> Self {
         Self {
             inputs: vec![MIN_WATERMARK; inputs],
+            idle: vec![false; inputs],
             current: MIN_WATERMARK,
         }
     }
@@ -165,12 +240,32 @@ impl InputWatermarks {
     }
 
     /// Input `input` reached `watermark` (a smaller one than before is
-    /// ignored: watermarks never go back). Returns the subtask's new
-    /// watermark when it advanced.
+    /// ignored: watermarks never go back) and is active. Returns the
+    /// subtask's new watermark when it advanced.
     pub(crate) fn advance(&mut self, input: usize, watermark: i64) -> Option<i64> {
         let slot = &mut self.inputs[input];
         *slot = (*slot).max(watermark);
-        let combined = self.inputs.iter().copied().min().unwrap_or(MAX_WATERMARK);
+        self.idle[input] = false;
+        self.combine()
+    }
+
+    /// Input `input` is idle: the minimum leaves it out until its next
+    /// watermark. Returns the subtask's new watermark when it advanced.
+    pub(crate) fn mark_idle(&mut self, input: usize) -> Option<i64> {
+        self.idle[input] = true;
+        self.combine()
+    }
+
+    /// The minimum over active inputs. When every input is idle, the
+    /// largest of their watermarks (Flink's `StatusWatermarkValve` does
+    /// the same): the input that went idle last may be ahead of the
+    /// others, and nothing else would let its windows fire.
+    fn combine(&mut self) -> Option<i64> {
+        let active = (self.inputs.iter().zip(&self.idle))
+            .filter(|(_, idle)| !**idle)
+            .map(|(watermark, _)| *watermark)
+            .min();
+        let combined = active.or_else(|| self.inputs.iter().copied().max())?;
         (combined > self.current).then(|| {
             self.current = combined;
             combined
@@ -195,6 +290,49 @@ mod tests {
         assert_eq!(w.advance(0, MAX_WATERMARK), Some(200));
         assert_eq!(w.advance(1, MAX_WATERMARK), Some(MAX_WATERMARK));
         assert_eq!(w.current(), MAX_WATERMARK);
+    }
+
+    #[test]
+    fn an_idle_input_is_left_out_of_the_minimum_until_it_sends_again() {
+        let mut w = InputWatermarks::new(2);
+        assert_eq!(w.advance(0, 100), None, "input 1 holds it back");
+        assert_eq!(w.mark_idle(1), Some(100));
+        assert_eq!(w.advance(0, 150), Some(150));
+        assert_eq!(w.mark_idle(0), None, "every input idle: the largest watermark, 150");
+        assert_eq!(w.current(), 150);
+        // Input 1 is back, behind: the watermark does not go back, and
+        // waits for it.
+        assert_eq!(w.advance(1, 120), None);
+        assert_eq!(w.advance(0, 300), None, "input 0 is active again too");
+        assert_eq!(w.advance(1, 200), Some(200));
+        // The input that was never heard of goes idle last: the others'
+        // watermark counts.
+        let mut w = InputWatermarks::new(2);
+        assert_eq!(w.advance(0, 100), None);
+        assert_eq!(w.mark_idle(0), None, "input 1 is active, at the minimum");
+        assert_eq!(w.mark_idle(1), Some(100), "every input idle: the largest watermark");
+    }
+
+    #[test]
+    fn a_source_goes_idle_after_the_timeout_and_its_next_record_sends_a_watermark_at_once() {
+        let strategy = WatermarkStrategy::for_monotonous_timestamps(|t: &i64| *t)
+            .with_interval(Duration::from_secs(3600))
+            .with_idleness(Duration::from_millis(30));
+        let mut g = strategy.generator();
+        g.on_record(&10);
+        assert!(!g.became_idle(), "a record was just seen");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(g.became_idle());
+        assert!(!g.became_idle(), "said once");
+        assert!(!g.due(), "the interval has not passed");
+        g.on_record(&20);
+        assert!(g.due(), "a resumed source sends its watermark at once");
+        assert_eq!(g.emit(), 19);
+        assert!(!g.due());
+        let never = WatermarkStrategy::for_monotonous_timestamps(|t: &i64| *t);
+        let mut g = never.generator();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!g.became_idle(), "no idleness without with_idleness");
     }
 
     #[test]

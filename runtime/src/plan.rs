@@ -88,7 +88,10 @@ impl Default for JobSettings {
     }
 }
 
-pub(crate) type SourceFactory = Arc<
+/// Builds source subtask `subtask` of `parallelism`, from its restored
+/// operator state if the job restores (see
+/// [`crate::StreamExecutionEnvironment::add_source`]).
+pub type SourceFactory = Arc<
     dyn Fn(
             u32,
             u32,

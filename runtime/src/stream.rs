@@ -134,6 +134,52 @@ impl StreamExecutionEnvironment {
         )
     }
 
+    /// Lines from a source of your own (Flink's `addSource`): `factory`
+    /// builds subtask `subtask` of `parallelism` source subtasks, from its
+    /// restored operator state when the job restores (what its
+    /// [`LineSource::snapshot`](crate::source::LineSource::snapshot)
+    /// wrote).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use streamstate_runtime::source::{LineSource, SourcePoll};
+    /// use streamstate_runtime::StreamExecutionEnvironment;
+    ///
+    /// /// Counts down from 3, one line each, then ends.
+    /// struct Countdown(u32);
+    /// impl LineSource for Countdown {
+    ///     fn poll_line(&mut self, line: &mut String) -> streamstate_api::Result<SourcePoll> {
+    ///         if self.0 == 0 {
+    ///             return Ok(SourcePoll::End);
+    ///         }
+    ///         *line = self.0.to_string();
+    ///         self.0 -= 1;
+    ///         Ok(SourcePoll::Line { more_buffered: true })
+    ///     }
+    ///     fn snapshot(&self, _: &mut streamstate_api::operator_state::OperatorStateStore) -> streamstate_api::Result<()> {
+    ///         Ok(())
+    ///     }
+    ///     fn replayable(&self) -> bool {
+    ///         false
+    ///     }
+    /// }
+    ///
+    /// let env = StreamExecutionEnvironment::new();
+    /// let result = env
+    ///     .add_source(1, Arc::new(|_, _, _| Ok(Box::new(Countdown(3)) as Box<_>)))
+    ///     .key_by(|line: &String| line.clone())
+    ///     .sum(|_| 1)
+    ///     .discard()
+    ///     .execute()
+    ///     .unwrap()
+    ///     .wait()
+    ///     .unwrap();
+    /// assert_eq!(result.records, 3);
+    /// ```
+    pub fn add_source(&self, parallelism: u32, factory: SourceFactory) -> DataStream<String> {
+        self.stream(parallelism.max(1), factory)
+    }
+
     /// Lines from memory, emitted by `parallelism` source subtasks.
     pub fn from_lines(&self, lines: Vec<String>, parallelism: u32) -> DataStream<String> {
         let lines = Arc::new(lines);

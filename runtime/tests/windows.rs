@@ -342,3 +342,172 @@ fn window_state_is_cleared_as_windows_fire_so_checkpoints_stay_small() {
         "a checkpoint of {largest} bytes: window state was not cleared ({sizes:?})"
     );
 }
+
+/// A source subtask that reads its lines, then stays open with nothing to
+/// read (as a quiet socket does) until `release`.
+struct HeldOpen {
+    lines: Vec<String>,
+    next: usize,
+    release: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl streamstate_runtime::source::LineSource for HeldOpen {
+    fn poll_line(&mut self, line: &mut String) -> Result<streamstate_runtime::source::SourcePoll> {
+        use streamstate_runtime::source::SourcePoll;
+        if let Some(next) = self.lines.get(self.next) {
+            self.next += 1;
+            line.clone_from(next);
+            return Ok(SourcePoll::Line { more_buffered: true });
+        }
+        if self.release.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(SourcePoll::End);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(SourcePoll::Idle)
+    }
+    fn snapshot(&self, _: &mut streamstate_api::operator_state::OperatorStateStore) -> Result<()> {
+        Ok(())
+    }
+    fn replayable(&self) -> bool {
+        false
+    }
+}
+
+/// Counts by (window start, window end, word).
+type WindowCounts = BTreeMap<(i64, i64, String), i64>;
+
+/// Where a job runs.
+#[derive(Debug, Clone, Copy)]
+enum Executor {
+    Local,
+    /// The cluster executor, two timely workers in this process.
+    #[cfg(feature = "cluster")]
+    Cluster,
+}
+
+/// Two source subtasks, the second never reading a line: windows of the
+/// first fire while both are open only with `idleness`. Returns the
+/// windows emitted while the sources were open (waiting up to `wait` for
+/// `want` of them), then all of them.
+fn windows_with_a_quiet_source(
+    executor: Executor,
+    lines: &[String],
+    idleness: Option<Duration>,
+    want: usize,
+    wait: Duration,
+) -> (WindowCounts, WindowCounts) {
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (held, released) = (lines.to_vec(), Arc::clone(&release));
+    let mut strategy = WatermarkStrategy::for_bounded_out_of_orderness(
+        Duration::from_millis(300),
+        |(_, at, _): &(String, i64, i64)| *at,
+    )
+    .with_interval(Duration::from_millis(5));
+    if let Some(timeout) = idleness {
+        strategy = strategy.with_idleness(timeout);
+    }
+    let results: Collected<WindowResult<String, (String, i64, i64)>> = Arc::default();
+    let into = Arc::clone(&results);
+    let job = StreamExecutionEnvironment::new()
+        .add_source(
+            2,
+            Arc::new(move |subtask, _, _| {
+                Ok(Box::new(HeldOpen {
+                    lines: if subtask == 0 { held.clone() } else { Vec::new() },
+                    next: 0,
+                    release: Arc::clone(&released),
+                }) as Box<_>)
+            }),
+        )
+        .flat_map(|line: String| {
+            let mut parts = line.split_whitespace();
+            let at: i64 = parts.next().unwrap().parse().unwrap();
+            parts.map(|w| (w.to_uppercase(), at, 1i64)).collect::<Vec<_>>()
+        })
+        .assign_timestamps_and_watermarks(strategy)
+        .key_by(|(word, _, _)| word.clone())
+        .window(WindowAssigner::tumbling(Duration::from_secs(1)))
+        .reduce(|a, b| (a.0.clone(), a.1, a.2 + b.2))
+        .add_sink(Arc::new(move |_, _| Ok(Box::new(Collect(Arc::clone(&into))) as Box<_>)));
+    let counts = |results: &[WindowResult<String, (String, i64, i64)>]| -> WindowCounts {
+        let mut got = BTreeMap::new();
+        for r in results {
+            let previous = got.insert((r.window.start, r.window.end, r.key.clone()), r.value.2);
+            assert_eq!(previous, None, "window {:?} of {} emitted twice", r.window, r.key);
+        }
+        got
+    };
+    // Watches the sink while the job runs, then lets the sources end.
+    let seen = Arc::clone(&results);
+    let watcher = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + wait;
+        while seen.lock().unwrap().len() < want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let while_open = seen.lock().unwrap().clone();
+        release.store(true, std::sync::atomic::Ordering::Release);
+        while_open
+    });
+    match executor {
+        Executor::Local => {
+            job.execute().unwrap().wait().unwrap();
+        }
+        #[cfg(feature = "cluster")]
+        Executor::Cluster => {
+            job.execute_cluster(&streamstate_runtime::execution::ClusterConfig::single_process(2))
+                .unwrap();
+        }
+    }
+    let while_open = counts(&watcher.join().unwrap());
+    let all = counts(&results.lock().unwrap());
+    (while_open, all)
+}
+
+fn idle_source_case(executor: Executor) {
+    let lines = timestamped_lines(2_000, 1_733_000_000_000, 300);
+    let expected = count_by_window(&lines, 1_000, 1_000);
+    let last_timestamp = lines
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().0.parse::<i64>().unwrap())
+        .max()
+        .unwrap();
+    let watermark = last_timestamp - 300 - 1;
+    let passed: BTreeMap<_, _> = expected
+        .iter()
+        .filter(|((_, end, _), _)| end - 1 <= watermark)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert!(!passed.is_empty());
+    let (while_open, all) = windows_with_a_quiet_source(
+        executor,
+        &lines,
+        Some(Duration::from_millis(50)),
+        passed.len(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(all, expected, "{executor:?}: every window, once, with the plain count");
+    assert_eq!(
+        while_open, passed,
+        "{executor:?}: with the quiet source idle, every window the busy source's watermark passed fired while both were open"
+    );
+
+    // Without idleness the quiet source holds every window back.
+    let (while_open, all) = windows_with_a_quiet_source(executor, &lines, None, 1, Duration::from_millis(500));
+    assert!(
+        while_open.is_empty(),
+        "{executor:?}: {} windows fired",
+        while_open.len()
+    );
+    assert_eq!(all, expected);
+}
+
+#[test]
+fn an_idle_source_does_not_hold_event_time_back_with_idleness() {
+    idle_source_case(Executor::Local);
+}
+
+#[cfg(feature = "cluster")]
+#[test]
+fn an_idle_source_does_not_hold_event_time_back_on_the_cluster_executor() {
+    idle_source_case(Executor::Cluster);
+}

@@ -147,6 +147,14 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
         }
     }
 
+    /// Source `input` is idle: this subtask's watermark leaves it out.
+    pub(crate) fn mark_idle(&mut self, opened: &mut Opened<K, T, O, A>, input: usize) -> Result<()> {
+        match opened.watermarks.mark_idle(input) {
+            Some(watermark) => self.fire_event_time(opened, watermark),
+            None => Ok(()),
+        }
+    }
+
     fn fire_event_time(&mut self, opened: &mut Opened<K, T, O, A>, watermark: i64) -> Result<()> {
         self.task_metrics.watermark.store(watermark, Ordering::Relaxed);
         let Opened { function, produced, .. } = opened;
@@ -301,6 +309,7 @@ impl<K: DeserializeOwned + Send + 'static, T: Send + 'static, O: Send + 'static,
                 Ok(Message::Batch(records)) => self.apply_records(&mut opened, records)?,
                 Ok(Message::Partials(partials)) => self.apply_partials(&mut opened, partials)?,
                 Ok(Message::Watermark(watermark)) => self.advance_watermark(&mut opened, i, watermark)?,
+                Ok(Message::Idle) => self.mark_idle(&mut opened, i)?,
                 Ok(Message::Barrier(barrier)) => {
                     match aligning {
                         Some(current) if current.id == barrier.id => {}

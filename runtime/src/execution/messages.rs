@@ -65,6 +65,10 @@ pub(crate) enum Message<T, A> {
     /// The source's watermark: no record it sends later has an event time
     /// at or below it (later ones may, and are late).
     Watermark(i64),
+    /// The source read nothing for its idle timeout
+    /// ([`crate::event_time::WatermarkStrategy::with_idleness`]): leave
+    /// it out of the watermark until its next one.
+    Idle,
     End,
 }
 

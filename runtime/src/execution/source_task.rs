@@ -332,6 +332,12 @@ impl<K: Serialize + Send + 'static, T: Send + 'static, A: Accumulator, Out: Outp
             SourcePoll::Idle => {
                 self.flush(batches, false)?;
                 self.send_due_watermark(batches, local.as_mut(), watermarks.as_mut())?;
+                if watermarks.as_mut().is_some_and(WatermarkGenerator::became_idle) {
+                    self.flush_local(local.as_mut())?;
+                    for to in 0..self.outputs.count() {
+                        self.send(to, Message::Idle)?;
+                    }
+                }
             }
             SourcePoll::End => {}
         }

@@ -33,6 +33,10 @@ pub(crate) enum Payload<T, A> {
         source: u32,
         watermark: i64,
     },
+    /// Source subtask `source` is idle (see [`Message::Idle`]).
+    Idle {
+        source: u32,
+    },
 }
 
 /// `(keyed subtask, batch)`: the exchange's item.
@@ -170,6 +174,7 @@ impl<T, A> Outputs<T, A> for Buffered<T, A> {
                     watermark,
                 },
             )),
+            Message::Idle => self.packets.push((to as u32, Payload::Idle { source: self.source })),
             Message::Barrier(_) | Message::End => {}
         }
         Ok(())

@@ -306,6 +306,7 @@ where
                                     Payload::Watermark { source, watermark } => {
                                         keyed.advance_watermark(open, source as usize, watermark)
                                     }
+                                    Payload::Idle { source } => keyed.mark_idle(open, source as usize),
                                 }),
                                 Step::Snapshot(barrier) => {
                                     tracing::debug!(id = barrier.id, "keyed barrier");
