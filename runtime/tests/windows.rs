@@ -3,66 +3,21 @@
 //! timers of a keyed process function.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use streamstate_api::Result;
 use streamstate_runtime::backends::{state_backend, StateBackendKind};
 use streamstate_runtime::event_time::WatermarkStrategy;
 use streamstate_runtime::function::{Context, KeyedProcessFunction};
-use streamstate_runtime::sink::Sink;
 use streamstate_runtime::window::{WindowAssigner, WindowResult};
 use streamstate_runtime::word_count::{window_word_count, Word, WordWindows};
 use streamstate_runtime::StreamExecutionEnvironment;
 
-/// Lines "<epoch ms> <words>", one every 7 ms from `start`, each up to
-/// `disorder` ms earlier than its place (a small xorshift, no crate).
-fn timestamped_lines(n: u64, start: i64, disorder: i64) -> Vec<String> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..n)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let jitter = (x % (disorder as u64 + 1)) as i64;
-            let at = start + i as i64 * 7 - jitter;
-            format!("{at} w{} w{} x", x % 13, (x >> 8) % 5)
-        })
-        .collect()
-}
-
-/// The plain count by event time: for each line's timestamp, every window
-/// of `size` starting every `slide` that holds it (`start <= t < start +
-/// size`, starts multiples of `slide`), one per word.
-fn count_by_window(lines: &[String], size: i64, slide: i64) -> BTreeMap<(i64, i64, String), i64> {
-    let mut counts = BTreeMap::new();
-    for line in lines {
-        let mut parts = line.split_whitespace();
-        let at: i64 = parts.next().unwrap().parse().unwrap();
-        let words: Vec<&str> = parts.collect();
-        let mut start = at.div_euclid(slide) * slide;
-        while start + size > at {
-            for word in &words {
-                *counts.entry((start, start + size, word.to_uppercase())).or_insert(0) += 1;
-            }
-            start -= slide;
-        }
-    }
-    counts
-}
-
-/// What a [`Collect`] sink gathered, from every subtask.
-type Collected<O> = Arc<Mutex<Vec<O>>>;
-
-struct Collect<O>(Collected<O>);
-
-impl<O: Clone + Send> Sink<O> for Collect<O> {
-    fn write(&mut self, record: &O) -> Result<()> {
-        self.0.lock().unwrap().push(record.clone());
-        Ok(())
-    }
-}
+use common::{count_by_session, count_by_window, timestamped_lines, Collect, Collected, WindowCounts};
 
 fn run_windows(
     lines: Vec<String>,
@@ -244,35 +199,6 @@ fn event_time_timers_fire_once_each_with_their_key() {
     }
 }
 
-/// Sessions per word computed plainly: a word's sorted timestamps split
-/// where the next comes more than `gap` after the one before; a session is
-/// `[first, last + gap)` and counts its words.
-fn count_by_session(lines: &[String], gap: i64) -> BTreeMap<(i64, i64, String), i64> {
-    let mut times: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for line in lines {
-        let mut parts = line.split_whitespace();
-        let at: i64 = parts.next().unwrap().parse().unwrap();
-        for word in parts {
-            times.entry(word.to_uppercase()).or_default().push(at);
-        }
-    }
-    let mut sessions = BTreeMap::new();
-    for (word, mut at) in times {
-        at.sort_unstable();
-        let (mut first, mut last, mut count) = (at[0], at[0], 0);
-        for t in at {
-            if t > last + gap {
-                sessions.insert((first, last + gap, word.clone()), count);
-                (first, count) = (t, 0);
-            }
-            last = t;
-            count += 1;
-        }
-        sessions.insert((first, last + gap, word), count);
-    }
-    sessions
-}
-
 #[test]
 fn event_time_session_windows_merge_like_a_plain_split_at_the_gaps() {
     // Sparse words (one every ~40 ms per word on average) so that sessions
@@ -372,9 +298,6 @@ impl streamstate_runtime::source::LineSource for HeldOpen {
         false
     }
 }
-
-/// Counts by (window start, window end, word).
-type WindowCounts = BTreeMap<(i64, i64, String), i64>;
 
 /// Where a job runs.
 #[derive(Debug, Clone, Copy)]

@@ -7,8 +7,9 @@
 //! | module | job |
 //! |---|---|
 //! | `assigner` | [`TimeWindow`], [`WindowAssigner`], [`Windowing`], [`WindowResult`] |
+//! | `function` | what a window keeps and emits: [`WindowFunction`], [`ProcessWindowFunction`], late data ([`WindowOrLate`]) |
 //! | `operator` | the window operator, a keyed process function |
-//! | `windowed_stream` | [`WindowedStream`]: `reduce` and `aggregate` |
+//! | `windowed_stream` | [`WindowedStream`]: `reduce`, `aggregate`, `process`, `side_output_late_data` |
 //!
 //! A window's state lives in the namespace of the window (Flink's
 //! `TimeWindow` namespace) and is cleared when the window is purged, at
@@ -17,9 +18,14 @@
 //! tumbling window of size `s` holding time `t` starts at `t - t mod s`.
 
 mod assigner;
+mod function;
 mod operator;
 mod windowed_stream;
 
 pub use assigner::{window_start, TimeWindow, WindowAssigner, WindowResult, WindowTime, Windowing};
-pub use operator::{WindowOperator, WindowOutput, SESSIONS_STATE, WINDOW_STATE};
-pub use windowed_stream::WindowedStream;
+pub use function::{
+    Aggregated, ProcessWindowFunction, Processed, WindowContext, WindowFunction, WindowOrLate, WindowOutput,
+    WithLateData, WINDOW_STATE,
+};
+pub use operator::{WindowOperator, SESSIONS_STATE};
+pub use windowed_stream::{LateDataWindowedStream, WindowedStream};

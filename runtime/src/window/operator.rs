@@ -5,38 +5,27 @@
 //! more records (its end plus the allowed lateness).
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use streamstate_api::namespaced::{NamespacedAggregatingState, NamespacedStateExt};
 use streamstate_api::timers::TimeDomain;
-use streamstate_api::{
-    AggregateFunction, AggregatingStateDescriptor, Error, KeyedStateBackend, KeyedStateBackendExt, Result, ValueState,
-    ValueStateDescriptor,
-};
+use streamstate_api::{Error, KeyedStateBackend, KeyedStateBackendExt, Result, ValueState, ValueStateDescriptor};
 
-use super::assigner::{TimeWindow, WindowResult, WindowTime, Windowing};
+use super::assigner::{TimeWindow, WindowTime, Windowing};
+use super::function::{WindowContext, WindowFunction};
 use crate::function::{Context, KeyedProcessFunction};
 
-/// The name of the window contents' state in checkpoints.
-pub const WINDOW_STATE: &str = "window-contents";
-
-/// What a window emits from its function's result (`None`: nothing).
-pub type WindowOutput<R, O> = Arc<dyn Fn(R) -> Option<O> + Send + Sync>;
-
-/// Flink's `WindowOperator` with an aggregate function, as a
-/// [`KeyedProcessFunction`]: see the [module docs](super).
-pub struct WindowOperator<K, A: AggregateFunction, O> {
+/// Flink's `WindowOperator`, as a [`KeyedProcessFunction`]: see the
+/// [module docs](super). What each window keeps and emits is its
+/// [`WindowFunction`]'s.
+pub struct WindowOperator<K, T, F> {
     windowing: Windowing,
-    function: A,
-    output: WindowOutput<A::Out, O>,
-    contents: Option<NamespacedAggregatingState<TimeWindow, A>>,
+    function: F,
     /// For session windows: each key's sessions.
     sessions: Option<ValueState<Sessions>>,
-    _key: PhantomData<fn() -> K>,
+    _types: PhantomData<fn() -> (K, T)>,
 }
 
-impl<K, A: AggregateFunction, O> std::fmt::Debug for WindowOperator<K, A, O> {
+impl<K, T, F> std::fmt::Debug for WindowOperator<K, T, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WindowOperator")
             .field("windowing", &self.windowing)
@@ -44,17 +33,14 @@ impl<K, A: AggregateFunction, O> std::fmt::Debug for WindowOperator<K, A, O> {
     }
 }
 
-impl<K, A: AggregateFunction + Clone, O> WindowOperator<K, A, O> {
-    /// An operator folding each window's records with `function` and
-    /// emitting `output` of the result when the window fires.
-    pub fn new(windowing: Windowing, function: A, output: WindowOutput<A::Out, O>) -> Self {
+impl<K: Clone, T, F: WindowFunction<K, T>> WindowOperator<K, T, F> {
+    /// An operator keeping and emitting windows with `function`.
+    pub fn new(windowing: Windowing, function: F) -> Self {
         Self {
             windowing,
             function,
-            output,
-            contents: None,
             sessions: None,
-            _key: PhantomData,
+            _types: PhantomData,
         }
     }
 
@@ -66,23 +52,23 @@ impl<K, A: AggregateFunction + Clone, O> WindowOperator<K, A, O> {
         window: TimeWindow,
         state_window: TimeWindow,
         ctx: &mut Context<'_>,
-        out: &mut dyn FnMut(WindowResult<K, O>),
-    ) -> Result<()>
-    where
-        K: Clone,
-    {
-        if let Some(value) = self
-            .contents()?
-            .get(ctx.backend(), &state_window)?
-            .and_then(|r| (self.output)(r))
-        {
-            out(WindowResult {
-                key: key.clone(),
-                window,
-                value,
-            });
+        out: &mut dyn FnMut(F::Out),
+    ) -> Result<()> {
+        let context = WindowContext {
+            window,
+            current_watermark: ctx.current_watermark(),
+            current_processing_time: ctx.current_processing_time(),
+        };
+        self.function.emit(key, &context, &state_window, ctx.backend(), out)
+    }
+
+    /// A record too late for every window it belongs to: counted, and
+    /// emitted if the function takes late data.
+    fn late(&self, value: T, ctx: &mut Context<'_>, out: &mut dyn FnMut(F::Out)) {
+        ctx.count_late_record();
+        if let Some(late) = self.function.late(value) {
+            out(late);
         }
-        Ok(())
     }
 
     fn domain(&self) -> TimeDomain {
@@ -90,12 +76,6 @@ impl<K, A: AggregateFunction + Clone, O> WindowOperator<K, A, O> {
             WindowTime::EventTime => TimeDomain::EventTime,
             WindowTime::ProcessingTime => TimeDomain::ProcessingTime,
         }
-    }
-
-    fn contents(&self) -> Result<&NamespacedAggregatingState<TimeWindow, A>> {
-        self.contents
-            .as_ref()
-            .ok_or_else(|| Error::invalid_argument("the window operator was not opened"))
     }
 
     fn sessions(&self) -> Result<ValueState<Sessions>> {
@@ -117,14 +97,11 @@ impl<K, A: AggregateFunction + Clone, O> WindowOperator<K, A, O> {
     fn process_session(
         &self,
         key: &K,
-        value: &A::In,
+        value: T,
         timestamp: i64,
         ctx: &mut Context<'_>,
-        out: &mut dyn FnMut(WindowResult<K, O>),
-    ) -> Result<()>
-    where
-        K: Clone,
-    {
+        out: &mut dyn FnMut(F::Out),
+    ) -> Result<()> {
         let event_time = self.windowing.time == WindowTime::EventTime;
         let watermark = ctx.current_watermark();
         let sessions = self.sessions()?;
@@ -138,17 +115,16 @@ impl<K, A: AggregateFunction + Clone, O> WindowOperator<K, A, O> {
         if event_time && self.windowing.cleanup_time(&merged) <= watermark {
             // Too late for every session it would join: dropped, the
             // sessions left as they are.
-            ctx.count_late_record();
+            self.late(value, ctx, out);
             return Ok(());
         }
         let state_window = merging.first().map_or(merged, |(_, state)| *state);
         let others: Vec<TimeWindow> = merging.iter().skip(1).map(|(_, state)| *state).collect();
-        let contents = self.contents()?;
-        contents.merge_namespaces(ctx.backend(), &state_window, &others)?;
+        self.function.merge(ctx.backend(), &state_window, &others)?;
         for (window, _) in &merging {
             self.delete_timers(ctx, window)?;
         }
-        contents.add(ctx.backend(), &state_window, value)?;
+        self.function.add(ctx.backend(), &state_window, &value)?;
         rest.push((merged, state_window));
         sessions.update(ctx.backend(), &rest)?;
         let cleanup = self.windowing.cleanup_time(&merged);
@@ -170,29 +146,22 @@ type Sessions = Vec<(TimeWindow, TimeWindow)>;
 /// The name of the sessions' state in checkpoints.
 pub const SESSIONS_STATE: &str = "window-sessions";
 
-impl<K, A, O> KeyedProcessFunction<K, A::In, WindowResult<K, O>> for WindowOperator<K, A, O>
+impl<K, T, F> KeyedProcessFunction<K, T, F::Out> for WindowOperator<K, T, F>
 where
     K: Clone + DeserializeOwned + Send,
-    A: AggregateFunction + Clone + 'static,
-    A::In: Send,
+    T: Send,
+    F: WindowFunction<K, T>,
 {
     fn open(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
         self.windowing.assigner.check()?;
-        let descriptor = AggregatingStateDescriptor::new(WINDOW_STATE, self.function.clone());
-        self.contents = Some(backend.namespaced_aggregating_state::<TimeWindow, A>(&descriptor)?);
+        self.function.open(backend)?;
         if self.windowing.assigner.is_merging() {
             self.sessions = Some(backend.value_state(&ValueStateDescriptor::new(SESSIONS_STATE))?);
         }
         Ok(())
     }
 
-    fn process(
-        &mut self,
-        key: &K,
-        value: A::In,
-        ctx: &mut Context<'_>,
-        out: &mut dyn FnMut(WindowResult<K, O>),
-    ) -> Result<()> {
+    fn process(&mut self, key: &K, value: T, ctx: &mut Context<'_>, out: &mut dyn FnMut(F::Out)) -> Result<()> {
         let event_time = self.windowing.time == WindowTime::EventTime;
         let timestamp = if event_time {
             ctx.timestamp().ok_or_else(|| {
@@ -204,7 +173,7 @@ where
             ctx.current_processing_time()
         };
         if self.windowing.assigner.is_merging() {
-            return self.process_session(key, &value, timestamp, ctx, out);
+            return self.process_session(key, value, timestamp, ctx, out);
         }
         let watermark = ctx.current_watermark();
         let domain = self.domain();
@@ -216,7 +185,7 @@ where
                 continue;
             }
             late = false;
-            self.contents()?.add(ctx.backend(), &window, &value)?;
+            self.function.add(ctx.backend(), &window, &value)?;
             if event_time && window.max_timestamp() <= watermark {
                 // Late but within the allowed lateness: fire again now
                 // (Flink's `EventTimeTrigger`).
@@ -229,18 +198,12 @@ where
             }
         }
         if late {
-            ctx.count_late_record();
+            self.late(value, ctx, out);
         }
         Ok(())
     }
 
-    fn on_timer(
-        &mut self,
-        timestamp: i64,
-        key: &K,
-        ctx: &mut Context<'_>,
-        out: &mut dyn FnMut(WindowResult<K, O>),
-    ) -> Result<()> {
+    fn on_timer(&mut self, timestamp: i64, key: &K, ctx: &mut Context<'_>, out: &mut dyn FnMut(F::Out)) -> Result<()> {
         let Some(window) = ctx.timer_namespace::<TimeWindow>()? else {
             return Ok(());
         };
@@ -263,7 +226,7 @@ where
             self.emit(key, window, state_window, ctx, out)?;
         }
         if timestamp == self.windowing.cleanup_time(&window) {
-            self.contents()?.clear(ctx.backend(), &state_window)?;
+            self.function.clear(ctx.backend(), &state_window)?;
             if let Some((state, mut set)) = sessions {
                 set.retain(|(w, _)| *w != window);
                 if set.is_empty() {
