@@ -209,6 +209,68 @@ fn event_time_windows_across_two_processes_count_like_a_plain_count() {
     );
 }
 
+#[test]
+fn every_process_commits_its_windows_at_each_checkpoint_while_the_job_runs() {
+    // The input comes over a socket held open: the job runs until the
+    // test closes it. Process 0's coordinator knows when a checkpoint
+    // completes; process 1's sink must hear of it too and commit its
+    // windows then, not only at the end.
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let text = timestamped_lines(3_000);
+    let hosts = hostfile(dir.path(), 2);
+    let outputs: Vec<std::path::PathBuf> = (0..2).map(|p| dir.path().join(format!("windows-{p}.tsv"))).collect();
+    let children: Vec<_> = (0..2)
+        .map(|process| {
+            Command::new(env!("CARGO_BIN_EXE_streamstate"))
+                .arg("wordcount")
+                .args(["--processes", "2", "--process", &process.to_string()])
+                .args(["--hosts", hosts.to_str().unwrap(), "--startup-timeout", "60s"])
+                .args(["--socket", &address, "--state-backend", "fs"])
+                .args(["--window", "1s", "--event-time", "--out-of-orderness", "400ms"])
+                .args(["--checkpoint-interval", "200ms"])
+                .arg("--output")
+                .arg(&outputs[process])
+                .arg("--checkpoint-dir")
+                .arg(format!("file://{}/checkpoints", dir.path().display()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (mut conn, _) = listener.accept().unwrap();
+    std::io::Write::write_all(&mut conn, text.as_bytes()).unwrap();
+    let committed = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !outputs.iter().all(|o| committed(o)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a process committed no window while the job ran: {:?}",
+            outputs.iter().map(|o| committed(o)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(conn);
+    let mut union = BTreeMap::new();
+    for (process, child) in children.into_iter().enumerate() {
+        let out = wait_at_most(child, std::time::Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "process {process}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (key, count) in read_windows(&outputs[process]) {
+            assert!(union.insert(key, count).is_none(), "a window written by both processes");
+        }
+    }
+    assert!(
+        union == count_by_window(&text, 1_000, 1_000),
+        "counts differ from the plain count"
+    );
+}
+
 /// Whether a checkpoint of the job under `dir` has completed (its
 /// `_metadata` exists).
 fn has_checkpoint(dir: &std::path::Path) -> bool {

@@ -27,6 +27,11 @@ pub(crate) struct CoordinatorLink {
     pub(crate) savepoint: Option<Receiver<Result<String>>>,
     /// The stop command went out.
     pub(crate) stopping: bool,
+    /// The job's metrics, where the coordinator records each completed
+    /// checkpoint.
+    pub(crate) metrics: std::sync::Arc<crate::metrics::JobMetrics>,
+    /// The newest completed checkpoint announced to every process.
+    pub(crate) announced: u64,
 }
 
 /// Worker 0's part of stop-with-savepoint: asks the coordinator for the
@@ -61,10 +66,21 @@ fn stop_with_savepoint(link: &mut CoordinatorLink, commands: &mut InputHandle<u6
 }
 
 impl CoordinatorLink {
-    /// Sends the barriers the coordinator triggered, and the stop once its
-    /// savepoint completed, each at the command input's current tick.
+    /// Sends the barriers the coordinator triggered, each newly completed
+    /// checkpoint, and the stop once its savepoint completed, each at the
+    /// command input's current tick.
     pub(crate) fn send_commands(&mut self, commands: &mut InputHandle<u64, Builder<Command>>) {
         stop_with_savepoint(self, commands);
+        let completed = self
+            .metrics
+            .last_checkpoint_id
+            .load(std::sync::atomic::Ordering::Acquire);
+        if completed > self.announced {
+            let tick = *commands.time();
+            commands.send(Command::Completed { id: completed, tick });
+            send_buffered(commands);
+            self.announced = completed;
+        }
         while let Ok(barrier) = self.barriers.try_recv() {
             let tick = *commands.time();
             tracing::debug!(id = barrier.id, tick, "barrier sent");

@@ -52,12 +52,16 @@ pub(crate) enum Command {
     /// Stop-with-savepoint: `savepoint` completed; sources stop before
     /// they send at `tick`, keyed operators end without final results.
     Stop { tick: u64, savepoint: String },
+    /// Checkpoint `id` completed (Flink's `notifyCheckpointComplete`):
+    /// every keyed operator's sink may commit what it staged up to it. Only
+    /// process 0's coordinator knows; this tells the others.
+    Completed { id: u64, tick: u64 },
 }
 
 impl Command {
     pub(crate) fn tick(&self) -> u64 {
         match self {
-            Self::Barrier { tick, .. } | Self::Stop { tick, .. } => *tick,
+            Self::Barrier { tick, .. } | Self::Stop { tick, .. } | Self::Completed { tick, .. } => *tick,
         }
     }
 }
@@ -175,7 +179,17 @@ impl<T, A> Outputs<T, A> for Buffered<T, A> {
                 },
             )),
             Message::Idle => self.packets.push((to as u32, Payload::Idle { source: self.source })),
-            Message::Barrier(_) | Message::End => {}
+            // The end of a source: its watermark is the maximum from now
+            // on, so it no longer holds event time back (the end of the
+            // input itself is the exchange's frontier).
+            Message::End => self.packets.push((
+                to as u32,
+                Payload::Watermark {
+                    source: self.source,
+                    watermark: crate::event_time::MAX_WATERMARK,
+                },
+            )),
+            Message::Barrier(_) => {}
         }
         Ok(())
     }

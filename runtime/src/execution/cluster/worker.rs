@@ -222,6 +222,8 @@ where
             stop_wanted: Rc::new(std::cell::Cell::new(false)),
             savepoint: None,
             stopping: false,
+            announced: shared.metrics.last_checkpoint_id.load(Ordering::Acquire),
+            metrics: Arc::clone(&shared.metrics),
         });
     }
 
@@ -287,6 +289,12 @@ where
                                         order.push_barrier(tick, Barrier { id, kind })
                                     }
                                     Command::Stop { .. } => stopping = true,
+                                    // Recorded here too, for the sink's
+                                    // commit below (process 0's coordinator
+                                    // recorded it already).
+                                    Command::Completed { id, .. } => {
+                                        keyed.metrics.last_checkpoint_id.fetch_max(id, Ordering::AcqRel);
+                                    }
                                 }
                             }
                         });
@@ -413,6 +421,7 @@ where
             tracing::debug!(worker = index, tick, command = ?command, "source command");
             match command {
                 Command::Barrier { id, kind, .. } => source.barrier(&mut st, Barrier { id, kind })?,
+                Command::Completed { .. } => {}
                 Command::Stop { savepoint, .. } => {
                     // The source stops where it is: its position is in
                     // the savepoint, the rest is read after the restart.
