@@ -34,6 +34,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "state.backend.rocksdb.memory.write-buffer-ratio",
     "state.backend.rocksdb.writebuffer.size",
     "state.backend.rocksdb.rescaling.compact-clipped-ranges",
+    "state.backend.rocksdb.timer-service.factory",
     "parallelism.default",
     "pipeline.max-parallelism",
     "s3.endpoint",
@@ -124,6 +125,17 @@ impl FlinkConfig {
                 other => bail!("{} must be true or false, not {other:?}", keys[0]),
             })
             .transpose()
+    }
+
+    /// Whether `state.backend.rocksdb.timer-service.factory` is `HEAP`
+    /// (Flink's values: `ROCKSDB`, the default, or `HEAP`).
+    pub fn rocksdb_heap_timers(&self) -> Result<bool> {
+        let key = "state.backend.rocksdb.timer-service.factory";
+        match self.get(&[key]).map(str::to_ascii_uppercase).as_deref() {
+            None | Some("ROCKSDB") => Ok(false),
+            Some("HEAP") => Ok(true),
+            Some(other) => bail!("{key} must be ROCKSDB or HEAP, not {other:?}"),
+        }
     }
 
     /// A non-negative integer value.
@@ -267,6 +279,19 @@ mod tests {
             let message = c.get_fraction(&[key]).unwrap_err().to_string();
             assert!(message.contains(key), "{message}");
         }
+    }
+
+    #[test]
+    fn the_timer_service_factory_is_rocksdb_or_heap() {
+        let key = "state.backend.rocksdb.timer-service.factory";
+        assert!(!FlinkConfig::default().rocksdb_heap_timers().unwrap());
+        let heap = FlinkConfig::parse(&format!("{key}: HEAP\n")).unwrap();
+        assert!(heap.rocksdb_heap_timers().unwrap());
+        let rocksdb = FlinkConfig::parse(&format!("{key}: rocksdb\n")).unwrap();
+        assert!(!rocksdb.rocksdb_heap_timers().unwrap());
+        let bad = FlinkConfig::parse(&format!("{key}: disk\n")).unwrap();
+        let message = bad.rocksdb_heap_timers().unwrap_err().to_string();
+        assert!(message.contains(key) && message.contains("disk"), "{message}");
     }
 
     #[test]

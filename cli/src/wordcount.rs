@@ -326,6 +326,7 @@ pub fn run(args: WordCountArgs) -> Result<()> {
                 || config.get_bool(&["state.backend.changelog.enabled"])?.unwrap_or(false),
             rocksdb_compact_clipped_ranges: config
                 .get_bool(&["state.backend.rocksdb.rescaling.compact-clipped-ranges"])?,
+            rocksdb_heap_timers: config.rocksdb_heap_timers()?,
             ..rocksdb_memory(&config)?
         },
     )?;

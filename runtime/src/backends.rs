@@ -94,6 +94,11 @@ pub struct BackendConfig {
     /// (`state.backend.rocksdb.rescaling.compact-clipped-ranges`; default
     /// `streamstate_rocksdb::RocksDbConfig::default().compact_clipped_ranges`).
     pub rocksdb_compact_clipped_ranges: Option<bool>,
+    /// RocksDB keeps every timer in memory too, instead of reading them
+    /// from RocksDB in timestamp order
+    /// (`state.backend.rocksdb.timer-service.factory: HEAP`; see
+    /// `streamstate_rocksdb::TimerStore`).
+    pub rocksdb_heap_timers: bool,
 }
 
 /// The backend `kind` with default settings, if this build includes it.
@@ -132,6 +137,11 @@ pub fn state_backend_with(kind: StateBackendKind, config: &BackendConfig) -> Res
                     compact_clipped_ranges: config
                         .rocksdb_compact_clipped_ranges
                         .unwrap_or(defaults.compact_clipped_ranges),
+                    timer_store: if config.rocksdb_heap_timers {
+                        streamstate_rocksdb::TimerStore::Heap
+                    } else {
+                        streamstate_rocksdb::TimerStore::RocksDb
+                    },
                 },
             )))
         }

@@ -65,6 +65,10 @@ pub struct Capabilities {
 /// cell: `visit(key, cell)`, serialized key and stored cell bytes.
 pub type CellVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
 
+/// What [`KeyedStateBackend::scan_timers`] calls for each timer:
+/// `visit(key, user key)`; returning `false` ends the scan.
+pub type TimerVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
 /// The asynchronous phase of a snapshot: owns a consistent view of the state
 /// and writes it to storage. Runs on any thread; processing goes on meanwhile.
 pub trait AsyncSnapshot: Send {
@@ -264,6 +268,32 @@ pub trait KeyedStateBackend: Send + fmt::Debug {
     /// # Errors
     /// As [`KeyedStateBackend::map_get`].
     fn map_entries(&self, state: StateId) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Whether `state`, a timer state (`_timer_state/…`, a map state), is
+    /// stored in timestamp order within each key group, across keys (the
+    /// RocksDB backend's default, Flink's `ROCKSDB` timer service
+    /// factory). The [`crate::timers::TimerService`] then keeps only each
+    /// key group's first timer in memory and reads the next from the
+    /// backend ([`KeyedStateBackend::scan_timers`]); otherwise it keeps
+    /// every timer in an in-memory set (Flink's `HEAP` timers). The
+    /// default: `false`.
+    fn timers_in_time_order(&self, state: StateId) -> bool {
+        let _ = state;
+        false
+    }
+
+    /// Visits the timers of `state` in `key_group` in user-key order (a
+    /// timer's user key starts with its timestamp) across keys, as
+    /// `visit(key, user key)`, until `visit` returns `false`: for a state
+    /// [`KeyedStateBackend::timers_in_time_order`] says is stored so.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] for any other state (the default);
+    /// backend errors; the first error of `visit`.
+    fn scan_timers(&self, state: StateId, key_group: u32, visit: &mut TimerVisitor<'_>) -> Result<()> {
+        let _ = (state, key_group, visit);
+        Err(Error::unsupported("this backend keeps no state in timer order"))
+    }
 
     /// Every key that has a cell or at least one map entry in `state`,
     /// ordered by serialized key bytes (Flink's `getKeys`).

@@ -307,9 +307,18 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         let epoch = self.write_epoch();
         let key = std::mem::take(&mut self.current_key);
         let result = self.maps_mut(state).map(|table| {
-            table
-                .upsert(shard, &key, epoch)
-                .insert(user_key.to_vec(), value.to_vec());
+            let user_map = table.upsert(shard, &key, epoch);
+            // An update (a window's accumulator, again and again) reuses
+            // the entry's buffer: no allocation.
+            match user_map.get_mut(user_key) {
+                Some(stored) => {
+                    stored.clear();
+                    stored.extend_from_slice(value);
+                }
+                None => {
+                    user_map.insert(user_key.to_vec(), value.to_vec());
+                }
+            }
         });
         self.current_key = key;
         result

@@ -41,6 +41,50 @@ pub struct RocksDbConfig {
     /// `range_compaction`). On by default; Flink leaves them to RocksDB's
     /// own compactions, which is what `false` does.
     pub compact_clipped_ranges: bool,
+    /// Where timers live (Flink's
+    /// `state.backend.rocksdb.timer-service.factory`): in RocksDB, in
+    /// timestamp order, with only each key group's first in memory (the
+    /// default, as in Flink), or all in memory ([`TimerStore::Heap`]).
+    /// Applies to timer states a job creates; a native restore keeps the
+    /// layout its checkpoint has (a canonical savepoint moves between
+    /// them).
+    pub timer_store: TimerStore,
+}
+
+/// Where the RocksDB backend keeps timers (Flink's
+/// `state.backend.rocksdb.timer-service.factory`).
+///
+/// ```
+/// use streamstate_rocksdb::{RocksDbConfig, TimerStore};
+/// assert_eq!(RocksDbConfig::default().timer_store, TimerStore::RocksDb);
+/// assert_eq!("heap".parse::<TimerStore>().unwrap(), TimerStore::Heap);
+/// assert!("disk".parse::<TimerStore>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimerStore {
+    /// In a column family keyed by key group, timestamp, key and
+    /// namespace: the timer service reads the next timer of each key group
+    /// from RocksDB and holds only those in memory (Flink's `ROCKSDB`).
+    #[default]
+    RocksDb,
+    /// Every timer also in an in-memory ordered set, RocksDB's column
+    /// family keyed by key first (Flink's `HEAP`): no RocksDB read per
+    /// registration, for timers that fit in memory.
+    Heap,
+}
+
+impl std::str::FromStr for TimerStore {
+    type Err = streamstate_api::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "rocksdb" => Ok(Self::RocksDb),
+            "heap" => Ok(Self::Heap),
+            other => Err(streamstate_api::Error::config(format!(
+                "unknown timer service factory `{other}`: expected ROCKSDB or HEAP"
+            ))),
+        }
+    }
 }
 
 impl Default for RocksDbConfig {
@@ -53,6 +97,7 @@ impl Default for RocksDbConfig {
             write_back_entries: DEFAULT_WRITE_BACK_ENTRIES,
             changelog: false,
             compact_clipped_ranges: true,
+            timer_store: TimerStore::RocksDb,
         }
     }
 }

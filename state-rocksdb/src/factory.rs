@@ -42,6 +42,7 @@ impl RocksDbStateBackend {
                 write_back_entries: config.write_back_entries,
                 changelog: config.changelog,
                 compact_clipped_ranges: config.compact_clipped_ranges,
+                timer_store: config.timer_store,
             }),
         }
     }

@@ -5,7 +5,13 @@
 //! ```text
 //! cell state:  kg u16 BE | key
 //! map state:   kg u16 BE | varint len(key) | key | user key
+//! timer state: kg u16 BE | timestamp (8 B) | varint len(key) | key | namespace
 //! ```
+//!
+//! A timer's user key is its timestamp (8 bytes, in byte order) and its
+//! namespace; in timestamp order (the default timer store) the timestamp
+//! comes before the key, so a key group's timers iterate in firing order
+//! (Flink's RocksDB timer layout).
 
 use streamstate_api::codec::{get_varint, put_varint};
 use streamstate_api::{Error, Result};
@@ -63,6 +69,49 @@ pub fn split_map_key(stored: &[u8]) -> Result<(&[u8], &[u8])> {
     Ok(rest.split_at(len))
 }
 
+/// Writes the stored key of timer `user_key` (timestamp | namespace) of
+/// `key` in `key_group`, in timestamp order.
+///
+/// # Errors
+/// [`streamstate_api::ErrorKind::InvalidArgument`] for a user key shorter
+/// than a timestamp.
+pub fn timer_key(out: &mut Vec<u8>, key_group: u32, key: &[u8], user_key: &[u8]) -> Result<()> {
+    if user_key.len() < 8 {
+        return Err(Error::invalid_argument(
+            "a timer's user key starts with its 8-byte timestamp",
+        ));
+    }
+    let (timestamp, namespace) = user_key.split_at(8);
+    out.clear();
+    put_key_group(out, key_group);
+    out.extend_from_slice(timestamp);
+    put_varint(out, key.len() as u64);
+    out.extend_from_slice(key);
+    out.extend_from_slice(namespace);
+    Ok(())
+}
+
+/// Splits a stored timer key ([`timer_key`]) into (key, user key).
+///
+/// # Errors
+/// Corrupt for a malformed key.
+pub fn split_timer_key(stored: &[u8]) -> Result<(&[u8], Vec<u8>)> {
+    if stored.len() < 10 {
+        return Err(Error::corrupt("timer key shorter than key group and timestamp"));
+    }
+    let timestamp = &stored[2..10];
+    let mut rest = &stored[10..];
+    let len = get_varint(&mut rest)? as usize;
+    if len > rest.len() {
+        return Err(Error::corrupt("timer key length exceeds the key"));
+    }
+    let (key, namespace) = rest.split_at(len);
+    let mut user_key = Vec::with_capacity(8 + namespace.len());
+    user_key.extend_from_slice(timestamp);
+    user_key.extend_from_slice(namespace);
+    Ok((key, user_key))
+}
+
 /// The smallest key greater than every key starting with `prefix`, or
 /// `None` when no such key exists (all `0xff`).
 pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -90,6 +139,22 @@ mod tests {
         assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
         assert_eq!(prefix_successor(&[0xff]), None);
         assert!(key_group_start(1) > key_group_start(0));
+    }
+
+    #[test]
+    fn timer_keys_sort_by_timestamp_before_key_and_round_trip() {
+        let mut early = Vec::new();
+        timer_key(&mut early, 7, b"zzz", &[0, 0, 0, 0, 0, 0, 0, 1, 9]).unwrap();
+        let mut late = Vec::new();
+        timer_key(&mut late, 7, b"a", &[0, 0, 0, 0, 0, 0, 0, 2]).unwrap();
+        assert!(early < late, "the timestamp orders before the key");
+        assert_eq!(&early[..2], &7u16.to_be_bytes());
+        assert_eq!(
+            split_timer_key(&early).unwrap(),
+            (&b"zzz"[..], vec![0, 0, 0, 0, 0, 0, 0, 1, 9])
+        );
+        assert!(timer_key(&mut late, 7, b"a", &[1, 2]).is_err());
+        assert!(split_timer_key(&early[..9]).is_err());
     }
 
     #[test]

@@ -44,7 +44,7 @@ mod snapshots;
 mod write_path;
 
 pub use backend::{RocksDbKeyedStateBackend, ROCKSDB_CAPABILITIES};
-pub use config::{RocksDbConfig, DEFAULT_WRITE_BACK_ENTRIES};
+pub use config::{RocksDbConfig, TimerStore, DEFAULT_WRITE_BACK_ENTRIES};
 pub use factory::RocksDbStateBackend;
 pub use resources::Resources;
 pub use snapshots::changelog;

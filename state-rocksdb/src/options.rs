@@ -18,6 +18,18 @@ pub(crate) fn state_cf(name: &str) -> String {
     format!("state:{name}")
 }
 
+/// The column family of a timer state kept in timestamp order
+/// ([`crate::keys::timer_key`]): a name of its own, so that the layout of a
+/// restored instance shows in its column families.
+pub(crate) fn timer_cf(name: &str) -> String {
+    format!("timers:{name}")
+}
+
+/// Whether a state's column family is in timestamp order.
+pub(crate) fn is_timer_cf(cf: &str) -> bool {
+    cf.starts_with("timers:")
+}
+
 /// Column family options: the list-append merge operator and the shared
 /// block cache.
 pub(crate) fn cf_options(resources: &Resources) -> Options {

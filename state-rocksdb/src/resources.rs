@@ -10,6 +10,7 @@ pub struct Resources {
     pub(crate) write_back_entries: usize,
     pub(crate) changelog: bool,
     pub(crate) compact_clipped_ranges: bool,
+    pub(crate) timer_store: crate::config::TimerStore,
 }
 
 impl std::fmt::Debug for Resources {

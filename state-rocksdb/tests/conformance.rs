@@ -78,6 +78,28 @@ mod rocksdb_changelog_on_file_storage {
     );
 }
 
+/// Flink's `HEAP` timer service factory: timers in memory too, RocksDB's
+/// timer column families keyed by key first (the modules above keep them
+/// in timestamp order, the default).
+fn heap_timers() -> RocksDbStateBackend {
+    RocksDbStateBackend::new(streamstate_rocksdb::RocksDbConfig {
+        timer_store: streamstate_rocksdb::TimerStore::Heap,
+        ..streamstate_rocksdb::RocksDbConfig::default()
+    })
+}
+
+mod rocksdb_heap_timers_on_file_storage {
+    streamstate_api::conformance_tests!(
+        super::TestTarget::new(super::heap_timers(), super::StorageFixture::local_dir)
+            .with_native_incremental_snapshots()
+    );
+    streamstate_api::property_tests!(
+        super::TestTarget::new(super::heap_timers(), super::StorageFixture::local_dir)
+            .with_native_incremental_snapshots()
+            .with_property_cases(64)
+    );
+}
+
 mod rocksdb_canonical_on_file_storage {
     streamstate_api::conformance_tests!(super::TestTarget::new(
         super::RocksDbStateBackend::default(),

@@ -198,7 +198,7 @@ impl States {
         }
         let mut timers = BTreeSet::new();
         for event_time in [true, false] {
-            for timer in timer_service.timers(domain(event_time))? {
+            for timer in timer_service.timers(&*b, domain(event_time))? {
                 if timer.key == b.current_key() {
                     timers.insert((
                         event_time,

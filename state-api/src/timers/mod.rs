@@ -32,15 +32,29 @@
 //! `timestamp (8 bytes, big endian, sign bit flipped) | namespace` to
 //! nothing. So timers are in every snapshot the backend writes (canonical
 //! and native, full and incremental), restore exactly, split by key group
-//! on a rescaling restore, and show in `checkpoints inspect`; on RocksDB
-//! they live in their own column family. Beside the backend, the service
-//! keeps an ordered set of the timers of its key-group range (Flink's heap
-//! priority queue with its dedup set, here one `BTreeSet`): registering a
-//! timer that exists is a lookup in memory, and the next due timer is the
-//! set's first. [`TimerService::open`] rebuilds the set from the backend,
-//! which after a restore holds exactly the timers of its range.
+//! on a rescaling restore, and show in `checkpoints inspect`.
+//!
+//! Where the next timer comes from depends on the backend, as Flink's
+//! `state.backend.rocksdb.timer-service.factory` does:
+//! - **In memory** (the heap backends, and RocksDB's `HEAP` variant): the
+//!   service keeps an ordered set of every timer of its key-group range
+//!   (Flink's heap priority queue with its dedup set, here one
+//!   `BTreeSet`); registering a timer that exists is a lookup in memory,
+//!   and the next due timer is the set's first.
+//! - **In the backend** (RocksDB's default,
+//!   [`KeyedStateBackend::timers_in_time_order`]): RocksDB stores each
+//!   timer state by key group, then timestamp, so the service holds only
+//!   each key group's first few timers and reads the next ones from
+//!   RocksDB when those have fired; the timers need not fit in memory.
+//!
+//! [`TimerService::open`] loads the index from the backend, which after a
+//! restore holds exactly the timers of its range.
 
 use std::collections::BTreeSet;
+
+mod group_heads;
+
+use group_heads::GroupHeads;
 
 use serde::{Deserialize, Serialize};
 
@@ -115,12 +129,24 @@ pub fn decode_user_key(user_key: &[u8]) -> Result<(i64, &[u8])> {
     get_timestamp(user_key)
 }
 
-/// One domain's timers: the backend state and the ordered set of
-/// `timestamp | varint len(key) | key | namespace` entries.
+/// One domain's timers: the backend state and the index that orders them.
 #[derive(Debug)]
 struct Queue {
     state: StateId,
-    order: BTreeSet<Vec<u8>>,
+    index: Index,
+}
+
+/// How a queue finds its next timer. Entries are `timestamp | varint
+/// len(key) | key | namespace`, so byte order is firing order.
+#[derive(Debug)]
+enum Index {
+    /// Every timer in memory (Flink's `HEAP` timers): the backend's map is
+    /// written through, for snapshots.
+    Heap(BTreeSet<Vec<u8>>),
+    /// The backend keeps the timers in timestamp order per key group
+    /// (Flink's `ROCKSDB` timers): only the first few of each key group
+    /// are in memory.
+    Backend(GroupHeads),
 }
 
 impl Queue {
@@ -145,6 +171,81 @@ impl Queue {
             namespace: namespace.to_vec(),
         })
     }
+
+    /// The queue of `domain`'s timer state, its index loaded from the
+    /// backend.
+    fn open<B: KeyedStateBackend + ?Sized>(backend: &mut B, domain: TimeDomain) -> Result<Self> {
+        let mut meta = StateMeta::new::<()>(domain.state_name(), StateKind::Map);
+        meta.user_key_type = Some("timestamp and namespace".into());
+        debug_assert!(meta.name.starts_with(RESERVED_STATE_PREFIX));
+        let state = backend.register_state(&meta)?;
+        if backend.timers_in_time_order(state) {
+            let heads = GroupHeads::open(backend, state)?;
+            return Ok(Self {
+                state,
+                index: Index::Backend(heads),
+            });
+        }
+        let mut order = BTreeSet::new();
+        let mut entry = Vec::new();
+        for key in backend.keys(state)? {
+            backend.set_current_key(&key)?;
+            for (user_key, _) in backend.map_entries(state)? {
+                let (timestamp, namespace) = get_timestamp(&user_key)?;
+                Queue::entry(&mut entry, timestamp, &key, namespace);
+                order.insert(entry.clone());
+            }
+        }
+        Ok(Self {
+            state,
+            index: Index::Heap(order),
+        })
+    }
+
+    /// Whether the current key's timer `entry` (stored as `user_key`) is
+    /// registered.
+    fn contains<B: KeyedStateBackend + ?Sized>(&self, backend: &B, entry: &[u8], user_key: &[u8]) -> Result<bool> {
+        match &self.index {
+            Index::Heap(order) => Ok(order.contains(entry)),
+            Index::Backend(heads) => Ok(heads.knows(entry) || backend.map_get(self.state, user_key)?.is_some()),
+        }
+    }
+
+    /// `entry`, of the current key (in `key_group`), was just stored.
+    fn inserted(&mut self, entry: &[u8], key_group: u32) {
+        match &mut self.index {
+            Index::Heap(order) => {
+                order.insert(entry.to_vec());
+            }
+            Index::Backend(heads) => heads.inserted(entry, key_group),
+        }
+    }
+
+    /// `entry`, of a key in `key_group`, was just removed from the backend.
+    fn removed<B: KeyedStateBackend + ?Sized>(&mut self, backend: &B, entry: &[u8], key_group: u32) -> Result<()> {
+        match &mut self.index {
+            Index::Heap(order) => {
+                order.remove(entry);
+                Ok(())
+            }
+            Index::Backend(heads) => heads.removed(backend, self.state, entry, key_group),
+        }
+    }
+
+    /// The earliest timer's entry.
+    fn first(&self) -> Option<&[u8]> {
+        match &self.index {
+            Index::Heap(order) => order.first().map(Vec::as_slice),
+            Index::Backend(heads) => heads.first(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.index {
+            Index::Heap(order) => order.len(),
+            Index::Backend(heads) => heads.len(),
+        }
+    }
 }
 
 /// The timers of one keyed backend: see the [module docs](self).
@@ -160,35 +261,26 @@ pub struct TimerService {
 
 impl TimerService {
     /// Registers the timer states with `backend` and loads the timers it
-    /// holds (after a restore: those of its key-group range). Changes the
-    /// backend's current key.
+    /// holds (after a restore: those of its key-group range): all of them
+    /// into memory, or, on a backend that keeps them in timestamp order
+    /// ([`KeyedStateBackend::timers_in_time_order`]), each key group's
+    /// first few. Changes the backend's current key.
     ///
     /// # Errors
     /// Backend errors; [`crate::ErrorKind::Corrupt`] for a malformed stored
     /// timer.
     pub fn open<B: KeyedStateBackend + ?Sized>(backend: &mut B) -> Result<Self> {
-        let mut open = |domain: TimeDomain| -> Result<Queue> {
-            let mut meta = StateMeta::new::<()>(domain.state_name(), StateKind::Map);
-            meta.user_key_type = Some("timestamp and namespace".into());
-            debug_assert!(meta.name.starts_with(RESERVED_STATE_PREFIX));
-            let state = backend.register_state(&meta)?;
-            let mut order = BTreeSet::new();
-            let mut entry = Vec::new();
-            for key in backend.keys(state)? {
-                backend.set_current_key(&key)?;
-                for (user_key, _) in backend.map_entries(state)? {
-                    let (timestamp, namespace) = get_timestamp(&user_key)?;
-                    Queue::entry(&mut entry, timestamp, &key, namespace);
-                    order.insert(entry.clone());
-                }
-            }
-            Ok(Queue { state, order })
-        };
         Ok(Self {
-            event: open(TimeDomain::EventTime)?,
-            processing: open(TimeDomain::ProcessingTime)?,
+            event: Queue::open(backend, TimeDomain::EventTime)?,
+            processing: Queue::open(backend, TimeDomain::ProcessingTime)?,
             scratch: Vec::new(),
         })
+    }
+
+    /// Whether the timers are kept in the backend, in timestamp order,
+    /// with only each key group's first few in memory (else all in memory).
+    pub fn kept_in_backend(&self) -> bool {
+        matches!(self.event.index, Index::Backend(_))
     }
 
     fn queue(&self, domain: TimeDomain) -> &Queue {
@@ -206,19 +298,21 @@ impl TimerService {
     }
 
     /// The queue of `domain`, the entry of the current key's timer at
-    /// `timestamp` in `namespace`, and whether the queue holds it.
+    /// `timestamp` in `namespace`, its stored user key, and whether the
+    /// queue holds it.
     fn find<B: KeyedStateBackend + ?Sized>(
         &mut self,
         backend: &B,
         domain: TimeDomain,
         namespace: &[u8],
         timestamp: i64,
-    ) -> Result<(&mut Queue, &[u8], bool)> {
+    ) -> Result<(&mut Queue, &[u8], Vec<u8>, bool)> {
         let key = current_key(backend)?;
         let (queue, entry) = self.queue_mut(domain);
         Queue::entry(entry, timestamp, key, namespace);
-        let present = queue.order.contains(entry.as_slice());
-        Ok((queue, entry.as_slice(), present))
+        let user_key = stored_user_key(entry, namespace);
+        let present = queue.contains(backend, entry, &user_key)?;
+        Ok((queue, entry.as_slice(), user_key, present))
     }
 
     /// Registers a timer at `timestamp` for the backend's current key in
@@ -234,12 +328,12 @@ impl TimerService {
         namespace: &[u8],
         timestamp: i64,
     ) -> Result<bool> {
-        let (queue, entry, present) = self.find(backend, domain, namespace, timestamp)?;
+        let (queue, entry, user_key, present) = self.find(backend, domain, namespace, timestamp)?;
         if present {
             return Ok(false);
         }
-        backend.map_put(queue.state, &stored_user_key(entry, namespace), &[])?;
-        queue.order.insert(entry.to_vec());
+        backend.map_put(queue.state, &user_key, &[])?;
+        queue.inserted(entry, backend.current_key_group());
         Ok(true)
     }
 
@@ -255,18 +349,18 @@ impl TimerService {
         namespace: &[u8],
         timestamp: i64,
     ) -> Result<bool> {
-        let (queue, entry, present) = self.find(backend, domain, namespace, timestamp)?;
+        let (queue, entry, user_key, present) = self.find(backend, domain, namespace, timestamp)?;
         if !present {
             return Ok(false);
         }
-        backend.map_remove(queue.state, &stored_user_key(entry, namespace))?;
-        queue.order.remove(entry);
+        backend.map_remove(queue.state, &user_key)?;
+        queue.removed(backend, entry, backend.current_key_group())?;
         Ok(true)
     }
 
     /// The timestamp of the earliest timer of `domain`.
     pub fn next_timestamp(&self, domain: TimeDomain) -> Option<i64> {
-        let first = self.queue(domain).order.first()?;
+        let first = self.queue(domain).first()?;
         get_timestamp(first).ok().map(|(timestamp, _)| timestamp)
     }
 
@@ -288,32 +382,52 @@ impl TimerService {
             _ => return Ok(None),
         }
         let (queue, _) = self.queue_mut(domain);
-        let Some(first) = queue.order.first() else {
+        let Some(first) = queue.first().map(<[u8]>::to_vec) else {
             return Ok(None);
         };
-        let timer = Queue::decode(first)?;
+        let timer = Queue::decode(&first)?;
         backend.set_current_key(&timer.key)?;
-        backend.map_remove(queue.state, &stored_user_key(first, &timer.namespace))?;
-        queue.order.pop_first();
+        backend.map_remove(queue.state, &stored_user_key(&first, &timer.namespace))?;
+        queue.removed(backend, &first, backend.current_key_group())?;
         Ok(Some(timer))
     }
 
     /// How many timers of `domain` are registered.
     pub fn len(&self, domain: TimeDomain) -> usize {
-        self.queue(domain).order.len()
+        self.queue(domain).len()
     }
 
     /// Whether no timer of either domain is registered.
     pub fn is_empty(&self) -> bool {
-        self.event.order.is_empty() && self.processing.order.is_empty()
+        self.event.len() == 0 && self.processing.len() == 0
     }
 
-    /// The timers of `domain` in the order they fire.
+    /// The timers of `domain` in the order they fire (from the backend,
+    /// when it keeps them: then a scan of every timer).
     ///
     /// # Errors
-    /// [`crate::ErrorKind::Corrupt`] for a malformed entry.
-    pub fn timers(&self, domain: TimeDomain) -> Result<Vec<Timer>> {
-        self.queue(domain).order.iter().map(|e| Queue::decode(e)).collect()
+    /// Backend errors; [`crate::ErrorKind::Corrupt`] for a malformed entry.
+    pub fn timers<B: KeyedStateBackend + ?Sized>(&self, backend: &B, domain: TimeDomain) -> Result<Vec<Timer>> {
+        let queue = self.queue(domain);
+        match &queue.index {
+            Index::Heap(order) => order.iter().map(|e| Queue::decode(e)).collect(),
+            Index::Backend(_) => {
+                let mut all = Vec::new();
+                for key_group in backend.key_group_range().iter() {
+                    backend.scan_timers(queue.state, key_group, &mut |key, user_key| {
+                        let (timestamp, namespace) = get_timestamp(user_key)?;
+                        all.push(Timer {
+                            timestamp,
+                            key: key.to_vec(),
+                            namespace: namespace.to_vec(),
+                        });
+                        Ok(true)
+                    })?;
+                }
+                all.sort();
+                Ok(all)
+            }
+        }
     }
 }
 

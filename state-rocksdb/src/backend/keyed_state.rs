@@ -25,11 +25,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn register_state(&mut self, meta: &StateMeta) -> Result<StateId> {
-        if self.states.id_of(&meta.name).is_none() {
-            meta.validate()?;
-            self.create_state_column_family(meta)?;
-        }
-        self.states.register(meta, |meta| Ok(state_cf(&meta.name)))
+        let cf = self.new_state_cf(meta);
+        self.register_state_in(meta, cf)
     }
 
     fn registered_states(&self) -> Vec<StateMeta> {
@@ -169,7 +166,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if is_map || !self.write_back.enabled() {
             self.wait_for_checkpoint_thread("clearing a state")?;
         }
-        if is_map {
+        if is_map && self.timers_in_time_order(state) {
+            self.clear_current_key_timers(state)
+        } else if is_map {
             let cf = self.map_cf(state)?;
             let end = keys::prefix_successor(&self.map_prefix).unwrap_or_else(|| vec![0xff; self.map_prefix.len() + 1]);
             let mut batch = WriteBatch::default();
@@ -195,8 +194,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     fn map_get(&self, state: StateId, user_key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
         self.require_key()?;
         let cf = self.map_cf(state)?;
-        let mut key = self.map_prefix.clone();
-        key.extend_from_slice(user_key);
+        let mut key = Vec::new();
+        self.map_key(state, user_key, &mut key)?;
         Ok(self
             .db()?
             .get_pinned_cf(cf, &key)
@@ -206,9 +205,10 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn map_put(&mut self, state: StateId, user_key: &[u8], value: &[u8]) -> Result<()> {
         self.require_key()?;
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&self.map_prefix);
-        self.scratch.extend_from_slice(user_key);
+        let mut key = std::mem::take(&mut self.scratch);
+        let built = self.map_key(state, user_key, &mut key);
+        self.scratch = key;
+        built?;
         self.wait_for_checkpoint_thread("a map put")?;
         let cf = self.map_cf(state)?;
         self.db()?
@@ -220,9 +220,10 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn map_remove(&mut self, state: StateId, user_key: &[u8]) -> Result<()> {
         self.require_key()?;
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&self.map_prefix);
-        self.scratch.extend_from_slice(user_key);
+        let mut key = std::mem::take(&mut self.scratch);
+        let built = self.map_key(state, user_key, &mut key);
+        self.scratch = key;
+        built?;
         self.wait_for_checkpoint_thread("a map removal")?;
         let cf = self.map_cf(state)?;
         self.db()?
@@ -234,6 +235,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn map_entries(&self, state: StateId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.require_key()?;
+        if self.timers_in_time_order(state) {
+            return self.current_key_timers(state);
+        }
         let cf = self.map_cf(state)?;
         let mut read = ReadOptions::default();
         if let Some(end) = keys::prefix_successor(&self.map_prefix) {
@@ -253,6 +257,37 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             entries.push((k[self.map_prefix.len()..].to_vec(), v.to_vec()));
         }
         Ok(entries)
+    }
+
+    fn timers_in_time_order(&self, state: StateId) -> bool {
+        self.state(state).is_ok_and(|s| is_timer_cf(&s.storage))
+    }
+
+    fn scan_timers(
+        &self,
+        state: StateId,
+        key_group: u32,
+        visit: &mut streamstate_api::backend::TimerVisitor<'_>,
+    ) -> Result<()> {
+        if !self.timers_in_time_order(state) {
+            return Err(Error::unsupported(format!(
+                "state {} is not kept in timer order",
+                self.state(state)?.meta.name
+            )));
+        }
+        let cf = self.map_cf(state)?;
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(keys::key_group_start(key_group + 1));
+        let mut stored = self.db()?.raw_iterator_cf_opt(cf, read);
+        stored.seek(keys::key_group_start(key_group));
+        while let Some(k) = stored.key() {
+            let (key, user_key) = keys::split_timer_key(k)?;
+            if !visit(key, &user_key)? {
+                return Ok(());
+            }
+            stored.next();
+        }
+        stored.status().map_err(|e| rocks_error("iterate", e))
     }
 
     fn keys(&self, state: StateId) -> Result<Vec<Vec<u8>>> {
@@ -391,10 +426,75 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 }
 
 impl RocksDbKeyedStateBackend {
-    /// Creates the column family of a new state and records its metadata
-    /// in the meta column family (what a native restore reads back).
-    fn create_state_column_family(&mut self, meta: &StateMeta) -> Result<()> {
-        let cf = state_cf(&meta.name);
+    /// The column family a state this instance does not have yet gets: a
+    /// timer state's is in timestamp order unless the timer store is the
+    /// heap.
+    fn new_state_cf(&self, meta: &StateMeta) -> String {
+        let by_time = self.resources.timer_store == TimerStore::RocksDb
+            && meta.stores_map()
+            && TimeDomain::of_state(&meta.name).is_some();
+        if by_time {
+            timer_cf(&meta.name)
+        } else {
+            state_cf(&meta.name)
+        }
+    }
+
+    /// Registers `meta`, in column family `cf` when it is new here.
+    pub(super) fn register_state_in(&mut self, meta: &StateMeta, cf: String) -> Result<StateId> {
+        if self.states.id_of(&meta.name).is_none() {
+            meta.validate()?;
+            self.create_state_column_family(meta, &cf)?;
+        }
+        self.states.register(meta, |_| Ok(cf))
+    }
+
+    /// Writes the stored key of the current key's entry `user_key` of map
+    /// state `state` into `out`, in the state's layout.
+    fn map_key(&self, state: StateId, user_key: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if self.timers_in_time_order(state) {
+            return keys::timer_key(out, self.current_key_group, &self.current_key, user_key);
+        }
+        out.clear();
+        out.extend_from_slice(&self.map_prefix);
+        out.extend_from_slice(user_key);
+        Ok(())
+    }
+
+    /// The current key's timers of a state in timestamp order, as
+    /// `map_entries` returns them: a scan of its key group, the only way
+    /// to them in that layout (the timer service never needs it).
+    fn current_key_timers(&self, state: StateId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut entries = Vec::new();
+        self.scan_timers(state, self.current_key_group, &mut |key, user_key| {
+            if key == self.current_key.as_slice() {
+                entries.push((user_key.to_vec(), Vec::new()));
+            }
+            Ok(true)
+        })?;
+        entries.sort_unstable();
+        Ok(entries)
+    }
+
+    /// Removes the current key's timers of a state in timestamp order.
+    fn clear_current_key_timers(&mut self, state: StateId) -> Result<()> {
+        self.wait_for_checkpoint_thread("clearing a state")?;
+        let mut stored = Vec::new();
+        for (user_key, _) in self.current_key_timers(state)? {
+            keys::timer_key(&mut stored, self.current_key_group, &self.current_key, &user_key)?;
+            self.db()?
+                .delete_cf_opt(self.map_cf(state)?, &stored, &self.write_options)
+                .map_err(|e| rocks_error("delete", e))?;
+            log_write(&mut self.changelog, state, &stored, WriteOp::Remove);
+        }
+        Ok(())
+    }
+
+    /// Creates the column family `cf` of a new state and records its
+    /// metadata in the meta column family (what a native restore reads
+    /// back).
+    fn create_state_column_family(&mut self, meta: &StateMeta, cf: &str) -> Result<()> {
+        let cf = cf.to_owned();
         let cf_opts = cf_options(&self.resources);
         // Creating a column family needs the database to itself.
         self.wait_for_checkpoint_thread("registering a state")?;

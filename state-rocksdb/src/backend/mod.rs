@@ -16,15 +16,17 @@ use streamstate_api::{
 };
 
 use crate::backend::range_compaction::{ClippedRange, RangeCompaction};
+use crate::config::TimerStore;
 use crate::errors::{backend_closed, rocks_error};
 use crate::files::DirGuard;
 use crate::keys;
-use crate::options::{cf_options, count_wal_files, db_options_for_open, state_cf, META_CF};
+use crate::options::{cf_options, count_wal_files, db_options_for_open, is_timer_cf, state_cf, timer_cf, META_CF};
 use crate::snapshots::canonical::CanonicalFromRocksDb;
 use crate::snapshots::changelog::{ChainSlot, Changelog, SegmentSnapshot};
 use crate::snapshots::local_checkpoint::{self, CheckpointThread, Memtables};
 use crate::snapshots::native::NativeSnapshot;
 use crate::write_path::pending_cells::{self, PendingCellsWriter, WriteLog, WriteOp};
+use streamstate_api::timers::TimeDomain;
 
 mod keyed_state;
 pub(crate) mod range_compaction;
@@ -217,7 +219,14 @@ impl RocksDbKeyedStateBackend {
     /// copies, before the job has written anything.
     fn adopt_recorded_state(&mut self, meta: StateMeta) -> Result<()> {
         meta.validate()?;
-        let cf = state_cf(&meta.name);
+        // The layout the instance has: a timer state in timestamp order
+        // has a column family of its own name.
+        let by_time = timer_cf(&meta.name);
+        let cf = if self.db()?.cf_handle(&by_time).is_some() {
+            by_time
+        } else {
+            state_cf(&meta.name)
+        };
         if self.db()?.cf_handle(&cf).is_none() {
             return Err(Error::corrupt(format!(
                 "state {} is recorded but its column family {cf} is missing",
@@ -407,7 +416,9 @@ impl RocksDbKeyedStateBackend {
         let mut out: Vec<Vec<u8>> = Vec::new();
         for item in self.db()?.iterator_cf_opt(cf, read_options, mode) {
             let (k, _) = item.map_err(|e| rocks_error("iterate", e))?;
-            let key = if s.meta.stores_map() {
+            let key = if is_timer_cf(&s.storage) {
+                keys::split_timer_key(&k)?.0
+            } else if s.meta.stores_map() {
                 keys::split_map_key(&k)?.0
             } else {
                 &k[2..]

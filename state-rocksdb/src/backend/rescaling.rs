@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{IngestExternalFileOptions, IteratorMode, ReadOptions, WriteBatch};
-use streamstate_api::{KeyGroupRange, KeyedStateBackend, Result, StateId};
+use streamstate_api::{Error, KeyGroupRange, Result, StateId};
 
 use super::RocksDbKeyedStateBackend;
 use crate::backend::range_compaction::ClippedRange;
@@ -126,7 +126,15 @@ impl RocksDbKeyedStateBackend {
         };
         let source_db = source.db()?;
         for state in &source.states {
-            let id = self.register_state(&state.meta)?;
+            // The copy is byte for byte: the state keeps the source's
+            // layout, which must be this instance's too.
+            let id = self.register_state_in(&state.meta, state.storage.clone())?;
+            if self.states[id].storage != state.storage {
+                return Err(Error::config(format!(
+                    "state {} is stored as {} in one restored instance and as {} in another: restore from a savepoint to change the timer store",
+                    state.meta.name, state.storage, self.states[id].storage
+                )));
+            }
             let from_cf = source.cf(&state.storage)?;
             let mut read = ReadOptions::default();
             read.set_iterate_upper_bound(keys::key_group_start(end + 1));

@@ -14,7 +14,7 @@ use streamstate_api::{
 use crate::errors::rocks_error;
 use crate::files::DirGuard;
 use crate::keys;
-use crate::options::{cf_options, db_options, state_cf};
+use crate::options::{cf_options, db_options, state_cf, timer_cf};
 use crate::resources::Resources;
 
 pub(crate) struct CanonicalFromRocksDb {
@@ -40,14 +40,18 @@ impl CanonicalFromRocksDb {
             writer.start_key_group(key_group)?;
             let lower = keys::key_group_start(key_group);
             for (index, meta) in self.states.iter().enumerate() {
-                let cf = db
-                    .cf_handle(&state_cf(&meta.name))
+                let by_time = db.cf_handle(&timer_cf(&meta.name));
+                let cf = by_time
+                    .or_else(|| db.cf_handle(&state_cf(&meta.name)))
                     .ok_or_else(|| Error::corrupt(format!("column family of state {} is missing", meta.name)))?;
                 let mut read = ReadOptions::default();
                 read.set_iterate_upper_bound(keys::key_group_start(key_group + 1));
                 for item in db.iterator_cf_opt(cf, read, IteratorMode::From(&lower, rocksdb::Direction::Forward)) {
                     let (k, v) = item.map_err(|e| rocks_error("iterate", e))?;
-                    if meta.stores_map() {
+                    if by_time.is_some() {
+                        let (key, user_key) = keys::split_timer_key(&k)?;
+                        writer.add_map_entry(index, key, &user_key, &v)?;
+                    } else if meta.stores_map() {
                         let (key, user_key) = keys::split_map_key(&k)?;
                         writer.add_map_entry(index, key, user_key, &v)?;
                     } else {

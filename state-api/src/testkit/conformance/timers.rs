@@ -105,10 +105,11 @@ fn register_timers(b: &mut dyn KeyedStateBackend, timers: &mut TimerService, n: 
     model
 }
 
-fn timers_of(timers: &TimerService) -> BTreeSet<(bool, i64, String)> {
+fn timers_of(b: &mut dyn KeyedStateBackend) -> BTreeSet<(bool, i64, String)> {
+    let timers = TimerService::open(b).unwrap();
     let mut got = BTreeSet::new();
     for (event_time, domain) in [(true, TimeDomain::EventTime), (false, TimeDomain::ProcessingTime)] {
-        for t in timers.timers(domain).unwrap() {
+        for t in timers.timers(&*b, domain).unwrap() {
             got.insert((event_time, t.timestamp, crate::codec::decode_value(&t.key).unwrap()));
         }
     }
@@ -126,7 +127,7 @@ pub fn timers_restore_exactly_split_by_key_group(t: &TestTarget) {
         for i in 0..parallelism {
             let range = KeyGroupRange::for_subtask(MAX_PARALLELISM, parallelism, i);
             let mut r = restore(t, &fixture.storage, std::slice::from_ref(&handle), range);
-            let restored = timers_of(&TimerService::open(r.as_mut()).unwrap());
+            let restored = timers_of(r.as_mut());
             let expected: BTreeSet<_> = model
                 .iter()
                 .filter(|(_, _, k)| range.contains(assign_to_key_group(&encode_value(k).unwrap(), MAX_PARALLELISM)))
@@ -155,7 +156,7 @@ pub fn timers_fired_and_registered_after_a_snapshot_restore_from_the_next(t: &Te
     model.insert((true, 50, "late".into()));
     let second = snapshot(t, b.as_mut(), &fixture.storage, 2, "op-0");
     let mut r = restore(t, &fixture.storage, &[second], KeyGroupRange::all(MAX_PARALLELISM));
-    assert_eq!(timers_of(&TimerService::open(r.as_mut()).unwrap()), model);
+    assert_eq!(timers_of(r.as_mut()), model);
     let mut r = restore(t, &fixture.storage, &[first], KeyGroupRange::all(MAX_PARALLELISM));
     let restored_first = TimerService::open(r.as_mut()).unwrap();
     assert_eq!(
