@@ -77,6 +77,19 @@ pub trait KeyedProcessFunction<K, T, O>: Send {
         Ok(())
     }
 
+    /// Writes into state and timers whatever the function keeps in memory
+    /// between records (a pre-aggregation): called before timers fire,
+    /// before each snapshot and at the end of the input, so that timers,
+    /// checkpoints and final results see every record. The current key
+    /// may be any key during the call. The default keeps nothing.
+    ///
+    /// # Errors
+    /// State errors; they fail the job.
+    fn flush(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
     /// Called when a bounded input is exhausted, after every timer due by
     /// then fired; `out` collects the job's final results (returned by
     /// [`crate::JobHandle::wait`]).

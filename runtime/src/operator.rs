@@ -59,8 +59,8 @@ pub(crate) trait KeyedOperator<K, T, O, A: Accumulator>: Send {
 
     /// The subtask's watermark advanced to `watermark`: fire the event-time
     /// timers it passed. The default has no timers. An operator with both a
-    /// buffer and timers writes what its timers read out first (none does:
-    /// the pre-aggregation has no timers, a function no buffer).
+    /// buffer and timers writes what its timers read out first (a function
+    /// that pre-aggregates windows: [`KeyedProcessFunction::flush`]).
     fn on_watermark(
         &mut self,
         watermark: i64,
@@ -94,8 +94,8 @@ pub(crate) trait KeyedOperator<K, T, O, A: Accumulator>: Send {
 }
 
 /// A user's [`KeyedProcessFunction`] as a keyed operator: every record goes
-/// to `process`, every due timer to `on_timer`; nothing is buffered and no
-/// partial is accepted.
+/// to `process`, every due timer to `on_timer` (after the function's
+/// `flush`); no partial is accepted.
 pub(crate) struct FunctionOperator<K, T, O> {
     function: Box<dyn KeyedProcessFunction<K, T, O>>,
     /// Opened with the backend in `open`.
@@ -130,6 +130,14 @@ impl<K: DeserializeOwned, T, O> FunctionOperator<K, T, O> {
             .as_mut()
             .ok_or_else(|| Error::invalid_argument("the keyed operator was not opened"))?;
         Ok((self.function.as_mut(), timers, &mut self.late_records, self.watermark))
+    }
+
+    /// Has the function write what it keeps in memory into state and
+    /// timers ([`KeyedProcessFunction::flush`]).
+    fn flush_function(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
+        let (function, timers, late_records, watermark) = self.parts()?;
+        let mut ctx = Context::new(backend, timers, None, watermark, late_records);
+        function.flush(&mut ctx)
     }
 
     /// Fires every timer of `domain` due at `up_to`, each with its key
@@ -172,8 +180,8 @@ impl<K: DeserializeOwned + Send, T: Send, O: Send> KeyedOperator<K, T, O, ()> fo
         ))
     }
 
-    fn flush_buffer(&mut self, _backend: &mut dyn KeyedStateBackend) -> Result<()> {
-        Ok(())
+    fn flush_buffer(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
+        self.flush_function(backend)
     }
 
     fn process(
@@ -192,6 +200,7 @@ impl<K: DeserializeOwned + Send, T: Send, O: Send> KeyedOperator<K, T, O, ()> fo
     fn finish(&mut self, backend: &mut dyn KeyedStateBackend, out: &mut dyn FnMut(O)) -> Result<()> {
         // A bounded input's end: processing-time timers left fire too, so
         // the last processing-time window of a file is not lost.
+        self.flush_function(backend)?;
         self.fire(TimeDomain::ProcessingTime, i64::MAX, backend, out)?;
         self.function.finish(backend, out)
     }
@@ -203,6 +212,7 @@ impl<K: DeserializeOwned + Send, T: Send, O: Send> KeyedOperator<K, T, O, ()> fo
         out: &mut dyn FnMut(O),
     ) -> Result<()> {
         self.watermark = watermark;
+        self.flush_function(backend)?;
         self.fire(TimeDomain::EventTime, watermark, backend, out)
     }
 
@@ -212,6 +222,7 @@ impl<K: DeserializeOwned + Send, T: Send, O: Send> KeyedOperator<K, T, O, ()> fo
         backend: &mut dyn KeyedStateBackend,
         out: &mut dyn FnMut(O),
     ) -> Result<()> {
+        self.flush_function(backend)?;
         self.fire(TimeDomain::ProcessingTime, now, backend, out)
     }
 

@@ -1,7 +1,8 @@
 //! Window functions beyond `reduce`: a `ProcessWindowFunction` sees every
 //! record of its window (tumbling and merged sessions, every backend),
-//! and `side_output_late_data` puts late records in the output; checked
-//! against plain counts computed here.
+//! `side_output_late_data` puts late records in the output, and allowed
+//! lateness fires a window again; checked against plain counts computed
+//! here.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -142,4 +143,57 @@ fn late_records_go_to_the_output_with_side_output_late_data() {
     assert_eq!(windows, vec![("a".to_owned(), 10_000, 2)]);
     assert_eq!(late, vec![("a".to_owned(), 1000, 1), ("b".to_owned(), 2000, 1)]);
     assert_eq!(metrics.late_records.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_record_within_the_allowed_lateness_fires_its_window_again_and_a_later_one_is_dropped() {
+    // One source, a watermark after every line. "6000" moves it to 5999:
+    // [0, 5000) fires with 2. "3000" is late but within 2 s of lateness
+    // (the window is purged at 6999): it fires again with 3. "9000" moves
+    // the watermark to 8999, past the purge; "4000" is then dropped. The
+    // end fires [5000, 10000) with 2.
+    let lines = ["1000 a", "2000 a", "6000 a", "3000 a", "9000 a", "4000 a"]
+        .map(str::to_owned)
+        .to_vec();
+    for backend in streamstate_runtime::backends::compiled_backends() {
+        let results: Collected<WindowResult<String, (String, i64, i64)>> = Arc::default();
+        let into = Arc::clone(&results);
+        let mut env = StreamExecutionEnvironment::new();
+        env.set_state_backend(state_backend(backend).unwrap());
+        let handle = env
+            .from_lines(lines.clone(), 1)
+            .map(|line: String| {
+                let (at, word) = line.split_once(' ').unwrap();
+                (word.to_owned(), at.parse::<i64>().unwrap(), 1i64)
+            })
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_monotonous_timestamps(|(_, at, _): &(String, i64, i64)| *at)
+                    .with_interval(Duration::ZERO),
+            )
+            .key_by(|(word, _, _)| word.clone())
+            .window(WindowAssigner::tumbling(Duration::from_secs(5)))
+            .allowed_lateness(Duration::from_secs(2))
+            .reduce(|a, b| (a.0.clone(), a.1, a.2 + b.2))
+            .add_sink(Arc::new(move |_, _| Ok(Box::new(Collect(Arc::clone(&into))) as Box<_>)))
+            .execute()
+            .unwrap();
+        let metrics = Arc::clone(handle.metrics());
+        handle.wait().unwrap();
+        let fired: Vec<(i64, i64)> = results
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| (r.window.start, r.value.2))
+            .collect();
+        assert_eq!(
+            fired,
+            vec![(0, 2), (0, 3), (5_000, 2)],
+            "{backend:?}: in the order they fired"
+        );
+        assert_eq!(
+            metrics.late_records.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "{backend:?}"
+        );
+    }
 }

@@ -42,6 +42,36 @@ pub trait WindowFunction<K, T>: Send {
     /// What the window emits.
     type Out;
 
+    /// Records of one key and window folded in memory before they reach
+    /// state (pre-aggregation); `()` for a function that folds none.
+    type Partial: Send;
+
+    /// Whether this function folds records in memory ([`Self::fold`]);
+    /// if not, each record goes to state at once. The default: `false`.
+    fn folds(&self) -> bool {
+        false
+    }
+
+    /// Folds `value` into `partial` (a new one when `None`), for a function
+    /// that [`folds`](Self::folds). The default does nothing.
+    fn fold(&self, partial: &mut Option<Self::Partial>, value: &T) {
+        let _ = (partial, value);
+    }
+
+    /// Adds `partial` to `window`'s contents (the current key's).
+    ///
+    /// # Errors
+    /// Backend and serialization errors.
+    fn add_partial(
+        &self,
+        backend: &mut dyn KeyedStateBackend,
+        window: &TimeWindow,
+        partial: Self::Partial,
+    ) -> Result<()> {
+        let _ = (backend, window, partial);
+        Ok(())
+    }
+
     /// Registers the contents' state on the subtask's backend.
     ///
     /// # Errors
@@ -137,8 +167,23 @@ impl<K, A, O> WindowFunction<K, A::In> for Aggregated<A, O>
 where
     K: Clone,
     A: AggregateFunction + Clone + 'static,
+    A::Acc: Send,
 {
     type Out = WindowResult<K, O>;
+    type Partial = A::Acc;
+
+    fn folds(&self) -> bool {
+        true
+    }
+
+    fn fold(&self, partial: &mut Option<A::Acc>, value: &A::In) {
+        let acc = partial.take().unwrap_or_else(|| self.function.create_accumulator());
+        *partial = Some(self.function.add(value, acc));
+    }
+
+    fn add_partial(&self, backend: &mut dyn KeyedStateBackend, window: &TimeWindow, partial: A::Acc) -> Result<()> {
+        opened(self.state.as_ref())?.add_accumulator(backend, window, partial)
+    }
 
     fn open(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
         let descriptor = AggregatingStateDescriptor::new(WINDOW_STATE, self.function.clone());
@@ -251,6 +296,8 @@ where
     F: ProcessWindowFunction<K, T, O>,
 {
     type Out = O;
+    /// Every record is kept: nothing to fold.
+    type Partial = ();
 
     fn open(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
         self.state = Some(backend.namespaced_list_state::<TimeWindow, T>(&ListStateDescriptor::new(WINDOW_STATE))?);
@@ -302,6 +349,19 @@ pub struct WithLateData<F>(pub F);
 
 impl<K, T, F: WindowFunction<K, T>> WindowFunction<K, T> for WithLateData<F> {
     type Out = WindowOrLate<F::Out, T>;
+    type Partial = F::Partial;
+
+    fn folds(&self) -> bool {
+        self.0.folds()
+    }
+
+    fn fold(&self, partial: &mut Option<F::Partial>, value: &T) {
+        self.0.fold(partial, value);
+    }
+
+    fn add_partial(&self, backend: &mut dyn KeyedStateBackend, window: &TimeWindow, partial: F::Partial) -> Result<()> {
+        self.0.add_partial(backend, window, partial)
+    }
 
     fn open(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<()> {
         self.0.open(backend)

@@ -3,7 +3,16 @@
 //! namespace), sets a timer at each window's end, emits the window's result
 //! when the timer fires, and clears the window's state once it can take no
 //! more records (its end plus the allowed lateness).
+//!
+//! Event-time windows that do not merge, with a function that folds
+//! (`reduce`, `aggregate`), are pre-aggregated: a record is folded into an
+//! in-memory partial per key and window, and the partials go to state, with
+//! their timers, when the watermark advances (before any timer fires),
+//! before each snapshot and when [`MAX_BUFFERED`] are held: one state
+//! write and one timer registration per key and window between watermarks,
+//! instead of one per record.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
@@ -14,18 +23,28 @@ use super::assigner::{TimeWindow, WindowTime, Windowing};
 use super::function::{WindowContext, WindowFunction};
 use crate::function::{Context, KeyedProcessFunction};
 
+/// (key, window) partials the operator holds before it writes them.
+pub const MAX_BUFFERED: usize = 16_384;
+
+/// Partials per serialized key: each window's, in the order first seen.
+type Buffer<P> = HashMap<Vec<u8>, Vec<(TimeWindow, Option<P>)>, foldhash::fast::RandomState>;
+
 /// Flink's `WindowOperator`, as a [`KeyedProcessFunction`]: see the
-/// [module docs](super). What each window keeps and emits is its
+/// [module docs](self). What each window keeps and emits is its
 /// [`WindowFunction`]'s.
-pub struct WindowOperator<K, T, F> {
+pub struct WindowOperator<K, T, F: WindowFunction<K, T>> {
     windowing: Windowing,
     function: F,
     /// For session windows: each key's sessions.
     sessions: Option<ValueState<Sessions>>,
+    /// Records folded but not yet in state (see the module docs).
+    buffer: Buffer<F::Partial>,
+    /// How many (key, window) partials `buffer` holds.
+    buffered: usize,
     _types: PhantomData<fn() -> (K, T)>,
 }
 
-impl<K, T, F> std::fmt::Debug for WindowOperator<K, T, F> {
+impl<K, T, F: WindowFunction<K, T>> std::fmt::Debug for WindowOperator<K, T, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WindowOperator")
             .field("windowing", &self.windowing)
@@ -40,8 +59,69 @@ impl<K: Clone, T, F: WindowFunction<K, T>> WindowOperator<K, T, F> {
             windowing,
             function,
             sessions: None,
+            buffer: Buffer::default(),
+            buffered: 0,
             _types: PhantomData,
         }
+    }
+
+    /// Whether records are folded in memory first: event time (processing
+    /// time fires by the clock, with no watermark to flush on), windows
+    /// that do not merge, a function that folds.
+    fn pre_aggregates(&self) -> bool {
+        self.windowing.time == WindowTime::EventTime && !self.windowing.assigner.is_merging() && self.function.folds()
+    }
+
+    /// Folds `value` into the partial of the current key in `window`.
+    fn buffer_record(&mut self, key: &[u8], window: TimeWindow, value: &T) {
+        let windows = match self.buffer.get_mut(key) {
+            Some(windows) => windows,
+            None => self.buffer.entry(key.to_vec()).or_default(),
+        };
+        let slot = match windows.iter().position(|(w, _)| *w == window) {
+            Some(at) => &mut windows[at].1,
+            None => {
+                self.buffered += 1;
+                windows.push((window, None));
+                &mut windows.last_mut().expect("just pushed").1
+            }
+        };
+        self.function.fold(slot, value);
+    }
+
+    /// Writes every partial to state with its window's timers, then makes
+    /// the key that was current before current again.
+    fn write_buffer(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let domain = self.domain();
+        let current = ctx.backend().current_key().to_vec();
+        let Self {
+            buffer,
+            function,
+            windowing,
+            buffered,
+            ..
+        } = self;
+        for (key, windows) in buffer.drain() {
+            ctx.backend().set_current_key(&key)?;
+            for (window, partial) in windows {
+                if let Some(partial) = partial {
+                    function.add_partial(ctx.backend(), &window, partial)?;
+                }
+                ctx.register_timer_in(domain, &window, window.max_timestamp())?;
+                let cleanup = windowing.cleanup_time(&window);
+                if cleanup != window.max_timestamp() {
+                    ctx.register_timer_in(domain, &window, cleanup)?;
+                }
+            }
+        }
+        *buffered = 0;
+        if !current.is_empty() {
+            ctx.backend().set_current_key(&current)?;
+        }
+        Ok(())
     }
 
     /// Emits `window`'s result, its contents kept in namespace
@@ -177,6 +257,7 @@ where
         }
         let watermark = ctx.current_watermark();
         let domain = self.domain();
+        let pre_aggregates = self.pre_aggregates();
         let mut late = true;
         for window in self.windowing.assigner.assign(timestamp) {
             let cleanup = self.windowing.cleanup_time(&window);
@@ -185,10 +266,16 @@ where
                 continue;
             }
             late = false;
+            // Late but within the allowed lateness: fire again now
+            // (Flink's `EventTimeTrigger`), from state holding everything.
+            let fire_now = event_time && window.max_timestamp() <= watermark;
+            if pre_aggregates && !fire_now {
+                self.buffer_record(ctx.backend().current_key(), window, &value);
+                continue;
+            }
+            self.write_buffer(ctx)?;
             self.function.add(ctx.backend(), &window, &value)?;
-            if event_time && window.max_timestamp() <= watermark {
-                // Late but within the allowed lateness: fire again now
-                // (Flink's `EventTimeTrigger`).
+            if fire_now {
                 self.emit(key, window, window, ctx, out)?;
             } else {
                 ctx.register_timer_in(domain, &window, window.max_timestamp())?;
@@ -200,7 +287,14 @@ where
         if late {
             self.late(value, ctx, out);
         }
+        if self.buffered >= MAX_BUFFERED {
+            self.write_buffer(ctx)?;
+        }
         Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        self.write_buffer(ctx)
     }
 
     fn on_timer(&mut self, timestamp: i64, key: &K, ctx: &mut Context<'_>, out: &mut dyn FnMut(F::Out)) -> Result<()> {

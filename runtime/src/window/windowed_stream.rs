@@ -144,6 +144,7 @@ where
     pub fn aggregate<A>(self, function: A) -> ProcessedStream<K, T, WindowResult<K, A::Out>>
     where
         A: AggregateFunction<In = T> + Clone + 'static,
+        A::Acc: Send,
         A::Out: Send + 'static,
     {
         self.windowed(Aggregated::new(function, Arc::new(Some)))
@@ -264,6 +265,7 @@ where
     pub fn aggregate<A>(self, function: A) -> WithLate<K, T, WindowResult<K, A::Out>>
     where
         A: AggregateFunction<In = T> + Clone + 'static,
+        A::Acc: Send,
         A::Out: Send + 'static,
     {
         self.0.windowed(WithLateData(Aggregated::new(function, Arc::new(Some))))

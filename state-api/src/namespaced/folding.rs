@@ -179,6 +179,26 @@ impl<N: Serialize + DeserializeOwned, A: AggregateFunction> NamespacedAggregatin
             .update(backend, namespace, &self.function.add(value, acc))
     }
 
+    /// Merges `partial`, records already folded elsewhere (a
+    /// pre-aggregation), into the current key's accumulator in `namespace`
+    /// with [`AggregateFunction::merge`]: one read and one write for all of
+    /// them.
+    ///
+    /// # Errors
+    /// Backend or (de)serialization errors.
+    pub fn add_accumulator<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        namespace: &N,
+        partial: A::Acc,
+    ) -> Result<()> {
+        let merged = match self.accumulator.value(backend, namespace)? {
+            Some(acc) => self.function.merge(acc, partial),
+            None => partial,
+        };
+        self.accumulator.update(backend, namespace, &merged)
+    }
+
     /// Removes the current key's accumulator in `namespace`.
     ///
     /// # Errors

@@ -202,12 +202,15 @@ impl Queue {
         })
     }
 
-    /// Whether the current key's timer `entry` (stored as `user_key`) is
+    /// Whether the current key's timer `entry` in `namespace` is
     /// registered.
-    fn contains<B: KeyedStateBackend + ?Sized>(&self, backend: &B, entry: &[u8], user_key: &[u8]) -> Result<bool> {
+    fn contains<B: KeyedStateBackend + ?Sized>(&self, backend: &B, entry: &[u8], namespace: &[u8]) -> Result<bool> {
         match &self.index {
             Index::Heap(order) => Ok(order.contains(entry)),
-            Index::Backend(heads) => Ok(heads.knows(entry) || backend.map_get(self.state, user_key)?.is_some()),
+            Index::Backend(heads) => Ok(heads.knows(entry)
+                || backend
+                    .map_get(self.state, &stored_user_key(entry, namespace))?
+                    .is_some()),
         }
     }
 
@@ -298,21 +301,19 @@ impl TimerService {
     }
 
     /// The queue of `domain`, the entry of the current key's timer at
-    /// `timestamp` in `namespace`, its stored user key, and whether the
-    /// queue holds it.
+    /// `timestamp` in `namespace`, and whether the queue holds it.
     fn find<B: KeyedStateBackend + ?Sized>(
         &mut self,
         backend: &B,
         domain: TimeDomain,
         namespace: &[u8],
         timestamp: i64,
-    ) -> Result<(&mut Queue, &[u8], Vec<u8>, bool)> {
+    ) -> Result<(&mut Queue, &[u8], bool)> {
         let key = current_key(backend)?;
         let (queue, entry) = self.queue_mut(domain);
         Queue::entry(entry, timestamp, key, namespace);
-        let user_key = stored_user_key(entry, namespace);
-        let present = queue.contains(backend, entry, &user_key)?;
-        Ok((queue, entry.as_slice(), user_key, present))
+        let present = queue.contains(backend, entry, namespace)?;
+        Ok((queue, entry.as_slice(), present))
     }
 
     /// Registers a timer at `timestamp` for the backend's current key in
@@ -328,11 +329,11 @@ impl TimerService {
         namespace: &[u8],
         timestamp: i64,
     ) -> Result<bool> {
-        let (queue, entry, user_key, present) = self.find(backend, domain, namespace, timestamp)?;
+        let (queue, entry, present) = self.find(backend, domain, namespace, timestamp)?;
         if present {
             return Ok(false);
         }
-        backend.map_put(queue.state, &user_key, &[])?;
+        backend.map_put(queue.state, &stored_user_key(entry, namespace), &[])?;
         queue.inserted(entry, backend.current_key_group());
         Ok(true)
     }
@@ -349,11 +350,11 @@ impl TimerService {
         namespace: &[u8],
         timestamp: i64,
     ) -> Result<bool> {
-        let (queue, entry, user_key, present) = self.find(backend, domain, namespace, timestamp)?;
+        let (queue, entry, present) = self.find(backend, domain, namespace, timestamp)?;
         if !present {
             return Ok(false);
         }
-        backend.map_remove(queue.state, &user_key)?;
+        backend.map_remove(queue.state, &stored_user_key(entry, namespace))?;
         queue.removed(backend, entry, backend.current_key_group())?;
         Ok(true)
     }
