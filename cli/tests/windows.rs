@@ -1,6 +1,7 @@
-//! `streamstate wordcount --window`: Flink's SocketWindowWordCount on the
-//! real binary, every backend, parallelism 1 and 2, its `--output` file
-//! against a plain count by event time computed here.
+//! `streamstate wordcount --window` and `--session-gap`: Flink's
+//! SocketWindowWordCount on the real binary, every backend, parallelism 1
+//! and 2, its `--output` file against a plain count by event time (or a
+//! plain split at the session gaps) computed here.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -106,6 +107,75 @@ fn event_time_windows_write_each_window_once_with_the_plain_count() {
                 assert_eq!(got.len(), expected.len(), "{backend} p{parallelism} {window}: windows");
                 assert!(got == expected, "{backend} p{parallelism} {window}: counts differ");
             }
+        }
+    }
+}
+
+/// Sessions per word computed plainly: a word's sorted timestamps split
+/// where the next comes more than `gap` after the one before; a session is
+/// `[first, last + gap)` and counts its words.
+fn count_by_session(text: &str, gap: i64) -> BTreeMap<(i64, i64, String), u64> {
+    let mut times: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let at: i64 = parts.next().unwrap().parse().unwrap();
+        for word in parts {
+            times.entry(word.to_uppercase()).or_default().push(at);
+        }
+    }
+    let mut sessions = BTreeMap::new();
+    for (word, mut at) in times {
+        at.sort_unstable();
+        let (mut first, mut last, mut count) = (at[0], at[0], 0);
+        for t in at {
+            if t > last + gap {
+                sessions.insert((first, last + gap, word.clone()), count);
+                (first, count) = (t, 0);
+            }
+            last = t;
+            count += 1;
+        }
+        sessions.insert((first, last + gap, word), count);
+    }
+    sessions
+}
+
+#[test]
+fn event_time_session_windows_write_each_session_once_with_a_plain_split_at_the_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let text = timestamped_lines(8_000);
+    std::fs::write(&input, &text).unwrap();
+    let expected = count_by_session(&text, 60);
+    assert!(
+        expected.len() > 500 && expected.values().any(|c| *c > 1),
+        "the input makes many sessions, some merged"
+    );
+    for backend in ["memory", "fs", "rocksdb"] {
+        for parallelism in ["1", "2"] {
+            let output = dir.path().join(format!("{backend}-{parallelism}-sessions.out"));
+            let out = Command::new(env!("CARGO_BIN_EXE_streamstate"))
+                .arg("wordcount")
+                .args(["--input", input.to_str().unwrap(), "--state-backend", backend])
+                .args(["--parallelism", parallelism, "--checkpoint-interval", "100ms"])
+                .arg("--checkpoint-dir")
+                .arg(format!(
+                    "file://{}/ck-{backend}-{parallelism}-sessions",
+                    dir.path().display()
+                ))
+                .args(["--session-gap", "60ms", "--event-time", "--out-of-orderness", "400ms"])
+                .arg("--output")
+                .arg(&output)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{backend} p{parallelism}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let got = read_windows(&output);
+            assert_eq!(got.len(), expected.len(), "{backend} p{parallelism}: sessions");
+            assert!(got == expected, "{backend} p{parallelism}: session counts differ");
         }
     }
 }

@@ -16,7 +16,9 @@ use streamstate_runtime::event_time::WatermarkStrategy;
 use streamstate_runtime::window::{WindowAssigner, WindowContext, WindowOrLate, WindowResult};
 use streamstate_runtime::StreamExecutionEnvironment;
 
-use common::{count_by_session, count_by_window, timestamped_lines, Collect, Collected, WindowCounts};
+use common::{
+    count_by_session, count_by_window, timed_words, timestamped_lines, Collect, Collected, TimedWord, WindowCounts,
+};
 
 /// `(word, event time)` per word of each line.
 fn words(line: String) -> Vec<(String, i64)> {
@@ -109,27 +111,18 @@ fn a_process_window_function_gets_every_record_of_a_merged_session() {
 fn late_records_go_to_the_output_with_side_output_late_data() {
     // One source, a watermark after every line: "10000" moves it to 9999,
     // so "1000 a" and "2000 b" come late for [0, 5000); 12000 is on time.
-    let lines = ["10000 a", "1000 a", "12000 a", "2000 b"].map(str::to_owned).to_vec();
-    type Record = (String, i64, i64);
-    let results: Collected<WindowOrLate<WindowResult<String, Record>, Record>> = Arc::default();
+    let results: Collected<WindowOrLate<WindowResult<String, TimedWord>, TimedWord>> = Arc::default();
     let into = Arc::clone(&results);
-    let handle = StreamExecutionEnvironment::new()
-        .from_lines(lines, 1)
-        .map(|line: String| {
-            let (at, word) = line.split_once(' ').unwrap();
-            (word.to_owned(), at.parse::<i64>().unwrap(), 1i64)
-        })
-        .assign_timestamps_and_watermarks(
-            WatermarkStrategy::for_monotonous_timestamps(|(_, at, _): &(String, i64, i64)| *at)
-                .with_interval(Duration::ZERO),
-        )
-        .key_by(|(word, _, _)| word.clone())
-        .window(WindowAssigner::tumbling(Duration::from_secs(5)))
-        .side_output_late_data()
-        .reduce(|a, b| (a.0.clone(), a.1, a.2 + b.2))
-        .add_sink(Arc::new(move |_, _| Ok(Box::new(Collect(Arc::clone(&into))) as Box<_>)))
-        .execute()
-        .unwrap();
+    let handle = timed_words(
+        &StreamExecutionEnvironment::new(),
+        &["10000 a", "1000 a", "12000 a", "2000 b"],
+    )
+    .window(WindowAssigner::tumbling(Duration::from_secs(5)))
+    .side_output_late_data()
+    .reduce(|a, b| (a.0.clone(), a.1, a.2 + b.2))
+    .add_sink(Arc::new(move |_, _| Ok(Box::new(Collect(Arc::clone(&into))) as Box<_>)))
+    .execute()
+    .unwrap();
     let metrics = Arc::clone(handle.metrics());
     handle.wait().unwrap();
     let (mut windows, mut late) = (Vec::new(), Vec::new());
@@ -152,25 +145,13 @@ fn a_record_within_the_allowed_lateness_fires_its_window_again_and_a_later_one_i
     // (the window is purged at 6999): it fires again with 3. "9000" moves
     // the watermark to 8999, past the purge; "4000" is then dropped. The
     // end fires [5000, 10000) with 2.
-    let lines = ["1000 a", "2000 a", "6000 a", "3000 a", "9000 a", "4000 a"]
-        .map(str::to_owned)
-        .to_vec();
+    let lines = ["1000 a", "2000 a", "6000 a", "3000 a", "9000 a", "4000 a"];
     for backend in streamstate_runtime::backends::compiled_backends() {
-        let results: Collected<WindowResult<String, (String, i64, i64)>> = Arc::default();
+        let results: Collected<WindowResult<String, TimedWord>> = Arc::default();
         let into = Arc::clone(&results);
         let mut env = StreamExecutionEnvironment::new();
         env.set_state_backend(state_backend(backend).unwrap());
-        let handle = env
-            .from_lines(lines.clone(), 1)
-            .map(|line: String| {
-                let (at, word) = line.split_once(' ').unwrap();
-                (word.to_owned(), at.parse::<i64>().unwrap(), 1i64)
-            })
-            .assign_timestamps_and_watermarks(
-                WatermarkStrategy::for_monotonous_timestamps(|(_, at, _): &(String, i64, i64)| *at)
-                    .with_interval(Duration::ZERO),
-            )
-            .key_by(|(word, _, _)| word.clone())
+        let handle = timed_words(&env, &lines)
             .window(WindowAssigner::tumbling(Duration::from_secs(5)))
             .allowed_lateness(Duration::from_secs(2))
             .reduce(|a, b| (a.0.clone(), a.1, a.2 + b.2))

@@ -17,7 +17,9 @@ use streamstate_runtime::window::{WindowAssigner, WindowResult};
 use streamstate_runtime::word_count::{window_word_count, Word, WordWindows};
 use streamstate_runtime::StreamExecutionEnvironment;
 
-use common::{count_by_session, count_by_window, timestamped_lines, Collect, Collected, WindowCounts};
+use common::{
+    count_by_session, count_by_window, timed_words, timestamped_lines, Collect, Collected, TimedWord, WindowCounts,
+};
 
 fn run_windows(
     lines: Vec<String>,
@@ -80,22 +82,11 @@ fn event_time_tumbling_and_sliding_windows_count_like_a_plain_count_by_event_tim
 fn a_record_behind_the_watermark_is_dropped_and_counted_late() {
     // One source, a watermark after every line: "10000" moves it to 9999,
     // so the word at 1000 (window [0, 5000)) comes late; 12000 is on time.
-    let lines = vec!["10000 a".to_owned(), "1000 a".to_owned(), "12000 a".to_owned()];
     let mut env = StreamExecutionEnvironment::new();
-    let results: Collected<WindowResult<String, (String, i64, i64)>> = Arc::default();
+    env.enable_checkpointing(Duration::from_secs(60));
+    let results: Collected<WindowResult<String, TimedWord>> = Arc::default();
     let into = Arc::clone(&results);
-    let handle = env
-        .enable_checkpointing(Duration::from_secs(60))
-        .from_lines(lines, 1)
-        .map(|line: String| {
-            let (at, word) = line.split_once(' ').unwrap();
-            (word.to_owned(), at.parse::<i64>().unwrap(), 1i64)
-        })
-        .assign_timestamps_and_watermarks(
-            WatermarkStrategy::for_monotonous_timestamps(|(_, at, _): &(String, i64, i64)| *at)
-                .with_interval(Duration::ZERO),
-        )
-        .key_by(|(word, _, _)| word.clone())
+    let handle = timed_words(&env, &["10000 a", "1000 a", "12000 a"])
         .window(WindowAssigner::tumbling(Duration::from_secs(5)))
         .reduce(|a, b| (a.0.clone(), a.1, a.2 + b.2))
         .add_sink(Arc::new(move |_, _| Ok(Box::new(Collect(Arc::clone(&into))) as Box<_>)))

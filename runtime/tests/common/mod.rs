@@ -6,8 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use streamstate_api::Result;
+use streamstate_runtime::event_time::WatermarkStrategy;
 use streamstate_runtime::sink::Sink;
+use streamstate_runtime::{KeyedStream, StreamExecutionEnvironment};
 
 /// Counts by (window start, window end, word).
 pub type WindowCounts = BTreeMap<(i64, i64, String), i64>;
@@ -87,4 +91,22 @@ pub fn count_by_session(lines: &[String], gap: i64) -> WindowCounts {
         sessions.insert((first, last + gap, word), count);
     }
     sessions
+}
+
+/// A word with its event time and a count of one.
+pub type TimedWord = (String, i64, i64);
+
+/// `"<epoch ms> <word>"` lines from one source as [`TimedWord`]s keyed by
+/// word, with a watermark (the newest time, minus one) after every line:
+/// each line's lateness is exact.
+pub fn timed_words(env: &StreamExecutionEnvironment, lines: &[&str]) -> KeyedStream<String, TimedWord> {
+    env.from_lines(lines.iter().map(|l| (*l).to_owned()).collect(), 1)
+        .map(|line: String| {
+            let (at, word) = line.split_once(' ').unwrap();
+            (word.to_owned(), at.parse::<i64>().unwrap(), 1i64)
+        })
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps(|(_, at, _): &TimedWord| *at).with_interval(Duration::ZERO),
+        )
+        .key_by(|(word, _, _)| word.clone())
 }
