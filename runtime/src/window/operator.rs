@@ -78,15 +78,15 @@ impl<K: Clone, T, F: WindowFunction<K, T>> WindowOperator<K, T, F> {
             Some(windows) => windows,
             None => self.buffer.entry(key.to_vec()).or_default(),
         };
-        let slot = match windows.iter().position(|(w, _)| *w == window) {
-            Some(at) => &mut windows[at].1,
+        let at = match windows.iter().position(|(w, _)| *w == window) {
+            Some(at) => at,
             None => {
                 self.buffered += 1;
                 windows.push((window, None));
-                &mut windows.last_mut().expect("just pushed").1
+                windows.len() - 1
             }
         };
-        self.function.fold(slot, value);
+        self.function.fold(&mut windows[at].1, value);
     }
 
     /// Writes every partial to state with its window's timers, then makes

@@ -7,7 +7,7 @@ use crate::backend::{KeyedStateBackend, StateId};
 use crate::codec::{decode_value, encode_value_into, get_length_prefixed, put_varint, with_scratch};
 use crate::Result;
 
-use super::{namespaces_of, read_cell, with_namespace, Marker};
+use super::cells::{namespaces_of, read_cell, with_namespace, Marker};
 
 /// The elements of a list cell (`varint len | postcard` frames).
 fn decode_list<T: DeserializeOwned>(cell: &[u8]) -> Result<Vec<T>> {

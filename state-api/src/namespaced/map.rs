@@ -7,7 +7,7 @@ use crate::backend::{KeyedStateBackend, StateId};
 use crate::codec::{decode_value, encode_value_into, get_varint, put_varint, with_scratch};
 use crate::{Error, Result};
 
-use super::{read_cell, with_namespace, Marker};
+use super::cells::{read_cell, with_namespace, Marker};
 
 /// A map per key and namespace (Flink's `InternalMapState`). Entries
 /// iterate in the order of their serialized user keys.

@@ -46,10 +46,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde::{de::DeserializeOwned, Serialize};
-
 use crate::backend::{KeyedStateBackend, StateId};
-use crate::codec::{decode_value, encode_value_into, with_scratch};
 use crate::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
     StateMeta, ValueStateDescriptor,
@@ -67,6 +64,7 @@ macro_rules! copy_handle {
     };
 }
 
+mod cells;
 mod folding;
 mod list;
 mod map;
@@ -76,9 +74,6 @@ pub use folding::{NamespacedAggregatingState, NamespacedReducingState};
 pub use list::NamespacedListState;
 pub use map::NamespacedMapState;
 pub use value::NamespacedValueState;
-
-/// The type marker of a handle: it holds no value of its types.
-pub(super) type Marker<T> = PhantomData<fn() -> T>;
 
 /// Registers namespaced states; implemented for every backend.
 pub trait NamespacedStateExt: KeyedStateBackend {
@@ -171,35 +166,4 @@ fn register<N, B: KeyedStateBackend + ?Sized>(backend: &mut B, meta: &StateMeta)
     let mut meta = meta.clone();
     meta.namespace_type = Some(std::any::type_name::<N>().to_owned());
     backend.register_state(&meta)
-}
-
-/// Calls `f` with the namespace serialized.
-pub(super) fn with_namespace<N: Serialize + ?Sized, R>(namespace: &N, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
-    with_scratch(|ns| {
-        encode_value_into(namespace, ns)?;
-        f(ns)
-    })
-}
-
-/// The current key's cell of `state` in the serialized namespace, decoded.
-pub(super) fn read_cell<B: KeyedStateBackend + ?Sized, R>(
-    backend: &B,
-    state: StateId,
-    ns: &[u8],
-    decode: impl FnOnce(&[u8]) -> Result<R>,
-) -> Result<Option<R>> {
-    backend.map_get(state, ns)?.map(|cell| decode(&cell)).transpose()
-}
-
-/// The namespaces in which the current key has an entry of `state`,
-/// decoded, in the order of their serialized bytes.
-pub(super) fn namespaces_of<B: KeyedStateBackend + ?Sized, N: DeserializeOwned>(
-    backend: &B,
-    state: StateId,
-) -> Result<Vec<N>> {
-    backend
-        .map_entries(state)?
-        .iter()
-        .map(|(ns, _)| decode_value(ns))
-        .collect()
 }

@@ -6,7 +6,7 @@ use crate::backend::{KeyedStateBackend, StateId};
 use crate::codec::{decode_value, encode_value_into, with_scratch};
 use crate::Result;
 
-use super::{namespaces_of, read_cell, with_namespace, Marker};
+use super::cells::{namespaces_of, read_cell, with_namespace, Marker};
 
 /// One value per key and namespace (Flink's `InternalValueState`).
 #[derive(Debug)]

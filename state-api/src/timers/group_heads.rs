@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::{get_timestamp, Queue};
+use super::entry::{get_timestamp, write_entry};
 use crate::backend::{KeyedStateBackend, StateId};
 use crate::Result;
 
@@ -70,7 +70,7 @@ impl GroupHeads {
             }
             let (timestamp, namespace) = get_timestamp(user_key)?;
             let mut entry = Vec::new();
-            Queue::entry(&mut entry, timestamp, key, namespace);
+            write_entry(&mut entry, timestamp, key, namespace);
             first.insert(entry);
             Ok(true)
         })?;

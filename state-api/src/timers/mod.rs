@@ -52,14 +52,17 @@
 
 use std::collections::BTreeSet;
 
+mod entry;
 mod group_heads;
+
+use entry::{get_timestamp, write_entry};
 
 use group_heads::GroupHeads;
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{KeyedStateBackend, StateId};
-use crate::codec::{get_varint, put_varint};
+use crate::codec::get_varint;
 use crate::descriptor::{StateKind, StateMeta, RESERVED_STATE_PREFIX};
 use crate::{Error, Result};
 
@@ -106,20 +109,6 @@ pub struct Timer {
     pub namespace: Vec<u8>,
 }
 
-/// Writes a timestamp so that byte order is numeric order.
-fn put_timestamp(out: &mut Vec<u8>, timestamp: i64) {
-    out.extend_from_slice(&((timestamp as u64) ^ (1 << 63)).to_be_bytes());
-}
-
-fn get_timestamp(bytes: &[u8]) -> Result<(i64, &[u8])> {
-    if bytes.len() < 8 {
-        return Err(Error::corrupt("timer entry shorter than its timestamp"));
-    }
-    let (ts, rest) = bytes.split_at(8);
-    let raw = u64::from_be_bytes(ts.try_into().map_err(|_| Error::corrupt("timer timestamp"))?);
-    Ok(((raw ^ (1 << 63)) as i64, rest))
-}
-
 /// Decodes a stored timer entry's user key into (timestamp, namespace):
 /// what `checkpoints inspect` shows.
 ///
@@ -150,14 +139,6 @@ enum Index {
 }
 
 impl Queue {
-    fn entry(out: &mut Vec<u8>, timestamp: i64, key: &[u8], namespace: &[u8]) {
-        out.clear();
-        put_timestamp(out, timestamp);
-        put_varint(out, key.len() as u64);
-        out.extend_from_slice(key);
-        out.extend_from_slice(namespace);
-    }
-
     fn decode(entry: &[u8]) -> Result<Timer> {
         let (timestamp, mut rest) = get_timestamp(entry)?;
         let len = get_varint(&mut rest)? as usize;
@@ -192,7 +173,7 @@ impl Queue {
             backend.set_current_key(&key)?;
             for (user_key, _) in backend.map_entries(state)? {
                 let (timestamp, namespace) = get_timestamp(&user_key)?;
-                Queue::entry(&mut entry, timestamp, &key, namespace);
+                write_entry(&mut entry, timestamp, &key, namespace);
                 order.insert(entry.clone());
             }
         }
@@ -311,7 +292,7 @@ impl TimerService {
     ) -> Result<(&mut Queue, &[u8], bool)> {
         let key = current_key(backend)?;
         let (queue, entry) = self.queue_mut(domain);
-        Queue::entry(entry, timestamp, key, namespace);
+        write_entry(entry, timestamp, key, namespace);
         let present = queue.contains(backend, entry, namespace)?;
         Ok((queue, entry.as_slice(), present))
     }
@@ -456,28 +437,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps_sort_as_numbers_in_bytes() {
-        let stamps = [i64::MIN, -5, -1, 0, 1, 1_700_000_000_000, i64::MAX];
-        let encoded: Vec<Vec<u8>> = stamps
-            .iter()
-            .map(|&t| {
-                let mut out = Vec::new();
-                put_timestamp(&mut out, t);
-                out
-            })
-            .collect();
-        let mut sorted = encoded.clone();
-        sorted.sort();
-        assert_eq!(sorted, encoded);
-        for (bytes, &t) in encoded.iter().zip(&stamps) {
-            assert_eq!(get_timestamp(bytes).unwrap(), (t, &[][..]));
-        }
-    }
-
-    #[test]
     fn an_entry_decodes_to_its_parts() {
         let mut entry = Vec::new();
-        Queue::entry(&mut entry, -7, b"key", b"ns");
+        write_entry(&mut entry, -7, b"key", b"ns");
         assert_eq!(
             Queue::decode(&entry).unwrap(),
             Timer {
