@@ -131,10 +131,13 @@ impl FlinkConfig {
     /// (Flink's values: `ROCKSDB`, the default, or `HEAP`).
     pub fn rocksdb_heap_timers(&self) -> Result<bool> {
         let key = "state.backend.rocksdb.timer-service.factory";
-        match self.get(&[key]).map(str::to_ascii_uppercase).as_deref() {
-            None | Some("ROCKSDB") => Ok(false),
-            Some("HEAP") => Ok(true),
-            Some(other) => bail!("{key} must be ROCKSDB or HEAP, not {other:?}"),
+        let Some(value) = self.get(&[key]) else {
+            return Ok(false);
+        };
+        match value.to_ascii_uppercase().as_str() {
+            "ROCKSDB" => Ok(false),
+            "HEAP" => Ok(true),
+            _ => bail!("{key} must be ROCKSDB or HEAP, not {value:?}"),
         }
     }
 
