@@ -79,6 +79,22 @@ fn both_timer_stores_fire_in_timestamp_order_and_only_rocksdb_s_reads_rocksdb() 
         assert_eq!(timers.kept_in_backend(), store == TimerStore::RocksDb, "{store:?}");
         let model = register(b.as_mut(), &mut timers);
         assert_eq!(timers.len(TimeDomain::EventTime), model.len(), "{store:?}");
+        // `timers` lists them in the order `poll` hands them out (polled
+        // from a twin, registered the same way).
+        let listed = timers.timers(b.as_ref(), TimeDomain::EventTime).unwrap();
+        let mut twin = backend(store)
+            .create_keyed_backend(options(KeyGroupRange::all(128)))
+            .unwrap();
+        let mut twin_timers = TimerService::open(twin.as_mut()).unwrap();
+        register(twin.as_mut(), &mut twin_timers);
+        let mut polled = Vec::new();
+        while let Some(timer) = twin_timers
+            .poll(twin.as_mut(), TimeDomain::EventTime, i64::MAX)
+            .unwrap()
+        {
+            polled.push(timer);
+        }
+        assert_eq!(listed, polled, "{store:?}: listed in firing order");
         let first: Vec<_> = model.iter().filter(|(at, _, _)| *at <= 0).cloned().collect();
         assert_eq!(
             fire(b.as_mut(), &mut timers, 0),
@@ -139,5 +155,41 @@ fn a_checkpoint_of_one_timer_store_restores_under_the_other_at_another_paralleli
             }
             assert_eq!(fired, model, "{from:?} -> {to:?} {format:?}: every timer, once");
         }
+    }
+}
+
+#[test]
+fn timers_are_listed_in_firing_order_when_keys_differ_in_length() {
+    // At one timestamp the shorter serialized key fires first: (128, "a")
+    // is 4 bytes, (1, "aaaa") 6, though its bytes sort first.
+    for store in [TimerStore::RocksDb, TimerStore::Heap] {
+        let mut b = backend(store)
+            .create_keyed_backend(options(KeyGroupRange::all(128)))
+            .unwrap();
+        let mut timers = TimerService::open(b.as_mut()).unwrap();
+        let keys = [(1u64, "aaaa".to_owned()), (128u64, "a".to_owned())];
+        for key in &keys {
+            b.set_current_key_typed(key).unwrap();
+            timers.register(b.as_mut(), TimeDomain::EventTime, &[], 7).unwrap();
+        }
+        let decode = |t: &streamstate_api::timers::Timer| -> (u64, String) {
+            streamstate_api::codec::decode_value(&t.key).unwrap()
+        };
+        let listed: Vec<_> = timers
+            .timers(b.as_ref(), TimeDomain::EventTime)
+            .unwrap()
+            .iter()
+            .map(decode)
+            .collect();
+        let mut polled = Vec::new();
+        while let Some(t) = timers.poll(b.as_mut(), TimeDomain::EventTime, i64::MAX).unwrap() {
+            polled.push(decode(&t));
+        }
+        assert_eq!(
+            polled,
+            [keys[1].clone(), keys[0].clone()],
+            "{store:?}: the shorter key first"
+        );
+        assert_eq!(listed, polled, "{store:?}: listed in firing order");
     }
 }

@@ -44,29 +44,31 @@ pub(super) struct GroupHeads {
 
 impl GroupHeads {
     /// Loads the index of `state`'s timers in every key group of the
-    /// backend: one scan each, counting them.
+    /// backend: one scan each, which also counts them.
     pub(super) fn open<B: KeyedStateBackend + ?Sized>(backend: &B, state: StateId) -> Result<Self> {
         let mut heads = Self::default();
         for key_group in backend.key_group_range().iter() {
-            let mut count = 0;
-            backend.scan_timers(state, key_group, &mut |_, _| {
-                count += 1;
-                Ok(true)
-            })?;
-            heads.len += count;
-            heads.refill(backend, state, key_group)?;
+            heads.len += heads.refill(backend, state, key_group, true)?;
         }
         Ok(heads)
     }
 
-    /// Reads `key_group`'s first timers from the backend.
-    fn refill<B: KeyedStateBackend + ?Sized>(&mut self, backend: &B, state: StateId, key_group: u32) -> Result<()> {
+    /// Reads `key_group`'s first timers from the backend. With `count_all`
+    /// the scan goes on to the group's end and returns how many timers it
+    /// holds; otherwise it stops after the first ones.
+    fn refill<B: KeyedStateBackend + ?Sized>(
+        &mut self,
+        backend: &B,
+        state: StateId,
+        key_group: u32,
+        count_all: bool,
+    ) -> Result<usize> {
         let mut first = BTreeSet::new();
-        let mut more = false;
+        let mut seen = 0;
         backend.scan_timers(state, key_group, &mut |key, user_key| {
+            seen += 1;
             if first.len() == CACHED {
-                more = true;
-                return Ok(false);
+                return Ok(count_all);
             }
             let (timestamp, namespace) = get_timestamp(user_key)?;
             let mut entry = Vec::new();
@@ -76,10 +78,11 @@ impl GroupHeads {
         })?;
         self.unlink(key_group);
         if !first.is_empty() {
-            self.groups.insert(key_group, Group { first, complete: !more });
+            let complete = seen <= CACHED;
+            self.groups.insert(key_group, Group { first, complete });
             self.link(key_group);
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// Takes `key_group` out of the heads (its first timer may change).
@@ -152,7 +155,7 @@ impl GroupHeads {
             }
             // The group's last timer.
             (true, true) => Ok(()),
-            (true, false) => self.refill(backend, state, key_group),
+            (true, false) => self.refill(backend, state, key_group, false).map(|_| ()),
         }
     }
 

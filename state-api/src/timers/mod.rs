@@ -406,7 +406,13 @@ impl TimerService {
                         Ok(true)
                     })?;
                 }
-                all.sort();
+                // Firing order is the index entries' byte order (the key's
+                // length before its bytes), not `Timer`'s field order.
+                let mut entry = Vec::new();
+                all.sort_by_cached_key(|t| {
+                    write_entry(&mut entry, t.timestamp, &t.key, &t.namespace);
+                    entry.clone()
+                });
                 Ok(all)
             }
         }
